@@ -1,0 +1,41 @@
+# Everything needs only Go (see go.mod for the version).
+GO ?= go
+BIN := bin
+
+.PHONY: up build test vet fuzz ci bench loadgen clean
+
+## up: run the whole pipeline in one process (embedded NATS, origin, executors, runtime, target)
+up:
+	$(GO) run ./cmd/pipeline up --embedded-nats
+
+## build: build pipeline and loadgen into ./bin
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+## test: the test suite, with the race detector
+test:
+	$(GO) test -race ./...
+
+## vet: static checks
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
+
+## fuzz: run every fuzz target for FUZZTIME (default 5s)
+FUZZTIME ?= 5s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+## bench: Go benchmarks
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## ci: what .ci/run runs
+ci: vet test fuzz
+
+clean:
+	rm -rf $(BIN) data

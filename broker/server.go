@@ -1,0 +1,166 @@
+package broker
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/rs/zerolog"
+)
+
+// ServerConfig configures the embedded NATS server.
+type ServerConfig struct {
+	// Host is the client listen host. If empty, 127.0.0.1 is used.
+	Host string
+	// Port is the client port. 0 means 4222; -1 picks a free port.
+	Port int
+	// MonitorPort is the HTTP monitoring port (/varz, /jsz, /healthz).
+	// 0 means 8222; -1 picks a free port; -2 disables monitoring.
+	MonitorPort int
+	// StoreDir is the JetStream file store directory (a jetstream/ folder is
+	// created in it). Required.
+	StoreDir string
+	// ServerName names the server; required when clustering.
+	ServerName string
+	// SyncAlways fsyncs every JetStream write before acknowledging it. Slower,
+	// but acknowledged jobs survive power loss (see README, Durability).
+	SyncAlways bool
+	// MaxStore caps JetStream file storage in bytes. 0 means the server default.
+	MaxStore int64
+	// Cluster, when non-nil, makes this server a node of a JetStream cluster.
+	Cluster *ClusterConfig
+	// ReadyTimeout bounds how long Start waits for the server (and, in a
+	// cluster, the JetStream meta leader). 0 means 10 s.
+	ReadyTimeout time.Duration
+	// Logger receives the server's log lines. The zero value discards them.
+	Logger zerolog.Logger
+}
+
+// ClusterConfig makes an embedded server a cluster node.
+type ClusterConfig struct {
+	// Name is the cluster name, the same on every node.
+	Name string
+	// Host and Port are where this node listens for routes.
+	Host string
+	Port int
+	// Routes are the other nodes' route URLs, e.g. nats-route://127.0.0.1:6223.
+	Routes []string
+}
+
+// Server is a running embedded nats-server with JetStream enabled. Its
+// methods are safe for concurrent use.
+type Server struct {
+	ns  *server.Server
+	log zerolog.Logger
+}
+
+// StartServer starts an embedded NATS server with JetStream and waits until it
+// accepts connections and JetStream is usable. It fails with
+// ErrServerNotReady (wrapped) when that takes longer than cfg.ReadyTimeout.
+func StartServer(cfg ServerConfig) (*Server, error) {
+	if cfg.StoreDir == "" {
+		return nil, fmt.Errorf("start nats server: store dir is required")
+	}
+	opts := &server.Options{
+		ServerName: cfg.ServerName,
+		Host:       cfg.Host,
+		Port:       cfg.Port,
+		JetStream:  true,
+		StoreDir:   cfg.StoreDir,
+		SyncAlways: cfg.SyncAlways,
+		NoSigs:     true,
+		// Large payloads (1 MiB bodies plus JSON/base64 overhead) must fit.
+		MaxPayload: 8 << 20,
+	}
+	if opts.Host == "" {
+		opts.Host = "127.0.0.1"
+	}
+	if opts.Port == 0 {
+		opts.Port = 4222
+	}
+	switch cfg.MonitorPort {
+	case 0:
+		opts.HTTPHost, opts.HTTPPort = opts.Host, 8222
+	case -2:
+	default:
+		opts.HTTPHost, opts.HTTPPort = opts.Host, cfg.MonitorPort
+	}
+	if cfg.MaxStore > 0 {
+		opts.JetStreamMaxStore = cfg.MaxStore
+	}
+	if c := cfg.Cluster; c != nil {
+		if opts.ServerName == "" {
+			return nil, fmt.Errorf("start nats server: cluster mode needs a server name")
+		}
+		opts.Cluster.Name = c.Name
+		opts.Cluster.Host = c.Host
+		opts.Cluster.Port = c.Port
+		if len(c.Routes) > 0 {
+			opts.Routes = server.RoutesFromStr(strings.Join(c.Routes, ","))
+		}
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("start nats server: %w", err)
+	}
+	ns.SetLoggerV2(natsLogger{cfg.Logger}, false, false, false)
+	go ns.Start()
+	timeout := cfg.ReadyTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	deadline := time.Now().Add(timeout)
+	if !ns.ReadyForConnections(timeout) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("start nats server on %s:%d: %w", opts.Host, opts.Port, ErrServerNotReady)
+	}
+	// ReadyForConnections returns before JetStream (in a cluster: the meta
+	// leader) is usable; a stream created now could hang.
+	for {
+		st := ns.Healthz(&server.HealthzOptions{JSEnabledOnly: cfg.Cluster == nil, JSMetaOnly: cfg.Cluster != nil})
+		if st.Status == "ok" {
+			break
+		}
+		if time.Now().After(deadline) {
+			ns.Shutdown()
+			return nil, fmt.Errorf("start nats server: jetstream: %s: %w", st.Error, ErrServerNotReady)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s := &Server{ns: ns, log: cfg.Logger}
+	return s, nil
+}
+
+// NATS returns the underlying nats-server, for in-process connections.
+func (s *Server) NATS() *server.Server { return s.ns }
+
+// ClientURL is the URL other processes connect to, e.g. nats://127.0.0.1:4222.
+func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+
+// MonitorAddr is the monitoring listener address, or "" when disabled.
+func (s *Server) MonitorAddr() string {
+	if a := s.ns.MonitorAddr(); a != nil {
+		return net.JoinHostPort(a.IP.String(), strconv.Itoa(a.Port))
+	}
+	return ""
+}
+
+// Shutdown stops the server and waits until it has stopped. Clients should be
+// drained first.
+func (s *Server) Shutdown() {
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+}
+
+// natsLogger adapts zerolog to the nats-server logger interface.
+type natsLogger struct{ l zerolog.Logger }
+
+func (n natsLogger) Noticef(format string, v ...any) { n.l.Debug().Msgf(format, v...) }
+func (n natsLogger) Warnf(format string, v ...any)   { n.l.Warn().Msgf(format, v...) }
+func (n natsLogger) Fatalf(format string, v ...any)  { n.l.Error().Msgf(format, v...) }
+func (n natsLogger) Errorf(format string, v ...any)  { n.l.Error().Msgf(format, v...) }
+func (n natsLogger) Debugf(format string, v ...any)  { n.l.Trace().Msgf(format, v...) }
+func (n natsLogger) Tracef(format string, v ...any)  { n.l.Trace().Msgf(format, v...) }

@@ -1,0 +1,154 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StreamsConfig sizes the jobs and results streams and the shared executors
+// consumer. Zero values take the documented defaults.
+type StreamsConfig struct {
+	Subjects Subjects
+	// Replicas per stream: 1 on a single server, 3 on a cluster. Default 1.
+	Replicas int
+	// Memory stores streams in memory instead of files (not durable).
+	Memory bool
+	// MaxJobs caps queued jobs; a publish beyond it fails with ErrQueueFull.
+	// Default 1,000,000.
+	MaxJobs int64
+	// MaxJobBytes caps the jobs stream size. Default 1 GiB.
+	MaxJobBytes int64
+	// MaxResultBytes caps the results stream size. Default 1 GiB.
+	MaxResultBytes int64
+	// DuplicateWindow is how long a job id (Nats-Msg-Id) is remembered for
+	// de-duplication. Default 2 minutes.
+	DuplicateWindow time.Duration
+	// AckWait is how long an executor may hold a job without acking or
+	// signalling progress before it is redelivered. Default 30 s.
+	AckWait time.Duration
+	// MaxDeliver caps deliveries per job. Default 5.
+	MaxDeliver int
+	// MaxAckPending caps jobs in flight across all executors. Default 20,000.
+	MaxAckPending int
+}
+
+func (c *StreamsConfig) withDefaults() StreamsConfig {
+	d := *c
+	if d.Replicas <= 0 {
+		d.Replicas = 1
+	}
+	if d.MaxJobs == 0 {
+		d.MaxJobs = 1_000_000
+	}
+	if d.MaxJobBytes == 0 {
+		d.MaxJobBytes = 1 << 30
+	}
+	if d.MaxResultBytes == 0 {
+		d.MaxResultBytes = 1 << 30
+	}
+	if d.DuplicateWindow == 0 {
+		d.DuplicateWindow = 2 * time.Minute
+	}
+	if d.AckWait == 0 {
+		d.AckWait = 30 * time.Second
+	}
+	if d.MaxDeliver == 0 {
+		d.MaxDeliver = 5
+	}
+	if d.MaxAckPending == 0 {
+		d.MaxAckPending = 20_000
+	}
+	return d
+}
+
+// Provision creates or updates the jobs and results streams and the shared
+// executors consumer. It is idempotent: every role may call it at start.
+func Provision(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) error {
+	c := cfg.withDefaults()
+	storage := jetstream.FileStorage
+	if c.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	jobs := jetstream.StreamConfig{
+		Name:        JobsStream,
+		Description: "pipeline fetch jobs (work queue)",
+		Subjects:    []string{c.Subjects.JobsWildcard()},
+		Retention:   jetstream.WorkQueuePolicy,
+		Discard:     jetstream.DiscardNew,
+		MaxMsgs:     c.MaxJobs,
+		MaxBytes:    c.MaxJobBytes,
+		Storage:     storage,
+		Replicas:    c.Replicas,
+		Duplicates:  c.DuplicateWindow,
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jobs); err != nil {
+		return fmt.Errorf("provision stream %s: %w", JobsStream, err)
+	}
+	results := jetstream.StreamConfig{
+		Name:        ResultsStream,
+		Description: "pipeline fetch results, one filtered consumer per origin",
+		Subjects:    []string{c.Subjects.ResultsWildcard()},
+		Retention:   jetstream.WorkQueuePolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxBytes:    c.MaxResultBytes,
+		Storage:     storage,
+		Replicas:    c.Replicas,
+		Duplicates:  c.DuplicateWindow,
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, results); err != nil {
+		return fmt.Errorf("provision stream %s: %w", ResultsStream, err)
+	}
+	cons := jetstream.ConsumerConfig{
+		Durable:       ExecutorsConsumer,
+		Description:   "shared by every executor process",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.AckWait,
+		MaxDeliver:    c.MaxDeliver,
+		MaxAckPending: c.MaxAckPending,
+		Replicas:      c.Replicas,
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, JobsStream, cons); err != nil {
+		return fmt.Errorf("provision consumer %s: %w", ExecutorsConsumer, err)
+	}
+	return nil
+}
+
+// OriginConsumerConfig is the durable consumer through which origin originID
+// reads its results.
+func OriginConsumerConfig(s Subjects, originID string, replicas int) jetstream.ConsumerConfig {
+	if replicas <= 0 {
+		replicas = 1
+	}
+	return jetstream.ConsumerConfig{
+		Durable:       OriginConsumer(originID),
+		Description:   "results for origin " + originID,
+		FilterSubject: s.Result(originID),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 20_000,
+		Replicas:      replicas,
+	}
+}
+
+// IsQueueFull reports whether a publish error means a jobs stream limit was
+// reached.
+func IsQueueFull(err error) bool {
+	if err == nil {
+		return false
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case 10077: // JSStreamStoreFailedF: "maximum messages/bytes exceeded"
+			return true
+		}
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "maximum messages") || strings.Contains(msg, "maximum bytes") ||
+		strings.Contains(msg, "insufficient resources")
+}

@@ -1,0 +1,65 @@
+package broker
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Stream and consumer names (PROTOCOL.md §2).
+const (
+	// JobsStream holds fetch jobs (work-queue retention).
+	JobsStream = "PIPELINE_JOBS"
+	// ResultsStream holds fetch results until their origin acknowledges them.
+	ResultsStream = "PIPELINE_RESULTS"
+	// ExecutorsConsumer is the durable pull consumer every executor shares.
+	ExecutorsConsumer = "executors"
+	// DefaultPrefix is the default subject prefix.
+	DefaultPrefix = "pipeline"
+)
+
+// Subjects derives every subject name from one prefix. The zero value uses
+// DefaultPrefix.
+type Subjects struct {
+	Prefix string
+}
+
+func (s Subjects) prefix() string {
+	if s.Prefix == "" {
+		return DefaultPrefix
+	}
+	return s.Prefix
+}
+
+// Job is the subject a job for origin originID is published on.
+func (s Subjects) Job(originID string) string { return s.prefix() + ".jobs.fetch." + originID }
+
+// JobsWildcard matches every job subject.
+func (s Subjects) JobsWildcard() string { return s.prefix() + ".jobs.>" }
+
+// Result is the subject results for origin originID are published on.
+func (s Subjects) Result(originID string) string { return s.prefix() + ".results." + originID }
+
+// ResultsWildcard matches every results subject.
+func (s Subjects) ResultsWildcard() string { return s.prefix() + ".results.*" }
+
+// RPCGroup is the micro service endpoint group for runtime functions.
+func (s Subjects) RPCGroup() string { return s.prefix() + ".rpc" }
+
+// OriginConsumer is the durable consumer name origin originID reads its
+// results through.
+func OriginConsumer(originID string) string { return "origin-" + originID }
+
+// ValidateToken reports whether v can be used as one NATS subject token (an
+// origin id or a prefix segment): non-empty, at most 64 characters, only
+// letters, digits, '-' and '_'.
+func ValidateToken(kind, v string) error {
+	if v == "" || len(v) > 64 {
+		return fmt.Errorf("%s %q: must be 1..64 characters", kind, v)
+	}
+	if strings.IndexFunc(v, func(r rune) bool {
+		return !(r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
+	}) >= 0 {
+		return fmt.Errorf("%s %q: only letters, digits, '-' and '_' are allowed", kind, v)
+	}
+	return nil
+}

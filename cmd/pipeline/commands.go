@@ -1,0 +1,324 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/pipeline-dev/pipeline/configs"
+	"github.com/pipeline-dev/pipeline/internal/config"
+	"github.com/pipeline-dev/pipeline/internal/logging"
+	"github.com/pipeline-dev/pipeline/internal/stack"
+)
+
+// options are the flags shared by every server subcommand.
+type options struct {
+	environ      []string
+	configFile   string
+	logLevel     string
+	logFormat    string
+	drainTimeout time.Duration
+}
+
+func newRootCmd(environ []string) *cobra.Command {
+	o := &options{environ: environ}
+	root := &cobra.Command{
+		Use:   "pipeline",
+		Short: "Message-broker-backed asynchronous fetch and RPC pipeline on NATS JetStream",
+		Long: `pipeline runs origins (WebSocket sessions that enqueue fetch jobs), executors
+(which perform the fetches), the runtime RPC service and a test target, with
+NATS JetStream in between.
+
+Settings come from, lowest to highest precedence: built-in defaults
+(pipeline config prints them), the --config file, PIPELINE_<SECTION>_<KEY>
+environment variables, and flags.`,
+		Example: `  # everything in one process, embedded NATS
+  pipeline up --embedded-nats
+
+  # add capacity from another terminal or machine
+  pipeline executor --nats nats://127.0.0.1:4222
+
+  # a second origin with its own results subject
+  pipeline origin --nats nats://127.0.0.1:4222 --origin-id o2 --listen 127.0.0.1:8081`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&o.configFile, "config", "", "config file (YAML); see `pipeline config` for every setting")
+	pf.StringVar(&o.logLevel, "log-level", "", "log level: trace, debug, info, warn, error (default from config: info)")
+	pf.StringVar(&o.logFormat, "log-format", "", "log format: auto, json, console (default from config: auto)")
+	pf.DurationVar(&o.drainTimeout, "drain-timeout", 15*time.Second, "on SIGTERM/Ctrl-C, how long to wait for in-flight work")
+
+	root.AddCommand(
+		newUpCmd(o),
+		newOriginCmd(o),
+		newExecutorCmd(o),
+		newRuntimeCmd(o),
+		newTargetCmd(o),
+		newConfigCmd(),
+		newVersionCmd(),
+	)
+	return root
+}
+
+// flagSet maps a flag to the config field it overrides, applied only when the
+// flag was given.
+type flagSet struct {
+	fs    *pflag.FlagSet
+	apply []func(*config.Config)
+}
+
+func (f *flagSet) str(name, def, usage string, set func(*config.Config, string)) {
+	v := f.fs.String(name, def, usage)
+	f.apply = append(f.apply, func(c *config.Config) {
+		if f.fs.Changed(name) {
+			set(c, *v)
+		}
+	})
+}
+
+func (f *flagSet) integer(name string, def int, usage string, set func(*config.Config, int)) {
+	v := f.fs.Int(name, def, usage)
+	f.apply = append(f.apply, func(c *config.Config) {
+		if f.fs.Changed(name) {
+			set(c, *v)
+		}
+	})
+}
+
+func (f *flagSet) boolean(name, usage string, set func(*config.Config, bool)) {
+	v := f.fs.Bool(name, false, usage)
+	f.apply = append(f.apply, func(c *config.Config) {
+		if f.fs.Changed(name) {
+			set(c, *v)
+		}
+	})
+}
+
+func (f *flagSet) natsURL() {
+	f.str("nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated for a cluster", func(c *config.Config, v string) {
+		c.NATS.URL = v
+		c.NATS.Embedded = false
+	})
+}
+
+// load builds the effective config: defaults, file, environment, flags; then
+// roles adjusts which roles run.
+func (o *options) load(f *flagSet, roles func(*config.Config)) (config.Config, zerolog.Logger, error) {
+	c, err := config.Load(o.configFile, o.environ)
+	if err != nil {
+		return c, zerolog.Nop(), err
+	}
+	roles(&c)
+	for _, a := range f.apply {
+		a(&c)
+	}
+	if o.logLevel != "" {
+		c.Log.Level = o.logLevel
+	}
+	if o.logFormat != "" {
+		c.Log.Format = o.logFormat
+	}
+	log, err := logging.New(os.Stderr, c.Log.Level, c.Log.Format)
+	if err != nil {
+		return c, log, err
+	}
+	return c, log, nil
+}
+
+// run starts the stack and blocks until ctx is cancelled (a signal), then
+// drains and stops it.
+func (o *options) run(ctx context.Context, c config.Config, log zerolog.Logger) error {
+	st, err := stack.Start(ctx, c, log)
+	if err != nil {
+		return err
+	}
+	log.Info().Msg("pipeline running; Ctrl-C to stop")
+	var serveErr error
+	if org := st.Origin(); org != nil {
+		select {
+		case <-ctx.Done():
+		case serveErr = <-org.Err():
+		}
+	} else {
+		<-ctx.Done()
+	}
+	log.Info().Dur("drain_timeout", o.drainTimeout).Msg("shutting down: draining in-flight work")
+	sctx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
+	defer cancel()
+	if err := st.Shutdown(sctx); err != nil {
+		log.Warn().Err(err).Msg("shutdown incomplete")
+	}
+	return serveErr
+}
+
+func newUpCmd(o *options) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run NATS (embedded), origin, executors, runtime and test target in one process",
+		Example: `  pipeline up --embedded-nats
+  pipeline up --embedded-nats --data-dir /var/lib/pipeline --executors 4
+  pipeline up --nats nats://n1:4222,nats://n2:4222,nats://n3:4222 --executors 0`,
+		Args: cobra.NoArgs,
+	}
+	f := &flagSet{fs: cmd.Flags()}
+	f.boolean("embedded-nats", "run an embedded NATS server with JetStream", func(c *config.Config, v bool) { c.NATS.Embedded = v })
+	f.natsURL()
+	f.str("data-dir", "./data", "JetStream file store directory (embedded server)", func(c *config.Config, v string) { c.NATS.DataDir = v })
+	f.integer("nats-port", 4222, "embedded NATS client port (-1: free port)", func(c *config.Config, v int) { c.NATS.Port = v })
+	f.integer("monitor-port", 8222, "embedded NATS monitoring port (-1: free, -2: off)", func(c *config.Config, v int) { c.NATS.MonitorPort = v })
+	f.boolean("sync-always", "fsync every JetStream write before acknowledging (survives power loss; slower)", func(c *config.Config, v bool) { c.NATS.SyncAlways = v })
+	f.integer("executors", 2, "in-process executors (0: none, run `pipeline executor` processes)", func(c *config.Config, v int) { c.Executor.Count = v })
+	f.integer("concurrency", 256, "fetches in flight per executor", func(c *config.Config, v int) { c.Executor.Concurrency = v })
+	f.str("origin-id", "o1", "origin id (names its results subject)", func(c *config.Config, v string) { c.Origin.ID = v })
+	f.str("listen", "127.0.0.1:8080", "origin listen address (WebSocket /ws, caller /call)", func(c *config.Config, v string) { c.Origin.Listen = v })
+	f.str("runtime-listen", "127.0.0.1:8788", "runtime HTTP listen address", func(c *config.Config, v string) { c.Runtime.Listen = v })
+	f.str("target-listen", "127.0.0.1:8090", "test target listen address", func(c *config.Config, v string) { c.Target.Listen = v })
+	f.boolean("no-target", "do not run the test target", func(c *config.Config, v bool) { c.Target.Enabled = !v })
+	f.boolean("no-runtime", "do not run the runtime service", func(c *config.Config, v bool) { c.Runtime.Enabled = !v })
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		c, log, err := o.load(f, func(*config.Config) {})
+		if err != nil {
+			return err
+		}
+		if !c.NATS.Embedded && !cmd.Flags().Changed("nats") && !o.natsFromConfig(c) {
+			return fmt.Errorf("up: say where NATS is: --embedded-nats, or --nats URL")
+		}
+		return o.run(cmd.Context(), c, log)
+	}
+	return cmd
+}
+
+// natsFromConfig reports whether the config file or environment chose a NATS
+// URL explicitly.
+func (o *options) natsFromConfig(c config.Config) bool {
+	return c.NATS.URL != config.Default().NATS.URL
+}
+
+func onlyRole(c *config.Config) {
+	c.NATS.Embedded = false
+	c.Origin.Enabled = false
+	c.Executor.Count = 0
+	c.Runtime.Enabled = false
+	c.Target.Enabled = false
+}
+
+func newOriginCmd(o *options) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "origin",
+		Short:   "Run one origin: WebSocket sessions, job enqueueing, result continuations, /call",
+		Example: `  pipeline origin --nats nats://127.0.0.1:4222 --origin-id o2 --listen 127.0.0.1:8081`,
+		Args:    cobra.NoArgs,
+	}
+	f := &flagSet{fs: cmd.Flags()}
+	f.natsURL()
+	f.str("origin-id", "o1", "origin id (names its results subject; reuse it after a restart)", func(c *config.Config, v string) { c.Origin.ID = v })
+	f.str("listen", "127.0.0.1:8080", "listen address", func(c *config.Config, v string) { c.Origin.Listen = v })
+	f.str("runtime-http", "http://127.0.0.1:8788", "runtime HTTP base URL for /call?via=http", func(c *config.Config, v string) { c.Runtime.Listen = strings.TrimPrefix(v, "http://") })
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		c, log, err := o.load(f, func(c *config.Config) { onlyRole(c); c.Origin.Enabled = true })
+		if err != nil {
+			return err
+		}
+		return o.run(cmd.Context(), c, log)
+	}
+	return cmd
+}
+
+func newExecutorCmd(o *options) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "executor",
+		Short: "Run one executor process: joins the shared consumer and fetches jobs",
+		Example: `  pipeline executor --nats nats://127.0.0.1:4222
+  pipeline executor --nats nats://n1:4222,nats://n2:4222 --concurrency 512`,
+		Args: cobra.NoArgs,
+	}
+	f := &flagSet{fs: cmd.Flags()}
+	f.natsURL()
+	f.integer("concurrency", 256, "fetches in flight", func(c *config.Config, v int) { c.Executor.Concurrency = v })
+	f.str("id", "", "executor id in results and logs (default host-random)", func(c *config.Config, v string) { c.Executor.ID = v })
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		c, log, err := o.load(f, func(c *config.Config) { onlyRole(c); c.Executor.Count = 1 })
+		if err != nil {
+			return err
+		}
+		return o.run(cmd.Context(), c, log)
+	}
+	return cmd
+}
+
+func newRuntimeCmd(o *options) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "runtime",
+		Short:   "Run the runtime micro service (echo, transform, compute) over NATS and HTTP",
+		Example: `  pipeline runtime --nats nats://127.0.0.1:4222 --listen 127.0.0.1:8789`,
+		Args:    cobra.NoArgs,
+	}
+	f := &flagSet{fs: cmd.Flags()}
+	f.natsURL()
+	f.str("listen", "127.0.0.1:8788", "HTTP listen address (POST /rpc/<fn>)", func(c *config.Config, v string) { c.Runtime.Listen = v })
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		c, log, err := o.load(f, func(c *config.Config) { onlyRole(c); c.Runtime.Enabled = true })
+		if err != nil {
+			return err
+		}
+		return o.run(cmd.Context(), c, log)
+	}
+	return cmd
+}
+
+func newTargetCmd(o *options) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "target",
+		Short:   "Run the bundled HTTP test target alone (/echo /delay /bytes /status)",
+		Example: `  pipeline target --listen 127.0.0.1:8090`,
+		Args:    cobra.NoArgs,
+	}
+	f := &flagSet{fs: cmd.Flags()}
+	f.str("listen", "127.0.0.1:8090", "listen address", func(c *config.Config, v string) { c.Target.Listen = v })
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		c, log, err := o.load(f, func(c *config.Config) { onlyRole(c); c.Target.Enabled = true })
+		if err != nil {
+			return err
+		}
+		return o.run(cmd.Context(), c, log)
+	}
+	return cmd
+}
+
+func newConfigCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "config",
+		Short: "Print the default configuration file, documenting every setting",
+		Example: `  pipeline config > pipeline.yaml
+  pipeline up --embedded-nats --config pipeline.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := cmd.OutOrStdout().Write(configs.Default())
+			return err
+		},
+	}
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			v := version
+			if bi, ok := debug.ReadBuildInfo(); ok {
+				fmt.Fprintf(cmd.OutOrStdout(), "pipeline %s (%s)\n", v, bi.GoVersion)
+				return
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "pipeline %s\n", v)
+		},
+	}
+}

@@ -1,0 +1,253 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"github.com/rs/zerolog"
+
+	"github.com/pipeline-dev/pipeline/broker"
+)
+
+// ErrStopped is returned by Start after Shutdown.
+var ErrStopped = errors.New("executor: stopped")
+
+// Config configures one executor. Zero values take the defaults named on each
+// field.
+type Config struct {
+	// ID names this executor in results and logs. Default: host-<random>.
+	ID string
+	// Subjects derives subject names. Default prefix "pipeline".
+	Subjects broker.Subjects
+	// Concurrency caps fetches in flight in this executor. Default 256.
+	Concurrency int
+	// Fetcher bounds the outbound fetches; Fetcher.Policy is required.
+	Fetcher FetcherConfig
+	// Logger receives one line per notable event. Default: discard.
+	Logger zerolog.Logger
+}
+
+// Executor pulls jobs from the shared executors consumer and fetches them.
+// Create with New, run with Start, stop with Shutdown.
+type Executor struct {
+	cfg     Config
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	fetcher *Fetcher
+	log     zerolog.Logger
+
+	sem      chan struct{}
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	cc       jetstream.ConsumeContext
+	stopped  bool
+	inflight context.Context
+	abort    context.CancelFunc
+}
+
+// New returns an executor that uses nc. It does not contact the server.
+func New(nc *nats.Conn, cfg Config) (*Executor, error) {
+	if cfg.ID == "" {
+		host, _ := os.Hostname()
+		cfg.ID = fmt.Sprintf("%s-%s", host, nuid.Next()[16:])
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 256
+	}
+	f, err := NewFetcher(cfg.Fetcher)
+	if err != nil {
+		return nil, fmt.Errorf("new executor: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("new executor: jetstream: %w", err)
+	}
+	inflight, abort := context.WithCancel(context.Background())
+	return &Executor{
+		cfg:      cfg,
+		nc:       nc,
+		js:       js,
+		fetcher:  f,
+		log:      cfg.Logger.With().Str("component", "executor").Str("executor", cfg.ID).Logger(),
+		sem:      make(chan struct{}, cfg.Concurrency),
+		inflight: inflight,
+		abort:    abort,
+	}, nil
+}
+
+// ID is the executor's id as reported in results.
+func (e *Executor) ID() string { return e.cfg.ID }
+
+// Start binds to the shared executors consumer and starts consuming. The
+// streams must exist (broker.Provision). It returns once consuming started.
+func (e *Executor) Start(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return ErrStopped
+	}
+	cons, err := e.js.Consumer(ctx, broker.JobsStream, broker.ExecutorsConsumer)
+	if err != nil {
+		return fmt.Errorf("executor start: bind consumer %s: %w", broker.ExecutorsConsumer, err)
+	}
+	cc, err := cons.Consume(e.handle,
+		jetstream.PullMaxMessages(e.cfg.Concurrency),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+				e.log.Debug().Err(err).Msg("consume")
+			}
+		}))
+	if err != nil {
+		return fmt.Errorf("executor start: consume: %w", err)
+	}
+	e.cc = cc
+	e.log.Info().Int("concurrency", e.cfg.Concurrency).Msg("executor consuming jobs")
+	return nil
+}
+
+// handle runs on the consumer's delivery goroutine: it waits for a free slot
+// (backpressure on the pull) and hands the job to a worker goroutine.
+func (e *Executor) handle(msg jetstream.Msg) {
+	e.sem <- struct{}{}
+	e.wg.Add(1)
+	go func() {
+		defer func() { <-e.sem; e.wg.Done() }()
+		e.process(msg)
+	}()
+}
+
+func (e *Executor) process(msg jetstream.Msg) {
+	picked := time.Now()
+	meta, err := msg.Metadata()
+	if err != nil {
+		e.log.Error().Err(err).Msg("job without metadata; terminating it")
+		_ = msg.Term()
+		return
+	}
+	job, err := broker.DecodeJob(msg.Data())
+	if err != nil {
+		e.log.Error().Err(err).Uint64("stream_seq", meta.Sequence.Stream).Msg("undecodable job; terminating it")
+		_ = msg.TermWithReason("undecodable job")
+		return
+	}
+	log := e.log.With().Str("job", job.ID).Str("origin", job.Origin).Logger()
+
+	// Long fetches tell the server the job is still being worked on, so it is
+	// not redelivered while in flight.
+	stopProgress := e.keepAlive(msg, e.fetcher.Timeout(job))
+	start := time.Now()
+	resp, ferr := e.fetcher.Fetch(e.inflight, job)
+	fetchDur := time.Since(start)
+	stopProgress()
+
+	res := &broker.Result{
+		JobID:        job.ID,
+		Origin:       job.Origin,
+		ClientID:     job.ClientID,
+		Attempt:      int(meta.NumDelivered),
+		Executor:     e.cfg.ID,
+		ReceivedAt:   job.ReceivedAt,
+		StoredAt:     meta.Timestamp.UnixNano(),
+		PickedAt:     picked.UnixNano(),
+		FetchNanos:   int64(fetchDur),
+		Continuation: job.Continuation,
+	}
+	if ferr != nil {
+		var fe *FetchError
+		if !errors.As(ferr, &fe) {
+			fe = &FetchError{Code: broker.CodeInternal, Err: ferr}
+		}
+		if e.inflight.Err() != nil {
+			// Aborted by a forced shutdown: leave the job for another executor.
+			_ = msg.Nak()
+			return
+		}
+		res.Error = &broker.ResultError{Code: fe.Code, Message: fe.Err.Error()}
+		log.Debug().Str("code", string(fe.Code)).Err(fe.Err).Msg("fetch failed")
+	} else {
+		res.Status, res.Headers, res.Body, res.Truncated = resp.Status, resp.Headers, resp.Body, resp.Truncated
+	}
+	if err := e.publish(res); err != nil {
+		log.Warn().Err(err).Msg("result not stored; job will be redelivered")
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	if err := msg.Ack(); err != nil {
+		log.Warn().Err(err).Msg("ack failed; job may be redelivered (result is de-duplicated)")
+	}
+}
+
+// publish stores the result in the results stream, de-duplicated by job id.
+func (e *Executor) publish(res *broker.Result) error {
+	data, err := res.Encode()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := e.js.Publish(ctx, e.cfg.Subjects.Result(res.Origin), data, jetstream.WithMsgID(res.JobID)); err != nil {
+		return fmt.Errorf("publish result %s: %w", res.JobID, err)
+	}
+	return nil
+}
+
+// keepAlive sends in-progress acks every 10 s while a fetch that may outlive
+// the consumer's AckWait runs. The returned func stops it.
+func (e *Executor) keepAlive(msg jetstream.Msg, timeout time.Duration) func() {
+	const every = 10 * time.Second
+	if timeout < every {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+// Shutdown stops pulling new jobs and waits for in-flight fetches to finish
+// and their results to be stored. When ctx ends first, the remaining fetches
+// are aborted and their jobs left for redelivery; ctx's error is returned.
+func (e *Executor) Shutdown(ctx context.Context) error {
+	e.mu.Lock()
+	e.stopped = true
+	cc := e.cc
+	e.mu.Unlock()
+	if cc != nil {
+		cc.Drain()
+		select {
+		case <-cc.Closed():
+		case <-ctx.Done():
+		}
+	}
+	done := make(chan struct{})
+	go func() { e.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		e.abort()
+		<-done
+		err = fmt.Errorf("executor shutdown: %w", ctx.Err())
+	}
+	e.abort()
+	e.fetcher.Close()
+	e.log.Info().Msg("executor stopped")
+	return err
+}

@@ -1,0 +1,230 @@
+package executor
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/pipeline-dev/pipeline/broker"
+	"github.com/pipeline-dev/pipeline/internal/netpolicy"
+)
+
+// Policy decides which destinations the fetcher may reach. It is checked on
+// the request URL, at dial time (after DNS resolution) and on every redirect.
+type Policy interface {
+	CheckURL(u *url.URL) error
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+	CheckRedirect(req *http.Request, via []*http.Request) error
+}
+
+// FetcherConfig bounds outbound fetches. Zero values take the defaults named
+// on each field.
+type FetcherConfig struct {
+	// MaxBodyBytes caps the response body kept (after decompression); longer
+	// bodies are cut and the result says truncated. Default 1 MiB.
+	MaxBodyBytes int64
+	// DefaultTimeout applies to jobs without timeout_ms. Default 10 s.
+	DefaultTimeout time.Duration
+	// MaxTimeout caps a job's timeout_ms. Default 5 min.
+	MaxTimeout time.Duration
+	// MaxResponseHeaderBytes caps response headers. Default 64 KiB.
+	MaxResponseHeaderBytes int64
+	// MaxIdleConnsPerHost sizes the keep-alive pool per destination.
+	// Default 512.
+	MaxIdleConnsPerHost int
+	// Policy is the destination policy. Required: use netpolicy for the
+	// SSRF-safe default.
+	Policy Policy
+}
+
+func (c FetcherConfig) withDefaults() FetcherConfig {
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
+	if c.DefaultTimeout <= 0 {
+		c.DefaultTimeout = 10 * time.Second
+	}
+	if c.MaxTimeout <= 0 {
+		c.MaxTimeout = 5 * time.Minute
+	}
+	if c.MaxResponseHeaderBytes <= 0 {
+		c.MaxResponseHeaderBytes = 64 << 10
+	}
+	if c.MaxIdleConnsPerHost <= 0 {
+		c.MaxIdleConnsPerHost = 512
+	}
+	return c
+}
+
+// Response is what a fetch returned.
+type Response struct {
+	Status    int
+	Headers   map[string]string
+	Body      []byte
+	Truncated bool
+}
+
+// FetchError is a failed fetch with its wire code.
+type FetchError struct {
+	Code broker.Code
+	Err  error
+}
+
+func (e *FetchError) Error() string { return string(e.Code) + ": " + e.Err.Error() }
+func (e *FetchError) Unwrap() error { return e.Err }
+
+// Fetcher performs outbound HTTP requests over a pooled client. It is safe for
+// concurrent use.
+type Fetcher struct {
+	cfg    FetcherConfig
+	client *http.Client
+}
+
+// NewFetcher returns a fetcher with a keep-alive connection pool whose dials
+// go through cfg.Policy.
+func NewFetcher(cfg FetcherConfig) (*Fetcher, error) {
+	cfg = cfg.withDefaults()
+	if cfg.Policy == nil {
+		return nil, errors.New("new fetcher: a destination policy is required")
+	}
+	tr := &http.Transport{
+		DialContext:            cfg.Policy.DialContext,
+		Proxy:                  nil, // never route through an environment proxy: it would bypass the policy
+		MaxIdleConns:           cfg.MaxIdleConnsPerHost * 4,
+		MaxIdleConnsPerHost:    cfg.MaxIdleConnsPerHost,
+		IdleConnTimeout:        90 * time.Second,
+		TLSHandshakeTimeout:    10 * time.Second,
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: cfg.MaxResponseHeaderBytes,
+		ForceAttemptHTTP2:      true,
+	}
+	return &Fetcher{
+		cfg: cfg,
+		client: &http.Client{
+			Transport:     tr,
+			CheckRedirect: cfg.Policy.CheckRedirect,
+		},
+	}, nil
+}
+
+// Close releases idle connections.
+func (f *Fetcher) Close() { f.client.CloseIdleConnections() }
+
+// Timeout returns the effective timeout for a job.
+func (f *Fetcher) Timeout(job *broker.Job) time.Duration {
+	d := time.Duration(job.TimeoutMS) * time.Millisecond
+	if d <= 0 {
+		d = f.cfg.DefaultTimeout
+	}
+	if d > f.cfg.MaxTimeout {
+		d = f.cfg.MaxTimeout
+	}
+	return d
+}
+
+// Fetch performs the job's request. Any failure is a *FetchError whose Code
+// says what went wrong; an HTTP status (also 4xx/5xx) is a Response.
+func (f *Fetcher) Fetch(ctx context.Context, job *broker.Job) (*Response, error) {
+	u, err := url.Parse(job.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, &FetchError{Code: broker.CodeInvalidURL, Err: fmt.Errorf("invalid url %q", job.URL)}
+	}
+	if err := f.cfg.Policy.CheckURL(u); err != nil {
+		return nil, classify(ctx, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.Timeout(job))
+	defer cancel()
+	var body io.Reader
+	if len(job.Body) > 0 {
+		body = bytes.NewReader(job.Body)
+	}
+	method := job.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	req, err := http.NewRequestWithContext(ctx, method, job.URL, body)
+	if err != nil {
+		return nil, &FetchError{Code: broker.CodeInvalidURL, Err: err}
+	}
+	for k, v := range job.Headers {
+		if forwardable(k) {
+			req.Header.Set(k, v)
+		}
+	}
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return nil, classify(ctx, err)
+	}
+	defer resp.Body.Close()
+	buf, err := io.ReadAll(io.LimitReader(resp.Body, f.cfg.MaxBodyBytes+1))
+	if err != nil {
+		return nil, classify(ctx, fmt.Errorf("read body: %w", err))
+	}
+	out := &Response{Status: resp.StatusCode, Headers: make(map[string]string, len(resp.Header))}
+	if int64(len(buf)) > f.cfg.MaxBodyBytes {
+		buf = buf[:f.cfg.MaxBodyBytes]
+		out.Truncated = true
+	}
+	out.Body = buf
+	for k, v := range resp.Header {
+		if forwardable(k) {
+			out.Headers[strings.ToLower(k)] = strings.Join(v, ", ")
+		}
+	}
+	return out, nil
+}
+
+// classify turns a transport error into a FetchError with its wire code. This
+// is the one place a fetch failure gets its code.
+func classify(ctx context.Context, err error) *FetchError {
+	var fe *FetchError
+	if errors.As(err, &fe) {
+		return fe
+	}
+	var de *netpolicy.DestinationError
+	if errors.As(err, &de) {
+		return &FetchError{Code: broker.CodeBlockedDestination, Err: err}
+	}
+	if errors.Is(err, netpolicy.ErrInvalidURL) {
+		return &FetchError{Code: broker.CodeInvalidURL, Err: err}
+	}
+	if errors.Is(err, context.DeadlineExceeded) || ctx.Err() == context.DeadlineExceeded {
+		return &FetchError{Code: broker.CodeTimeout, Err: err}
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return &FetchError{Code: broker.CodeTimeout, Err: err}
+	}
+	return &FetchError{Code: broker.CodeFetchFailed, Err: err}
+}
+
+// hopByHop are headers that describe one connection, never forwarded in
+// either direction; internal headers are dropped too.
+var hopByHop = map[string]bool{
+	"Connection":          true,
+	"Keep-Alive":          true,
+	"Proxy-Authenticate":  true,
+	"Proxy-Authorization": true,
+	"Proxy-Connection":    true,
+	"Te":                  true,
+	"Trailer":             true,
+	"Transfer-Encoding":   true,
+	"Upgrade":             true,
+	"Host":                true,
+	"Content-Length":      true,
+}
+
+func forwardable(name string) bool {
+	k := http.CanonicalHeaderKey(name)
+	if hopByHop[k] {
+		return false
+	}
+	return !strings.HasPrefix(k, "Nats-") && !strings.HasPrefix(k, "X-Pipeline-")
+}

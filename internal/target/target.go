@@ -1,0 +1,206 @@
+// Package target is the bundled HTTP test target (PROTOCOL.md §4): a small,
+// fast server the pipeline and loadgen fetch from, with endpoints that delay,
+// return N bytes, return a chosen status, echo the request, redirect, and
+// drip a body slowly.
+package target
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Limits on what a request may ask for.
+const (
+	maxDelay = 60 * time.Second
+	maxBytes = 16 << 20
+)
+
+// Server is a running test target.
+type Server struct {
+	srv *http.Server
+	ln  net.Listener
+	log zerolog.Logger
+}
+
+// Handler returns the target's routes.
+func Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/echo", echo)
+	mux.HandleFunc("/delay", delay)
+	mux.HandleFunc("/bytes", byteCount)
+	mux.HandleFunc("/status", status)
+	mux.HandleFunc("/redirect", redirect)
+	mux.HandleFunc("/drip", drip)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprint(w, "pipeline test target: /echo /delay?ms=N /bytes?n=N /status?code=N /redirect?to=URL /drip?n=N&ms=M\n")
+	})
+	return mux
+}
+
+// Start listens on addr (e.g. 127.0.0.1:8090, or :0 for a free port) and
+// serves until Shutdown.
+func Start(addr string, log zerolog.Logger) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("target: listen %s: %w", addr, err)
+	}
+	s := &Server{
+		srv: &http.Server{Handler: Handler(), ReadHeaderTimeout: 10 * time.Second},
+		ln:  ln,
+		log: log.With().Str("component", "target").Logger(),
+	}
+	go func() {
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error().Err(err).Msg("target serve")
+		}
+	}()
+	s.log.Info().Str("listen", "http://"+ln.Addr().String()).Msg("test target listening")
+	return s, nil
+}
+
+// Addr is the bound address (host:port).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// URL is the base URL, e.g. http://127.0.0.1:8090.
+func (s *Server) URL() string { return "http://" + s.Addr() }
+
+// Shutdown stops the server, waiting for active requests until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if err := s.srv.Shutdown(ctx); err != nil {
+		return fmt.Errorf("target shutdown: %w", err)
+	}
+	return nil
+}
+
+func intParam(r *http.Request, name string, def, lo, hi int) (int, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, fmt.Errorf("%s must be an integer in %d..%d", name, lo, hi)
+	}
+	return n, nil
+}
+
+func echo(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	hdr := make(map[string]string, len(r.Header))
+	for k, v := range r.Header {
+		if len(v) > 0 {
+			hdr[k] = v[0]
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"method": r.Method, "path": r.URL.Path, "query": r.URL.RawQuery,
+		"headers": hdr, "body": string(body),
+	})
+}
+
+func delay(w http.ResponseWriter, r *http.Request) {
+	ms, err := intParam(r, "ms", 0, 0, int(maxDelay/time.Millisecond))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if ms > 0 {
+		t := time.NewTimer(time.Duration(ms) * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintf(w, "delayed %d ms\n", ms)
+}
+
+func byteCount(w http.ResponseWriter, r *http.Request) {
+	n, err := intParam(r, "n", 0, 0, maxBytes)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	binary := r.URL.Query().Get("binary") == "1"
+	buf := make([]byte, n)
+	for i := range buf {
+		if binary {
+			buf[i] = byte(i*7 + 0x80)
+		} else {
+			buf[i] = 'a' + byte(i%26)
+		}
+	}
+	if binary {
+		w.Header().Set("Content-Type", "application/octet-stream")
+	} else {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(n))
+	_, _ = w.Write(buf)
+}
+
+func status(w http.ResponseWriter, r *http.Request) {
+	code, err := intParam(r, "code", 200, 200, 599)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(code)
+	fmt.Fprintf(w, "status %d\n", code)
+}
+
+func redirect(w http.ResponseWriter, r *http.Request) {
+	to := r.URL.Query().Get("to")
+	if to == "" {
+		http.Error(w, "to is required", http.StatusBadRequest)
+		return
+	}
+	http.Redirect(w, r, to, http.StatusFound)
+}
+
+// drip writes n bytes one at a time, ms milliseconds apart: a slow target.
+func drip(w http.ResponseWriter, r *http.Request) {
+	n, err := intParam(r, "n", 10, 0, 1<<20)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	ms, err := intParam(r, "ms", 100, 0, 60_000)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fl, _ := w.(http.Flusher)
+	for i := 0; i < n; i++ {
+		if _, err := w.Write([]byte{'.'}); err != nil {
+			return
+		}
+		if fl != nil {
+			fl.Flush()
+		}
+		select {
+		case <-time.After(time.Duration(ms) * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
+	}
+}

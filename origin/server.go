@@ -1,0 +1,507 @@
+package origin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"github.com/rs/zerolog"
+
+	"github.com/pipeline-dev/pipeline/broker"
+)
+
+// Sentinel errors.
+var (
+	// ErrServerClosed is returned by calls made after Shutdown began.
+	ErrServerClosed = errors.New("origin: server closed")
+	// ErrUnknownContinuation is returned for a continuation name that was
+	// never registered.
+	ErrUnknownContinuation = errors.New("origin: unknown continuation")
+)
+
+// ResultToClient is the name of the default continuation: it pushes the
+// result (or error) frame to the WebSocket client that asked for the fetch.
+const ResultToClient = "ws.result"
+
+// Version is the protocol version announced in hello frames.
+const Version = "0.1.0"
+
+// Config configures an origin. Zero values take the defaults named on each
+// field.
+type Config struct {
+	// ID is the origin id; it names the results subject and consumer.
+	// Default "o1".
+	ID string
+	// Listen is the HTTP/WebSocket listen address. Default 127.0.0.1:8080.
+	Listen string
+	// Subjects derives subject names. Default prefix "pipeline".
+	Subjects broker.Subjects
+	// MaxFrameBytes is the largest client frame handled; larger frames get a
+	// too_large error. Default 2 MiB.
+	MaxFrameBytes int
+	// HardFrameBytes is the frame size beyond which the connection is closed
+	// with code 1009 (it cannot be skipped cheaply). Default 4 × MaxFrameBytes.
+	HardFrameBytes int
+	// MaxBodyBytes caps a start-fetch request body. Default 1 MiB.
+	MaxBodyBytes int
+	// MaxTimeoutMS caps timeout_ms. Default 300,000 (5 minutes).
+	MaxTimeoutMS int64
+	// MaxInFlight caps unfinished fetches per connection; beyond it a
+	// start-fetch gets queue_full. Default 1024.
+	MaxInFlight int
+	// SendQueue is the number of frames buffered for a slow client before the
+	// connection is closed. Default 4 × MaxInFlight.
+	SendQueue int
+	// WriteTimeout bounds one frame write. Default 10 s.
+	WriteTimeout time.Duration
+	// PublishTimeout bounds storing a job. Default 5 s.
+	PublishTimeout time.Duration
+	// DedupWindow is how long finished job ids are remembered to suppress
+	// duplicate results. Default 10 minutes.
+	DedupWindow time.Duration
+	// ResultRetention keeps finished results for get-result. Default 10 min;
+	// negative disables it.
+	ResultRetention time.Duration
+	// RetentionMaxBytes caps memory held for get-result. Default 64 MiB.
+	RetentionMaxBytes int
+	// Replicas for the origin's results consumer (3 on a cluster). Default 1.
+	Replicas int
+	// CheckOrigin, when set, decides whether a browser's Origin header is
+	// allowed. Default: same origin, or no Origin header (non-browser
+	// clients).
+	CheckOrigin func(r *http.Request) bool
+	// Handlers are extra HTTP routes served next to /ws (e.g. "/call/").
+	Handlers map[string]http.Handler
+	// Logger receives one line per notable event. Default: discard.
+	Logger zerolog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.ID == "" {
+		c.ID = "o1"
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if c.MaxFrameBytes <= 0 {
+		c.MaxFrameBytes = 2 << 20
+	}
+	if c.HardFrameBytes <= 0 {
+		c.HardFrameBytes = 4 * c.MaxFrameBytes
+	}
+	if c.HardFrameBytes < c.MaxFrameBytes {
+		c.HardFrameBytes = c.MaxFrameBytes
+	}
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
+	if c.MaxTimeoutMS <= 0 {
+		c.MaxTimeoutMS = 300_000
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 1024
+	}
+	if c.SendQueue <= 0 {
+		c.SendQueue = 4 * c.MaxInFlight
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.PublishTimeout <= 0 {
+		c.PublishTimeout = 5 * time.Second
+	}
+	if c.DedupWindow <= 0 {
+		c.DedupWindow = 10 * time.Minute
+	}
+	if c.ResultRetention == 0 {
+		c.ResultRetention = 10 * time.Minute
+	}
+	if c.RetentionMaxBytes <= 0 {
+		c.RetentionMaxBytes = 64 << 20
+	}
+	return c
+}
+
+// ContinuationFunc runs when a job's result arrives. It runs on the results
+// delivery goroutine and should return quickly (start a goroutine for slow
+// work). Returning an error makes the result be delivered again later; a nil
+// return means the continuation ran, and it is never run again for that job.
+type ContinuationFunc func(ctx context.Context, res *broker.Result) error
+
+// Server is an origin: WebSocket sessions, job enqueueing and result
+// continuations. Its methods are safe for concurrent use.
+type Server struct {
+	cfg    Config
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	log    zerolog.Logger
+	limits limits
+
+	upgrader websocket.Upgrader
+	httpSrv  *http.Server
+	ln       net.Listener
+
+	contMu sync.RWMutex
+	conts  map[string]ContinuationFunc
+
+	sessMu   sync.Mutex
+	sessions map[string]*session
+	sessWG   sync.WaitGroup
+
+	dedup    *dedup
+	retained *retention
+	cc       jetstream.ConsumeContext
+	closing  atomic.Bool
+	serveErr chan error
+
+	// Counters, for tests and metrics.
+	duplicates atomic.Int64
+	enqueued   atomic.Int64
+	finished   atomic.Int64
+}
+
+// New returns an origin using nc. Register continuations, then Start.
+func New(nc *nats.Conn, cfg Config) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if err := broker.ValidateToken("origin id", cfg.ID); err != nil {
+		return nil, fmt.Errorf("new origin: %w", err)
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout), jetstream.WithPublishAsyncMaxPending(16384))
+	if err != nil {
+		return nil, fmt.Errorf("new origin: jetstream: %w", err)
+	}
+	s := &Server{
+		cfg:      cfg,
+		nc:       nc,
+		js:       js,
+		log:      cfg.Logger.With().Str("component", "origin").Str("origin", cfg.ID).Logger(),
+		limits:   limits{maxBody: cfg.MaxBodyBytes, maxTimeoutMS: cfg.MaxTimeoutMS, maxURL: 8192, maxHeaders: 64},
+		conts:    make(map[string]ContinuationFunc),
+		sessions: make(map[string]*session),
+		dedup:    newDedup(cfg.DedupWindow, 1_000_000),
+		retained: newRetention(cfg.ResultRetention, 100_000, cfg.RetentionMaxBytes),
+		serveErr: make(chan error, 1),
+	}
+	s.upgrader = websocket.Upgrader{
+		ReadBufferSize:  4096,
+		WriteBufferSize: 4096,
+		CheckOrigin:     cfg.CheckOrigin,
+	}
+	s.conts[ResultToClient] = s.resultToClient
+	return s, nil
+}
+
+// ID is the origin id.
+func (s *Server) ID() string { return s.cfg.ID }
+
+// Register adds a named continuation. Names must be registered before results
+// for them arrive, so register before Start (also after a restart: the name
+// and state travel with the job).
+func (s *Server) Register(name string, fn ContinuationFunc) error {
+	if name == "" || fn == nil {
+		return fmt.Errorf("register continuation: empty name or nil func")
+	}
+	s.contMu.Lock()
+	defer s.contMu.Unlock()
+	if _, dup := s.conts[name]; dup {
+		return fmt.Errorf("register continuation %q: already registered", name)
+	}
+	s.conts[name] = fn
+	return nil
+}
+
+// Start provisions this origin's results consumer, starts consuming results
+// and starts serving HTTP on cfg.Listen. It returns once the listener is
+// bound; Addr tells where.
+func (s *Server) Start(ctx context.Context) error {
+	cons, err := s.js.CreateOrUpdateConsumer(ctx, broker.ResultsStream,
+		broker.OriginConsumerConfig(s.cfg.Subjects, s.cfg.ID, s.cfg.Replicas))
+	if err != nil {
+		return fmt.Errorf("origin %s: results consumer: %w", s.cfg.ID, err)
+	}
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("origin %s: listen: %w", s.cfg.ID, err)
+	}
+	cc, err := cons.Consume(s.onResult, jetstream.PullMaxMessages(1000),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+				s.log.Debug().Err(err).Msg("results consume")
+			}
+		}))
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("origin %s: consume results: %w", s.cfg.ID, err)
+	}
+	s.cc = cc
+	s.ln = ln
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ws", s.serveWS)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", s.serveReady)
+	for pattern, h := range s.cfg.Handlers {
+		mux.Handle(pattern, h)
+	}
+	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
+	go func() {
+		if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error().Err(err).Msg("http serve")
+			s.serveErr <- err
+		}
+	}()
+	s.log.Info().Str("listen", "ws://"+ln.Addr().String()+"/ws").Str("results", s.cfg.Subjects.Result(s.cfg.ID)).Msg("origin listening")
+	return nil
+}
+
+// Addr is the bound listen address (host:port), valid after Start.
+func (s *Server) Addr() string {
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// Err reports a fatal serving error, if the HTTP server failed.
+func (s *Server) Err() <-chan error { return s.serveErr }
+
+func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
+	if s.closing.Load() || !s.nc.IsConnected() {
+		http.Error(w, "not ready\n", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// ProxyFetch stores a fetch job whose result runs the continuation registered
+// as name with state (marshaled to JSON). It returns the job id once
+// JetStream has stored the job. Errors: ErrUnknownContinuation,
+// ErrServerClosed, broker.ErrQueueFull, or a wrapped publish error.
+func (s *Server) ProxyFetch(ctx context.Context, req FetchRequest, name string, state any) (string, error) {
+	if err := checkURL(req.URL, s.limits.maxURL); err != nil {
+		return "", err
+	}
+	var raw json.RawMessage
+	if state != nil {
+		b, err := json.Marshal(state)
+		if err != nil {
+			return "", fmt.Errorf("proxy fetch: encode state: %w", err)
+		}
+		raw = b
+	}
+	job := s.newJob(req, "", broker.Continuation{Name: name, State: raw}, time.Now())
+	fut, err := s.publish(job)
+	if err != nil {
+		return "", err
+	}
+	select {
+	case <-fut.Ok():
+		return job.ID, nil
+	case err := <-fut.Err():
+		return "", s.publishErr(err)
+	case <-ctx.Done():
+		return "", fmt.Errorf("proxy fetch: %w", ctx.Err())
+	}
+}
+
+func (s *Server) newJob(req FetchRequest, clientID string, cont broker.Continuation, received time.Time) *broker.Job {
+	return &broker.Job{
+		ID:           nuid.Next(),
+		Origin:       s.cfg.ID,
+		ClientID:     clientID,
+		URL:          req.URL,
+		Method:       req.Method,
+		Headers:      req.Headers,
+		Body:         req.Body,
+		TimeoutMS:    req.TimeoutMS,
+		Retry:        req.Retry,
+		ReceivedAt:   received.UnixNano(),
+		Continuation: cont,
+	}
+}
+
+// publish stores job asynchronously; the future reports the PubAck.
+func (s *Server) publish(job *broker.Job) (jetstream.PubAckFuture, error) {
+	if s.closing.Load() {
+		return nil, ErrServerClosed
+	}
+	s.contMu.RLock()
+	_, ok := s.conts[job.Continuation.Name]
+	s.contMu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownContinuation, job.Continuation.Name)
+	}
+	data, err := job.Encode()
+	if err != nil {
+		return nil, err
+	}
+	fut, err := s.js.PublishAsync(s.cfg.Subjects.Job(s.cfg.ID), data, jetstream.WithMsgID(job.ID))
+	if err != nil {
+		return nil, s.publishErr(err)
+	}
+	return fut, nil
+}
+
+func (s *Server) publishErr(err error) error {
+	if broker.IsQueueFull(err) {
+		return fmt.Errorf("store job: %w", broker.ErrQueueFull)
+	}
+	return fmt.Errorf("store job: %w", err)
+}
+
+// onResult runs on the results consumer's delivery goroutine.
+func (s *Server) onResult(msg jetstream.Msg) {
+	res, err := broker.DecodeResult(msg.Data())
+	if err != nil {
+		s.log.Error().Err(err).Msg("undecodable result; dropping it")
+		_ = msg.Term()
+		return
+	}
+	if !s.dedup.begin(res.JobID) {
+		s.duplicates.Add(1)
+		s.log.Debug().Str("job", res.JobID).Int("attempt", res.Attempt).Msg("duplicate result suppressed")
+		_ = msg.Ack()
+		return
+	}
+	s.contMu.RLock()
+	fn := s.conts[res.Continuation.Name]
+	s.contMu.RUnlock()
+	if fn == nil {
+		s.dedup.abort(res.JobID)
+		s.log.Error().Str("job", res.JobID).Str("continuation", res.Continuation.Name).Msg("no continuation registered under this name; result kept for later")
+		_ = msg.NakWithDelay(10 * time.Second)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	err = fn(ctx, res)
+	cancel()
+	if err != nil {
+		s.dedup.abort(res.JobID)
+		s.log.Warn().Err(err).Str("job", res.JobID).Str("continuation", res.Continuation.Name).Msg("continuation failed; will retry")
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	s.dedup.finish(res.JobID)
+	s.finished.Add(1)
+	_ = msg.Ack()
+}
+
+// clientState is the default continuation's state.
+type clientState struct {
+	Session string `json:"s"`
+}
+
+// resultToClient is the default continuation: it writes the final frame to
+// the session that asked, and keeps it for get-result.
+func (s *Server) resultToClient(_ context.Context, res *broker.Result) error {
+	var st clientState
+	if len(res.Continuation.State) > 0 {
+		if err := json.Unmarshal(res.Continuation.State, &st); err != nil {
+			return nil // malformed state can never succeed; don't retry
+		}
+	}
+	size := len(res.Body) + 512
+	s.retained.put(res.JobID, &finalResult{size: size, frameFor: func(clientID string) []byte {
+		return encodeResult(clientID, res, Timing{
+			QueueMS: ms(res.QueueDuration()),
+			FetchMS: ms(time.Duration(res.FetchNanos)),
+		})
+	}})
+	s.sessMu.Lock()
+	sess := s.sessions[st.Session]
+	s.sessMu.Unlock()
+	if sess == nil {
+		s.log.Debug().Str("job", res.JobID).Msg("client gone; result kept for get-result")
+		return nil
+	}
+	sess.deliver(res)
+	return nil
+}
+
+// Shutdown stops accepting connections and fetches, waits (until ctx ends)
+// for in-flight fetches to deliver their results, then closes every session
+// and stops consuming results. It returns ctx's error if the wait was cut
+// short.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if !s.closing.CompareAndSwap(false, true) {
+		return ErrServerClosed
+	}
+	var firstErr error
+	if s.httpSrv != nil {
+		// Stops the listener; hijacked WebSocket connections are ours to close.
+		if err := s.httpSrv.Shutdown(ctx); err != nil {
+			firstErr = fmt.Errorf("origin shutdown: http: %w", err)
+		}
+	}
+	// Drain: wait for results of accepted fetches.
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for s.pendingFetches() > 0 {
+		select {
+		case <-ctx.Done():
+			if firstErr == nil {
+				firstErr = fmt.Errorf("origin shutdown: %d fetches still in flight: %w", s.pendingFetches(), ctx.Err())
+			}
+			goto closeSessions
+		case <-tick.C:
+		}
+	}
+closeSessions:
+	s.sessMu.Lock()
+	for _, sess := range s.sessions {
+		sess.close(websocket.CloseGoingAway, "origin shutting down")
+	}
+	s.sessMu.Unlock()
+	s.sessWG.Wait()
+	if s.cc != nil {
+		s.cc.Drain()
+		select {
+		case <-s.cc.Closed():
+		case <-ctx.Done():
+			s.cc.Stop()
+		}
+	}
+	s.log.Info().Int64("finished", s.finished.Load()).Int64("duplicates", s.duplicates.Load()).Msg("origin stopped")
+	return firstErr
+}
+
+func (s *Server) pendingFetches() int {
+	s.sessMu.Lock()
+	defer s.sessMu.Unlock()
+	n := 0
+	for _, sess := range s.sessions {
+		n += sess.inFlight()
+	}
+	return n
+}
+
+// Stats is a snapshot of origin counters.
+type Stats struct {
+	Sessions   int
+	Enqueued   int64
+	Finished   int64
+	Duplicates int64
+}
+
+// Stats returns current counters.
+func (s *Server) Stats() Stats {
+	s.sessMu.Lock()
+	n := len(s.sessions)
+	s.sessMu.Unlock()
+	return Stats{Sessions: n, Enqueued: s.enqueued.Load(), Finished: s.finished.Load(), Duplicates: s.duplicates.Load()}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -1,0 +1,403 @@
+package origin
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"github.com/rs/zerolog"
+
+	"github.com/pipeline-dev/pipeline/broker"
+)
+
+const (
+	pingEvery = 30 * time.Second
+	pongWait  = 75 * time.Second
+)
+
+// session is one WebSocket connection. Frames to the client go through a
+// bounded queue drained by one writer goroutine; a client that does not read
+// fast enough to keep the queue from filling is disconnected, so it cannot
+// stall anyone else.
+type session struct {
+	id   string
+	srv  *Server
+	conn *websocket.Conn
+	log  zerolog.Logger
+
+	send chan []byte
+	acks chan *pendingFetch
+	done chan struct{}
+
+	mu       sync.Mutex
+	pending  map[string]*pendingFetch // by job id
+	byClient map[string]struct{}      // client ids in flight
+	closed   bool
+	// closeCode and closeReason are sent in the close frame.
+	closeCode   int
+	closeReason string
+}
+
+// pendingFetch is a fetch accepted on this session and not yet finished.
+type pendingFetch struct {
+	clientID string
+	jobID    string
+	received time.Time
+	enqueued time.Time
+	fut      jetstream.PubAckFuture
+	// enqueuedSent is set once the enqueued frame is queued; a result that
+	// arrives before that (possible with a 0 ms target) waits in early.
+	enqueuedSent bool
+	early        *broker.Result
+}
+
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	if s.closing.Load() {
+		http.Error(w, "origin shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	conn, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		s.log.Debug().Err(err).Str("remote", r.RemoteAddr).Msg("websocket upgrade failed")
+		return
+	}
+	sess := &session{
+		id:       nuid.Next(),
+		srv:      s,
+		conn:     conn,
+		send:     make(chan []byte, s.cfg.SendQueue),
+		acks:     make(chan *pendingFetch, s.cfg.MaxInFlight),
+		done:     make(chan struct{}),
+		pending:  make(map[string]*pendingFetch),
+		byClient: make(map[string]struct{}),
+	}
+	sess.log = s.log.With().Str("session", sess.id).Str("remote", r.RemoteAddr).Logger()
+	s.sessMu.Lock()
+	if s.closing.Load() {
+		s.sessMu.Unlock()
+		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "origin shutting down"), time.Now().Add(time.Second))
+		conn.Close()
+		return
+	}
+	s.sessions[sess.id] = sess
+	s.sessWG.Add(3)
+	s.sessMu.Unlock()
+	sess.log.Debug().Msg("session opened")
+	sess.queue(mustJSON(helloFrame{Type: frameHello, Origin: s.cfg.ID, Version: Version}))
+	go sess.writeLoop()
+	go sess.ackLoop()
+	go sess.readLoop()
+}
+
+// readLoop reads client frames until the connection fails or closes.
+func (c *session) readLoop() {
+	defer c.srv.sessWG.Done()
+	defer func() {
+		c.close(websocket.CloseNormalClosure, "")
+		c.srv.sessMu.Lock()
+		delete(c.srv.sessions, c.id)
+		c.srv.sessMu.Unlock()
+	}()
+	cfg := c.srv.cfg
+	c.conn.SetReadLimit(int64(cfg.HardFrameBytes))
+	_ = c.conn.SetReadDeadline(time.Now().Add(pongWait))
+	c.conn.SetPongHandler(func(string) error {
+		return c.conn.SetReadDeadline(time.Now().Add(pongWait))
+	})
+	buf := bytes.NewBuffer(make([]byte, 0, 4096))
+	for {
+		mt, r, err := c.conn.NextReader()
+		if err != nil {
+			if !websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived) &&
+				!errors.Is(err, websocket.ErrReadLimit) {
+				c.log.Debug().Err(err).Msg("read")
+			}
+			if errors.Is(err, websocket.ErrReadLimit) {
+				c.overHardLimit()
+			}
+			return
+		}
+		_ = c.conn.SetReadDeadline(time.Now().Add(pongWait))
+		received := time.Now()
+		buf.Reset()
+		n, err := buf.ReadFrom(io.LimitReader(r, int64(cfg.MaxFrameBytes)+1))
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				c.overHardLimit()
+			}
+			return
+		}
+		if mt == websocket.BinaryMessage {
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				return
+			}
+			c.queue(encodeError("", "", errf(broker.CodeBadRequest, "binary frames are not supported; send JSON text frames")))
+			continue
+		}
+		if n > int64(cfg.MaxFrameBytes) {
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				return
+			}
+			c.queue(encodeError("", "", errf(broker.CodeTooLarge, "frame larger than %d bytes", cfg.MaxFrameBytes)))
+			continue
+		}
+		c.handleFrame(buf.Bytes(), received)
+	}
+}
+
+// overHardLimit runs after gorilla refused a frame beyond the hard cap and
+// sent close 1009. It discards what the client is still sending (bounded in
+// time and bytes) so closing the socket does not turn into a TCP reset that
+// would destroy the close frame before the client reads it.
+func (c *session) overHardLimit() {
+	c.log.Info().Int("hard_limit", c.srv.cfg.HardFrameBytes).Msg("frame over hard limit; connection closed with 1009")
+	raw := c.conn.UnderlyingConn()
+	_ = raw.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = io.CopyN(io.Discard, raw, int64(4*c.srv.cfg.HardFrameBytes))
+}
+
+// handleFrame acts on one complete text frame.
+func (c *session) handleFrame(data []byte, received time.Time) {
+	f, werr := parseFrame(data)
+	if werr != nil {
+		c.queue(encodeError(f.ID, "", werr))
+		return
+	}
+	switch f.Type {
+	case frameGetResult:
+		c.getResult(f)
+	case frameStartFetch:
+		c.startFetch(f, received)
+	}
+}
+
+func (c *session) getResult(f *clientFrame) {
+	if f.Job == "" {
+		c.queue(encodeError(f.ID, "", errf(broker.CodeBadRequest, "get-result needs a job id")))
+		return
+	}
+	fr, ok := c.srv.retained.get(f.Job)
+	if !ok {
+		c.queue(encodeError(f.ID, f.Job, errf(broker.CodeBadRequest, "no finished result for job %q (unknown, still running, or past the retention window)", truncate(f.Job, 64))))
+		return
+	}
+	c.queue(fr.frameFor(f.ID))
+}
+
+func (c *session) startFetch(f *clientFrame, received time.Time) {
+	req, werr := f.fetchRequest(c.srv.limits)
+	if werr != nil {
+		c.queue(encodeError(f.ID, "", werr))
+		return
+	}
+	st, _ := jsonState(clientState{Session: c.id})
+	job := c.srv.newJob(req, f.ID, broker.Continuation{Name: ResultToClient, State: st}, received)
+	p := &pendingFetch{clientID: f.ID, jobID: job.ID, received: received}
+
+	c.mu.Lock()
+	if _, dup := c.byClient[f.ID]; dup {
+		c.mu.Unlock()
+		c.queue(encodeError(f.ID, "", errf(broker.CodeBadRequest, "id %q is already in flight on this connection", f.ID)))
+		return
+	}
+	if len(c.pending) >= c.srv.cfg.MaxInFlight {
+		c.mu.Unlock()
+		c.queue(encodeError(f.ID, "", errf(broker.CodeQueueFull, "%d fetches in flight on this connection; wait for results", c.srv.cfg.MaxInFlight)))
+		return
+	}
+	// Registered before publishing: the result may arrive before the PubAck.
+	c.pending[job.ID] = p
+	c.byClient[f.ID] = struct{}{}
+	c.mu.Unlock()
+
+	fut, err := c.srv.publish(job)
+	if err != nil {
+		c.fail(p, err)
+		return
+	}
+	p.fut = fut
+	select {
+	case c.acks <- p:
+	case <-c.done:
+	}
+}
+
+// ackLoop waits for PubAcks in submission order and tells the client
+// "enqueued" once JetStream stored each job.
+func (c *session) ackLoop() {
+	defer c.srv.sessWG.Done()
+	for {
+		select {
+		case <-c.done:
+			return
+		case p := <-c.acks:
+			select {
+			case <-p.fut.Ok():
+				c.srv.enqueued.Add(1)
+				c.markEnqueued(p)
+			case err := <-p.fut.Err():
+				c.fail(p, err)
+			case <-c.done:
+				return
+			}
+		}
+	}
+}
+
+// fail ends a fetch whose job could not be stored with one error frame.
+func (c *session) fail(p *pendingFetch, err error) {
+	code := broker.CodeInternal
+	msg := "could not store the job"
+	switch {
+	case errors.Is(err, broker.ErrQueueFull):
+		code, msg = broker.CodeQueueFull, "job queue is full; retry later"
+	case errors.Is(err, ErrServerClosed):
+		msg = "origin is shutting down"
+	}
+	c.log.Warn().Err(err).Str("id", p.clientID).Str("job", p.jobID).Str("code", string(code)).Msg("job not stored")
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.pending[p.jobID]; !ok {
+		return
+	}
+	delete(c.pending, p.jobID)
+	delete(c.byClient, p.clientID)
+	c.queueLocked(encodeError(p.clientID, "", errf(code, "%s", msg)))
+}
+
+func (c *session) markEnqueued(p *pendingFetch) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.pending[p.jobID]; !ok {
+		return
+	}
+	p.enqueued = time.Now()
+	p.enqueuedSent = true
+	c.queueLocked(mustJSON(enqueuedFrame{Type: frameEnqueued, ID: p.clientID, Job: p.jobID}))
+	if p.early != nil {
+		c.finishLocked(p, p.early)
+	}
+}
+
+// deliver hands a job's result to this session.
+func (c *session) deliver(res *broker.Result) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.pending[res.JobID]
+	if !ok {
+		return // not ours any more: already finished
+	}
+	if !p.enqueuedSent {
+		p.early = res
+		return
+	}
+	c.finishLocked(p, res)
+}
+
+func (c *session) finishLocked(p *pendingFetch, res *broker.Result) {
+	delete(c.pending, p.jobID)
+	delete(c.byClient, p.clientID)
+	t := Timing{
+		EnqueueMS: ms(p.enqueued.Sub(p.received)),
+		QueueMS:   ms(res.QueueDuration()),
+		FetchMS:   ms(time.Duration(res.FetchNanos)),
+		TotalMS:   ms(time.Since(p.received)),
+	}
+	c.queueLocked(encodeResult(p.clientID, res, t))
+}
+
+func (c *session) inFlight() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending)
+}
+
+func (c *session) queue(frame []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.queueLocked(frame)
+}
+
+// queueLocked adds a frame to the send queue without blocking; a full queue
+// means the client does not keep up, and it is disconnected.
+func (c *session) queueLocked(frame []byte) {
+	if c.closed {
+		return
+	}
+	select {
+	case c.send <- frame:
+	default:
+		c.log.Warn().Int("queue", cap(c.send)).Msg("client too slow: send queue full, closing")
+		c.closeLocked(websocket.ClosePolicyViolation, "send queue full: client too slow")
+	}
+}
+
+// writeLoop writes queued frames and pings.
+func (c *session) writeLoop() {
+	defer c.srv.sessWG.Done()
+	defer c.conn.Close()
+	ping := time.NewTicker(pingEvery)
+	defer ping.Stop()
+	wt := c.srv.cfg.WriteTimeout
+	for {
+		select {
+		case frame := <-c.send:
+			_ = c.conn.SetWriteDeadline(time.Now().Add(wt))
+			if err := c.conn.WriteMessage(websocket.TextMessage, frame); err != nil {
+				c.log.Debug().Err(err).Msg("write")
+				c.close(websocket.CloseAbnormalClosure, "")
+				return
+			}
+		case <-ping.C:
+			if err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wt)); err != nil {
+				c.close(websocket.CloseAbnormalClosure, "")
+				return
+			}
+		case <-c.done:
+			// Flush what is queued (the final frames of a drain), then close.
+			for {
+				select {
+				case frame := <-c.send:
+					_ = c.conn.SetWriteDeadline(time.Now().Add(wt))
+					if err := c.conn.WriteMessage(websocket.TextMessage, frame); err != nil {
+						return
+					}
+					continue
+				default:
+				}
+				break
+			}
+			c.mu.Lock()
+			code, reason := c.closeCode, c.closeReason
+			c.mu.Unlock()
+			if code != websocket.CloseAbnormalClosure {
+				_ = c.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+			}
+			return
+		}
+	}
+}
+
+func (c *session) close(code int, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeLocked(code, reason)
+}
+
+func (c *session) closeLocked(code int, reason string) {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	c.closeCode, c.closeReason = code, reason
+	close(c.done)
+	// Unblock the reader; the writer closes the connection after its close frame.
+	_ = c.conn.SetReadDeadline(time.Now())
+	c.log.Debug().Int("code", code).Str("reason", reason).Int("in_flight", len(c.pending)).Msg("session closed")
+}
