@@ -43,18 +43,32 @@ type ServerConfig struct {
 type ClusterConfig struct {
 	// Name is the cluster name, the same on every node.
 	Name string
-	// Host and Port are where this node listens for routes.
+	// Host and Port are where this node listens for routes. Port -1 picks
+	// a free port (ClusterURL tells which).
 	Host string
 	Port int
-	// Routes are the other nodes' route URLs, e.g. nats-route://127.0.0.1:6223.
+	// Routes are the nodes' route URLs, e.g. nats-route://127.0.0.1:6223.
+	// List every node, this one included (a route to itself is ignored): the
+	// number of routes sets the JetStream cluster size a new node expects
+	// before it elects a meta leader.
 	Routes []string
+	// NoMetaWait makes StartServer return once the node accepts connections,
+	// without waiting for a JetStream meta leader. A meta leader needs a
+	// quorum of nodes, so a node started alone (the first of three started
+	// one at a time) would otherwise fail after ReadyTimeout.
+	NoMetaWait bool
+	// LameDuck, when positive, makes Server.LameDuckShutdown hand this
+	// node's stream and consumer leaderships to other nodes and close its
+	// clients spread over this duration before stopping (rolling restarts).
+	LameDuck time.Duration
 }
 
 // Server is a running embedded nats-server with JetStream enabled. Its
 // methods are safe for concurrent use.
 type Server struct {
-	ns  *server.Server
-	log zerolog.Logger
+	ns       *server.Server
+	log      zerolog.Logger
+	lameDuck time.Duration
 }
 
 // StartServer starts an embedded NATS server with JetStream and waits until it
@@ -101,6 +115,10 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		if len(c.Routes) > 0 {
 			opts.Routes = server.RoutesFromStr(strings.Join(c.Routes, ","))
 		}
+		if c.LameDuck > 0 {
+			opts.LameDuckDuration = c.LameDuck
+			opts.LameDuckGracePeriod = c.LameDuck / 2
+		}
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -119,7 +137,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	// ReadyForConnections returns before JetStream (in a cluster: the meta
 	// leader) is usable; a stream created now could hang.
-	for {
+	for cfg.Cluster == nil || !cfg.Cluster.NoMetaWait {
 		st := ns.Healthz(&server.HealthzOptions{JSEnabledOnly: cfg.Cluster == nil, JSMetaOnly: cfg.Cluster != nil})
 		if st.Status == "ok" {
 			break
@@ -131,6 +149,9 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	s := &Server{ns: ns, log: cfg.Logger}
+	if cfg.Cluster != nil {
+		s.lameDuck = cfg.Cluster.LameDuck
+	}
 	return s, nil
 }
 
@@ -139,6 +160,18 @@ func (s *Server) NATS() *server.Server { return s.ns }
 
 // ClientURL is the URL other processes connect to, e.g. nats://127.0.0.1:4222.
 func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+
+// Name is the server name (ServerConfig.ServerName, or a generated id).
+func (s *Server) Name() string { return s.ns.Name() }
+
+// ClusterURL is the route URL other cluster nodes list in their routes, e.g.
+// nats-route://127.0.0.1:6222, or "" when the server is not clustered.
+func (s *Server) ClusterURL() string {
+	if a := s.ns.ClusterAddr(); a != nil {
+		return "nats-route://" + net.JoinHostPort(a.IP.String(), strconv.Itoa(a.Port))
+	}
+	return ""
+}
 
 // MonitorAddr is the monitoring listener address, or "" when disabled.
 func (s *Server) MonitorAddr() string {
@@ -151,6 +184,21 @@ func (s *Server) MonitorAddr() string {
 // Shutdown stops the server and waits until it has stopped. Clients should be
 // drained first.
 func (s *Server) Shutdown() {
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+}
+
+// LameDuckShutdown stops the server gracefully, for rolling restarts of
+// cluster nodes: it stops accepting clients, hands its JetStream stream and
+// consumer leaderships to other nodes, closes its clients spread over
+// ClusterConfig.LameDuck (they reconnect to the other nodes) and waits until
+// the server has stopped. Without a lame-duck duration it is Shutdown.
+func (s *Server) LameDuckShutdown() {
+	if s.lameDuck <= 0 {
+		s.Shutdown()
+		return
+	}
+	s.ns.LameDuckShutdown()
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
 }

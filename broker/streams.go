@@ -35,6 +35,23 @@ type StreamsConfig struct {
 	MaxDeliver int
 	// MaxAckPending caps jobs in flight across all executors. Default 20,000.
 	MaxAckPending int
+	// DeadLetterMaxAge is how long dead jobs are kept. Default 7 days.
+	DeadLetterMaxAge time.Duration
+}
+
+// Backoff is the redelivery schedule for jobs whose executor went silent
+// (crashed): AckWait, then doubling, one step per delivery.
+func (c StreamsConfig) Backoff() []time.Duration {
+	d := c.withDefaults()
+	steps := make([]time.Duration, 0, d.MaxDeliver)
+	w := d.AckWait
+	for i := 0; i < d.MaxDeliver && d.MaxDeliver > 0; i++ {
+		steps = append(steps, w)
+		if w < 10*time.Minute {
+			w *= 2
+		}
+	}
+	return steps
 }
 
 func (c *StreamsConfig) withDefaults() StreamsConfig {
@@ -62,6 +79,9 @@ func (c *StreamsConfig) withDefaults() StreamsConfig {
 	}
 	if d.MaxAckPending == 0 {
 		d.MaxAckPending = 20_000
+	}
+	if d.DeadLetterMaxAge == 0 {
+		d.DeadLetterMaxAge = 7 * 24 * time.Hour
 	}
 	return d
 }
@@ -109,13 +129,14 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) e
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.AckWait,
 		MaxDeliver:    c.MaxDeliver,
+		BackOff:       c.Backoff(),
 		MaxAckPending: c.MaxAckPending,
 		Replicas:      c.Replicas,
 	}
 	if _, err := js.CreateOrUpdateConsumer(ctx, JobsStream, cons); err != nil {
 		return fmt.Errorf("provision consumer %s: %w", ExecutorsConsumer, err)
 	}
-	return nil
+	return provisionDeadLetters(ctx, js, c, storage)
 }
 
 // OriginConsumerConfig is the durable consumer through which origin originID

@@ -30,6 +30,10 @@ type Config struct {
 	Concurrency int
 	// Fetcher bounds the outbound fetches; Fetcher.Policy is required.
 	Fetcher FetcherConfig
+	// Retry is the in-process retry policy for failed fetches.
+	Retry RetryPolicy
+	// NoDeadLetters disables this executor's share of dead-letter processing.
+	NoDeadLetters bool
 	// Logger receives one line per notable event. Default: discard.
 	Logger zerolog.Logger
 }
@@ -47,6 +51,8 @@ type Executor struct {
 	wg       sync.WaitGroup
 	mu       sync.Mutex
 	cc       jetstream.ConsumeContext
+	dlq      jetstream.ConsumeContext
+	ackWait  time.Duration
 	stopped  bool
 	inflight context.Context
 	abort    context.CancelFunc
@@ -108,6 +114,15 @@ func (e *Executor) Start(ctx context.Context) error {
 		return fmt.Errorf("executor start: consume: %w", err)
 	}
 	e.cc = cc
+	e.ackWait = cons.CachedInfo().Config.AckWait
+	if !e.cfg.NoDeadLetters {
+		dlq, err := e.startDeadLetters(ctx)
+		if err != nil {
+			cc.Stop()
+			return fmt.Errorf("executor start: %w", err)
+		}
+		e.dlq = dlq
+	}
 	e.log.Info().Int("concurrency", e.cfg.Concurrency).Msg("executor consuming jobs")
 	return nil
 }
@@ -141,9 +156,9 @@ func (e *Executor) process(msg jetstream.Msg) {
 
 	// Long fetches tell the server the job is still being worked on, so it is
 	// not redelivered while in flight.
-	stopProgress := e.keepAlive(msg, e.fetcher.Timeout(job))
+	stopProgress := e.keepAlive(msg, e.fetcher.Timeout(job)*time.Duration(e.cfg.Retry.attempts()))
 	start := time.Now()
-	resp, ferr := e.fetcher.Fetch(e.inflight, job)
+	resp, ferr := e.fetchWithRetry(job, log)
 	fetchDur := time.Since(start)
 	stopProgress()
 
@@ -198,11 +213,11 @@ func (e *Executor) publish(res *broker.Result) error {
 	return nil
 }
 
-// keepAlive sends in-progress acks every 10 s while a fetch that may outlive
-// the consumer's AckWait runs. The returned func stops it.
+// keepAlive sends in-progress acks every third of AckWait while a fetch
+// that may outlive AckWait runs. The returned func stops it.
 func (e *Executor) keepAlive(msg jetstream.Msg, timeout time.Duration) func() {
-	const every = 10 * time.Second
-	if timeout < every {
+	every := e.ackWait / 3
+	if every <= 0 || timeout < every*2 {
 		return func() {}
 	}
 	done := make(chan struct{})
@@ -228,7 +243,15 @@ func (e *Executor) Shutdown(ctx context.Context) error {
 	e.mu.Lock()
 	e.stopped = true
 	cc := e.cc
+	dlq := e.dlq
 	e.mu.Unlock()
+	if dlq != nil {
+		dlq.Drain()
+		select {
+		case <-dlq.Closed():
+		case <-ctx.Done():
+		}
+	}
 	if cc != nil {
 		cc.Drain()
 		select {

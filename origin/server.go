@@ -233,7 +233,9 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("origin %s: listen: %w", s.cfg.ID, err)
 	}
-	cc, err := cons.Consume(s.onResult, jetstream.PullMaxMessages(1000),
+	// Bounded by bytes, not count: results carry bodies up to 1 MiB, and a
+	// count-bounded buffer of large results would overrun the connection.
+	cc, err := cons.Consume(s.onResult, jetstream.PullMaxBytes(8<<20),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
 				s.log.Debug().Err(err).Msg("results consume")

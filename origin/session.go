@@ -242,7 +242,7 @@ func (c *session) ackLoop() {
 				c.srv.enqueued.Add(1)
 				c.markEnqueued(p)
 			case err := <-p.fut.Err():
-				c.fail(p, err)
+				c.fail(p, c.srv.publishErr(err))
 			case <-c.done:
 				return
 			}
@@ -260,7 +260,11 @@ func (c *session) fail(p *pendingFetch, err error) {
 	case errors.Is(err, ErrServerClosed):
 		msg = "origin is shutting down"
 	}
-	c.log.Warn().Err(err).Str("id", p.clientID).Str("job", p.jobID).Str("code", string(code)).Msg("job not stored")
+	lvl := zerolog.WarnLevel
+	if code == broker.CodeQueueFull {
+		lvl = zerolog.DebugLevel // expected backpressure, not an incident
+	}
+	c.log.WithLevel(lvl).Err(err).Str("id", p.clientID).Str("job", p.jobID).Str("code", string(code)).Msg("job not stored")
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.pending[p.jobID]; !ok {
@@ -360,8 +364,12 @@ func (c *session) writeLoop() {
 				return
 			}
 		case <-c.done:
-			// Flush what is queued (the final frames of a drain), then close.
-			for {
+			c.mu.Lock()
+			code, reason := c.closeCode, c.closeReason
+			c.mu.Unlock()
+			// Flush what is queued (the final frames of a drain), then close;
+			// a client dropped for being too slow gets no flush.
+			for code != websocket.ClosePolicyViolation {
 				select {
 				case frame := <-c.send:
 					_ = c.conn.SetWriteDeadline(time.Now().Add(wt))
@@ -373,9 +381,6 @@ func (c *session) writeLoop() {
 				}
 				break
 			}
-			c.mu.Lock()
-			code, reason := c.closeCode, c.closeReason
-			c.mu.Unlock()
 			if code != websocket.CloseAbnormalClosure {
 				_ = c.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
 			}

@@ -48,6 +48,19 @@ type NATS struct {
 	User          string `yaml:"user"`
 	Password      string `yaml:"password"`
 	Token         string `yaml:"token"`
+	// ServerName and Cluster are read by `pipeline nats` (one cluster node).
+	ServerName string      `yaml:"server_name"`
+	Cluster    NATSCluster `yaml:"cluster"`
+}
+
+// NATSCluster makes the server of `pipeline nats` a JetStream cluster node
+// when Name is set.
+type NATSCluster struct {
+	Name     string        `yaml:"name"`
+	Host     string        `yaml:"host"`
+	Port     int           `yaml:"port"`
+	Routes   []string      `yaml:"routes"`
+	LameDuck time.Duration `yaml:"lame_duck"`
 }
 
 // Streams settings.
@@ -60,6 +73,7 @@ type Streams struct {
 	AckWait         time.Duration `yaml:"ack_wait"`
 	MaxDeliver      int           `yaml:"max_deliver"`
 	MaxAckPending   int           `yaml:"max_ack_pending"`
+	DeadLetterAge   time.Duration `yaml:"dead_letter_max_age"`
 }
 
 // Origin settings.
@@ -90,7 +104,15 @@ type Executor struct {
 	DefaultTimeout         time.Duration `yaml:"default_timeout"`
 	MaxTimeout             time.Duration `yaml:"max_timeout"`
 	MaxIdleConnsPerHost    int           `yaml:"max_idle_conns_per_host"`
+	Retry                  Retry         `yaml:"retry"`
 	Policy                 Policy        `yaml:"policy"`
+}
+
+// Retry is the executor's fetch retry policy.
+type Retry struct {
+	Attempts  int           `yaml:"attempts"`
+	BaseDelay time.Duration `yaml:"base_delay"`
+	MaxDelay  time.Duration `yaml:"max_delay"`
 }
 
 // Policy is the executor's destination policy.

@@ -1,11 +1,14 @@
 package netpolicy
 
 import (
+	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -78,10 +81,12 @@ func FuzzCheckURL(f *testing.F) {
 	for _, s := range fuzzURLSeeds {
 		f.Add(s)
 	}
-	p, err := New(Config{})
+	d := &lastDialer{}
+	p, err := New(Config{}, WithResolver(anyNamePublic{}))
 	if err != nil {
 		f.Fatal(err)
 	}
+	p.dial = d.dial
 	f.Fuzz(func(t *testing.T, raw string) {
 		u, err := url.Parse(raw)
 		if err != nil {
@@ -130,7 +135,50 @@ func FuzzCheckURL(f *testing.F) {
 				t.Fatalf("CheckURL(%q) allowed non-ASCII host %q", raw, host)
 			}
 		}
+		// What http.Transport hands to DialContext for this URL must be accepted too (names
+		// resolve to a public address here) and dialled as a literal IP.
+		port := u.Port()
+		if port == "" {
+			port = map[string]string{"http": "80", "https": "443"}[strings.ToLower(u.Scheme)]
+		}
+		conn, err := p.DialContext(context.Background(), "tcp", net.JoinHostPort(host, port))
+		if err != nil {
+			t.Fatalf("CheckURL(%q) allowed, DialContext refused: %v", raw, err)
+		}
+		conn.Close()
+		if _, err := netip.ParseAddrPort(d.last()); err != nil {
+			t.Fatalf("CheckURL(%q): DialContext dialled %q, not a literal ip:port", raw, d.last())
+		}
 	})
+}
+
+// lastDialer remembers only the last address dialled (fuzzing runs millions of dials) and
+// returns an in-memory pipe.
+type lastDialer struct {
+	mu   sync.Mutex
+	addr string
+}
+
+func (d *lastDialer) dial(_ context.Context, _, address string) (net.Conn, error) {
+	d.mu.Lock()
+	d.addr = address
+	d.mu.Unlock()
+	c1, c2 := net.Pipe()
+	c2.Close()
+	return c1, nil
+}
+
+func (d *lastDialer) last() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.addr
+}
+
+// anyNamePublic resolves every name to one public address.
+type anyNamePublic struct{}
+
+func (anyNamePublic) LookupIPAddr(context.Context, string) ([]net.IPAddr, error) {
+	return []net.IPAddr{{IP: net.IPv4(8, 8, 8, 8)}}, nil
 }
 
 // refIPv4Loose is a second, independently written inet_aton-style parser used as the

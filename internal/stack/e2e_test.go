@@ -385,4 +385,3 @@ func (e testErr) Error() string { return string(e) }
 const errTest = testErr("injected failure")
 
 func itoa(i int) string { return strconv.Itoa(i) }
-

@@ -146,15 +146,16 @@ func (s *Stack) start(ctx context.Context) error {
 	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = broker.Provision(pctx, js, broker.StreamsConfig{
-		Subjects:        subjects,
-		Replicas:        cfg.Streams.Replicas,
-		MaxJobs:         cfg.Streams.MaxJobs,
-		MaxJobBytes:     cfg.Streams.MaxJobBytes,
-		MaxResultBytes:  cfg.Streams.MaxResultBytes,
-		DuplicateWindow: cfg.Streams.DuplicateWindow,
-		AckWait:         cfg.Streams.AckWait,
-		MaxDeliver:      cfg.Streams.MaxDeliver,
-		MaxAckPending:   cfg.Streams.MaxAckPending,
+		Subjects:         subjects,
+		Replicas:         cfg.Streams.Replicas,
+		MaxJobs:          cfg.Streams.MaxJobs,
+		MaxJobBytes:      cfg.Streams.MaxJobBytes,
+		MaxResultBytes:   cfg.Streams.MaxResultBytes,
+		DuplicateWindow:  cfg.Streams.DuplicateWindow,
+		AckWait:          cfg.Streams.AckWait,
+		MaxDeliver:       cfg.Streams.MaxDeliver,
+		MaxAckPending:    cfg.Streams.MaxAckPending,
+		DeadLetterMaxAge: cfg.Streams.DeadLetterAge,
 	})
 	cancel()
 	if err != nil {
@@ -193,6 +194,11 @@ func (s *Stack) start(ctx context.Context) error {
 					MaxResponseHeaderBytes: cfg.Executor.MaxResponseHeaderBytes,
 					MaxIdleConnsPerHost:    cfg.Executor.MaxIdleConnsPerHost,
 					Policy:                 pol,
+				},
+				Retry: executor.RetryPolicy{
+					Attempts:  cfg.Executor.Retry.Attempts,
+					BaseDelay: cfg.Executor.Retry.BaseDelay,
+					MaxDelay:  cfg.Executor.Retry.MaxDelay,
 				},
 				Logger: s.log,
 			})

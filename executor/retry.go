@@ -1,0 +1,103 @@
+package executor
+
+import (
+	"errors"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pipeline-dev/pipeline/broker"
+)
+
+// RetryPolicy retries failed fetches inside one delivery: connect failures
+// and 502/503/504 responses, with exponential backoff and full jitter, for
+// idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) — other methods
+// only when the job asks (retry:true). Each attempt has the job's full
+// timeout. The zero value retries twice (3 attempts) from 100 ms up to 2 s.
+type RetryPolicy struct {
+	// Attempts is the total number of tries. 0 means 3; 1 disables retries.
+	Attempts int
+	// BaseDelay is the first backoff. 0 means 100 ms.
+	BaseDelay time.Duration
+	// MaxDelay caps one backoff. 0 means 2 s.
+	MaxDelay time.Duration
+}
+
+func (p RetryPolicy) attempts() int {
+	if p.Attempts <= 0 {
+		return 3
+	}
+	return p.Attempts
+}
+
+// delay is the backoff before try number n (1-based retry count), with full
+// jitter: uniform in [0, min(max, base·2^(n-1))].
+func (p RetryPolicy) delay(n int) time.Duration {
+	base, max := p.BaseDelay, p.MaxDelay
+	if base <= 0 {
+		base = 100 * time.Millisecond
+	}
+	if max <= 0 {
+		max = 2 * time.Second
+	}
+	d := base << (n - 1)
+	if d > max || d <= 0 {
+		d = max
+	}
+	return time.Duration(rand.Int64N(int64(d) + 1))
+}
+
+func idempotent(method string) bool {
+	switch method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// retryable reports whether a fetch outcome is worth another try.
+func retryable(resp *Response, err error) bool {
+	if err != nil {
+		var fe *FetchError
+		// Only failures before a response: a timeout may have reached the
+		// target already, a blocked or invalid URL never gets better.
+		return errors.As(err, &fe) && fe.Code == broker.CodeFetchFailed
+	}
+	switch resp.Status {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}
+
+// fetchWithRetry runs the job's fetch under the retry policy. Shutdown
+// (e.inflight) interrupts the backoff.
+func (e *Executor) fetchWithRetry(job *broker.Job, log zerolog.Logger) (*Response, error) {
+	n := e.cfg.Retry.attempts()
+	if !idempotent(job.Method) && !job.Retry {
+		n = 1
+	}
+	for try := 1; ; try++ {
+		resp, err := e.fetcher.Fetch(e.inflight, job)
+		if try >= n || !retryable(resp, err) {
+			return resp, err
+		}
+		d := e.cfg.Retry.delay(try)
+		ev := log.Debug().Int("try", try).Dur("backoff", d)
+		if err != nil {
+			ev = ev.Err(err)
+		} else {
+			ev = ev.Int("status", resp.Status)
+		}
+		ev.Msg("fetch failed; retrying")
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-e.inflight.Done():
+			t.Stop()
+			return resp, err
+		}
+	}
+}

@@ -1,0 +1,258 @@
+package stack
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/pipeline-dev/pipeline/broker"
+	"github.com/pipeline-dev/pipeline/internal/config"
+)
+
+func TestQueueFullUnderTinyStreamLimit(t *testing.T) {
+	st := startStack(t, func(c *config.Config) { c.Streams.MaxJobs = 5; c.Executor.Count = 0 })
+	c := dial(t, st.OriginWS())
+	for i := 0; i < 10; i++ {
+		c.sendJSON(map[string]any{"type": "start-fetch", "id": "q" + itoa(i), "url": st.TargetURL() + "/delay"})
+	}
+	counts := map[string]int{}
+	for i := 0; i < 10; i++ {
+		f := c.read()
+		counts[f.Type+":"+f.Code]++
+	}
+	if counts["enqueued:"] != 5 || counts["error:queue_full"] != 5 {
+		t.Fatalf("frames %v, want 5 enqueued and 5 queue_full", counts)
+	}
+}
+
+func TestPerConnectionInFlightCap(t *testing.T) {
+	st := startStack(t, func(c *config.Config) { c.Origin.MaxInFlight = 3; c.Executor.Count = 0 })
+	c := dial(t, st.OriginWS())
+	for i := 0; i < 5; i++ {
+		c.sendJSON(map[string]any{"type": "start-fetch", "id": "f" + itoa(i), "url": st.TargetURL() + "/delay"})
+	}
+	counts := map[string]int{}
+	for i := 0; i < 5; i++ {
+		f := c.read()
+		counts[f.Type+":"+f.Code]++
+	}
+	if counts["enqueued:"] != 3 || counts["error:queue_full"] != 2 {
+		t.Fatalf("frames %v, want 3 enqueued and 2 queue_full", counts)
+	}
+}
+
+func TestSlowClientDoesNotDelayFastOne(t *testing.T) {
+	st := startStack(t, func(c *config.Config) {
+		c.Origin.SendQueue = 16
+		c.Origin.WriteTimeout = 500 * time.Millisecond
+	})
+	// The slow client asks for large bodies and never reads.
+	slow, _, err := websocket.DefaultDialer.Dial(st.OriginWS(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	for i := 0; i < 60; i++ {
+		if err := slow.WriteJSON(map[string]any{"type": "start-fetch", "id": "s" + itoa(i), "url": st.TargetURL() + "/bytes?n=200000"}); err != nil {
+			break // closed on us already: fine
+		}
+	}
+	fast := dial(t, st.OriginWS())
+	start := time.Now()
+	for i := 0; i < 20; i++ {
+		if _, res := fast.fetch("x"+itoa(i), st.TargetURL()+"/delay?ms=0", nil); res.Type != "result" {
+			t.Fatalf("fast client got %+v", res)
+		}
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("20 fetches took %v for the fast client", d)
+	}
+	// The slow client is eventually disconnected with a reason.
+	_ = slow.SetReadDeadline(time.Now().Add(15 * time.Second))
+	var closeErr error
+	for closeErr == nil {
+		_, _, closeErr = slow.ReadMessage()
+	}
+	// 1008 with a reason when the close frame gets through; 1006 when the
+	// client's own receive buffer is still full of unread frames.
+	if ce, ok := closeErr.(*websocket.CloseError); !ok || (ce.Code != websocket.ClosePolicyViolation && ce.Code != websocket.CloseAbnormalClosure) {
+		t.Errorf("slow client ended with %v, want close 1008 or 1006", closeErr)
+	}
+}
+
+func TestQueuedJobsSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	mod := func(c *config.Config) { c.NATS.DataDir = dir }
+	cfg := EphemeralConfig()
+	mod(&cfg)
+	cfg.Executor.Count = 0
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)
+	st, err := Start(ctx, cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, st.OriginWS())
+	const n = 20
+	jobs := make([]string, 0, n)
+	for i := 0; i < n; i++ {
+		c.sendJSON(map[string]any{"type": "start-fetch", "id": "p" + itoa(i), "url": st.TargetURL() + "/echo?i=" + itoa(i)})
+	}
+	for len(jobs) < n {
+		f := c.read()
+		if f.Type != "enqueued" {
+			t.Fatalf("got %+v, want enqueued", f)
+		}
+		jobs = append(jobs, f.Job)
+	}
+	// Stop with everything queued and no executor; the drain gives up quickly.
+	sctx, scancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	_ = st.Shutdown(sctx)
+	scancel()
+
+	// Same data dir, now with an executor (and new ports).
+	cfg2 := EphemeralConfig()
+	mod(&cfg2)
+	st2, err := Start(ctx, cfg2, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Shutdown(context.Background())
+	// The target moved with the restart; the queued jobs still point at the
+	// old address, so allow-listing does not apply to them: their outcome is
+	// what counts. Each must end with exactly one final result.
+	c2 := dial(t, st2.OriginWS())
+	for i, job := range jobs {
+		var f frame
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			c2.sendJSON(map[string]any{"type": "get-result", "id": "g" + itoa(i), "job": job})
+			f = c2.read()
+			if f.Type != "error" || f.Code != "bad_request" || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if f.ID != "g"+itoa(i) || f.Job != job || (f.Type != "result" && f.Type != "error") || f.Code == "bad_request" {
+			t.Fatalf("job %s after restart: got %+v, want its final frame", job, f)
+		}
+	}
+	if got := st2.Origin().Stats().Finished; got != n {
+		t.Errorf("origin finished %d jobs after restart, want %d", got, n)
+	}
+}
+
+func TestGetResultForFinishedJob(t *testing.T) {
+	st := startStack(t, nil)
+	c := dial(t, st.OriginWS())
+	enq, res := c.fetch("a", st.TargetURL()+"/echo?x=1", nil)
+	if res.Type != "result" {
+		t.Fatal(res)
+	}
+	c2 := dial(t, st.OriginWS())
+	c2.sendJSON(map[string]any{"type": "get-result", "id": "again", "job": enq.Job})
+	f := c2.read()
+	if f.Type != "result" || f.ID != "again" || f.Job != enq.Job || f.Body != res.Body {
+		t.Fatalf("get-result got %+v, want the same result under id again", f)
+	}
+	c2.sendJSON(map[string]any{"type": "get-result", "id": "nope", "job": "no-such-job"})
+	if f := c2.read(); f.Type != "error" || f.Code != "bad_request" || f.ID != "nope" {
+		t.Fatalf("unknown job got %+v, want bad_request", f)
+	}
+}
+
+// TestDeadLetterPath plays a crashing executor: it takes the job from the
+// shared consumer and never acks, MaxDeliver times. The job must end as one
+// dead_letter error frame, sit in the dead-letter stream, and replay.
+func TestDeadLetterPath(t *testing.T) {
+	st := startStack(t, func(c *config.Config) {
+		c.Executor.Count = 0
+		c.Streams.AckWait = 300 * time.Millisecond
+		c.Streams.MaxDeliver = 2
+	})
+	c := dial(t, st.OriginWS())
+	c.sendJSON(map[string]any{"type": "start-fetch", "id": "dead", "url": st.TargetURL() + "/echo?dead=1"})
+	enq := c.read()
+	if enq.Type != "enqueued" {
+		t.Fatalf("got %+v", enq)
+	}
+	nc, err := nats.Connect(st.NATSURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cons, err := js.Consumer(ctx, broker.JobsStream, broker.ExecutorsConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for d := 1; d <= 2; d++ {
+		msgs, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for m := range msgs.Messages() {
+			got++
+			meta, _ := m.Metadata()
+			if int(meta.NumDelivered) != d {
+				t.Fatalf("delivery %d has NumDelivered %d", d, meta.NumDelivered)
+			}
+		} // no ack: the "executor" crashed
+		if got != 1 {
+			t.Fatalf("delivery %d: got %d messages (%v)", d, got, msgs.Error())
+		}
+	}
+	// Now an executor comes up; its dead-letter processor handles the
+	// advisory that was captured while none ran.
+	cfg := EphemeralConfig()
+	cfg.NATS.Embedded, cfg.NATS.URL = false, st.NATSURL()
+	cfg.Origin.Enabled, cfg.Runtime.Enabled, cfg.Target.Enabled = false, false, false
+	cfg.Executor.Policy.Allow = []string{strings.TrimPrefix(st.TargetURL(), "http://")}
+	cfg.Streams.AckWait, cfg.Streams.MaxDeliver = 300*time.Millisecond, 2
+	ex, err := Start(ctx, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ex.Shutdown(context.Background())
+
+	f := c.read()
+	if f.Type != "error" || f.Code != "dead_letter" || f.ID != "dead" || f.Job != enq.Job {
+		t.Fatalf("got %+v, want dead_letter error for the job", f)
+	}
+	dead, err := broker.ListDeadLetters(ctx, js, 10)
+	if err != nil || len(dead) != 1 || dead[0].Job == nil || dead[0].Job.ID != enq.Job || dead[0].Deliveries != 2 {
+		t.Fatalf("dead letters %+v (%v), want the one job with 2 deliveries", dead, err)
+	}
+	newID, err := broker.ReplayDeadLetter(ctx, js, broker.Subjects{}, dead[0].Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := broker.ListDeadLetters(ctx, js, 10); len(left) != 0 {
+		t.Errorf("after replay %d dead letters left, want 0", len(left))
+	}
+	// The replayed job runs on the live executor; its result is kept for get-result.
+	for {
+		c.sendJSON(map[string]any{"type": "get-result", "id": "replayed", "job": newID})
+		f = c.read()
+		if f.Type == "result" {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("replayed job %s never finished: last %+v", newID, f)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if f.Status != 200 || !strings.Contains(f.Body, "dead=1") {
+		t.Fatalf("replayed result %+v", f)
+	}
+}
