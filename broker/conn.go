@@ -21,6 +21,14 @@ type ConnConfig struct {
 	Name string
 	// User/Password or Token authenticate the connection when set.
 	User, Password, Token string
+	// InboxPrefix replaces "_INBOX" as the prefix of this connection's reply
+	// subjects; with per-role permissions a role may subscribe only below its
+	// own prefix (AuthConfig.Apply sets it). Default "_INBOX".
+	InboxPrefix string
+	// TLS, when non-nil, verifies the server with TLS.CAFile and presents
+	// TLS.CertFile and TLS.KeyFile as client certificate (mutual TLS).
+	// Ignored for InProcess connections, which never leave the process.
+	TLS *TLSFiles
 	// Logger receives connection state changes.
 	Logger zerolog.Logger
 }
@@ -57,6 +65,18 @@ func Connect(ctx context.Context, cfg ConnConfig) (*nats.Conn, error) {
 	}
 	if cfg.Token != "" {
 		opts = append(opts, nats.Token(cfg.Token))
+	}
+	if cfg.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
+	}
+	if t := cfg.TLS; t != nil && cfg.InProcess == nil {
+		if t.CAFile != "" {
+			opts = append(opts, nats.RootCAs(t.CAFile))
+		}
+		if t.CertFile != "" || t.KeyFile != "" {
+			opts = append(opts, nats.ClientCert(t.CertFile, t.KeyFile))
+		}
+		opts = append(opts, nats.Secure())
 	}
 	if deadline, ok := ctx.Deadline(); ok {
 		opts = append(opts, nats.Timeout(time.Until(deadline)))

@@ -37,6 +37,14 @@ type ServerConfig struct {
 	ReadyTimeout time.Duration
 	// Logger receives the server's log lines. The zero value discards them.
 	Logger zerolog.Logger
+	// Users, when non-empty, turns on authentication: only these users may
+	// connect, each limited to its permissions (see AuthConfig.ServerUsers).
+	// In-process connections authenticate too.
+	Users []*server.User
+	// TLS, when non-nil, makes TCP clients use TLS with TLS.CertFile and
+	// TLS.KeyFile; with TLS.CAFile set, clients must present a certificate
+	// signed by it. In-process connections need no TLS.
+	TLS *TLSFiles
 }
 
 // ClusterConfig makes an embedded server a cluster node.
@@ -104,6 +112,14 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.MaxStore > 0 {
 		opts.JetStreamMaxStore = cfg.MaxStore
+	}
+	if len(cfg.Users) > 0 {
+		opts.Users = cfg.Users
+	}
+	if cfg.TLS != nil {
+		if err := cfg.TLS.serverOptions(opts); err != nil {
+			return nil, fmt.Errorf("start nats server: %w", err)
+		}
 	}
 	if c := cfg.Cluster; c != nil {
 		if opts.ServerName == "" {

@@ -37,6 +37,11 @@ type StreamsConfig struct {
 	MaxAckPending int
 	// DeadLetterMaxAge is how long dead jobs are kept. Default 7 days.
 	DeadLetterMaxAge time.Duration
+	// FinishedTTL is how long finished results are kept for get-result and
+	// de-duplication. Default 10 minutes; negative disables the bucket.
+	FinishedTTL time.Duration
+	// FinishedMaxBytes caps the finished-results bucket. Default 1 GiB.
+	FinishedMaxBytes int64
 }
 
 // Backoff is the redelivery schedule for jobs whose executor went silent
@@ -79,6 +84,12 @@ func (c *StreamsConfig) withDefaults() StreamsConfig {
 	}
 	if d.MaxAckPending == 0 {
 		d.MaxAckPending = 20_000
+	}
+	if d.FinishedTTL == 0 {
+		d.FinishedTTL = 10 * time.Minute
+	}
+	if d.FinishedMaxBytes == 0 {
+		d.FinishedMaxBytes = 1 << 30
 	}
 	if d.DeadLetterMaxAge == 0 {
 		d.DeadLetterMaxAge = 7 * 24 * time.Hour
@@ -135,6 +146,9 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) e
 	}
 	if _, err := js.CreateOrUpdateConsumer(ctx, JobsStream, cons); err != nil {
 		return fmt.Errorf("provision consumer %s: %w", ExecutorsConsumer, err)
+	}
+	if err := provisionFinished(ctx, js, c, storage); err != nil {
+		return err
 	}
 	return provisionDeadLetters(ctx, js, c, storage)
 }

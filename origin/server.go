@@ -69,11 +69,6 @@ type Config struct {
 	// DedupWindow is how long finished job ids are remembered to suppress
 	// duplicate results. Default 10 minutes.
 	DedupWindow time.Duration
-	// ResultRetention keeps finished results for get-result. Default 10 min;
-	// negative disables it.
-	ResultRetention time.Duration
-	// RetentionMaxBytes caps memory held for get-result. Default 64 MiB.
-	RetentionMaxBytes int
 	// Replicas for the origin's results consumer (3 on a cluster). Default 1.
 	Replicas int
 	// CheckOrigin, when set, decides whether a browser's Origin header is
@@ -123,12 +118,6 @@ func (c Config) withDefaults() Config {
 	if c.DedupWindow <= 0 {
 		c.DedupWindow = 10 * time.Minute
 	}
-	if c.ResultRetention == 0 {
-		c.ResultRetention = 10 * time.Minute
-	}
-	if c.RetentionMaxBytes <= 0 {
-		c.RetentionMaxBytes = 64 << 20
-	}
 	return c
 }
 
@@ -159,7 +148,9 @@ type Server struct {
 	sessWG   sync.WaitGroup
 
 	dedup    *dedup
-	retained *retention
+	finished *finished
+	acks     chan resultAck
+	ackDone  chan struct{}
 	cc       jetstream.ConsumeContext
 	closing  atomic.Bool
 	serveErr chan error
@@ -167,7 +158,7 @@ type Server struct {
 	// Counters, for tests and metrics.
 	duplicates atomic.Int64
 	enqueued   atomic.Int64
-	finished   atomic.Int64
+	finishedN  atomic.Int64
 }
 
 // New returns an origin using nc. Register continuations, then Start.
@@ -189,7 +180,9 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 		conts:    make(map[string]ContinuationFunc),
 		sessions: make(map[string]*session),
 		dedup:    newDedup(cfg.DedupWindow, 1_000_000),
-		retained: newRetention(cfg.ResultRetention, 100_000, cfg.RetentionMaxBytes),
+		finished: &finished{js: js, origin: cfg.ID},
+		acks:     make(chan resultAck, 4096),
+		ackDone:  make(chan struct{}),
 		serveErr: make(chan error, 1),
 	}
 	s.upgrader = websocket.Upgrader{
@@ -229,6 +222,15 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("origin %s: results consumer: %w", s.cfg.ID, err)
 	}
+	kv, err := s.js.KeyValue(ctx, broker.FinishedBucket)
+	switch {
+	case err == nil:
+		s.finished.kv = kv
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+		s.log.Warn().Msg("finished-results bucket disabled: no get-result, de-duplication across restarts only within one process")
+	default:
+		return fmt.Errorf("origin %s: finished-results bucket: %w", s.cfg.ID, err)
+	}
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("origin %s: listen: %w", s.cfg.ID, err)
@@ -246,6 +248,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("origin %s: consume results: %w", s.cfg.ID, err)
 	}
 	s.cc = cc
+	go s.ackLoop()
 	s.ln = ln
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws", s.serveWS)
@@ -364,7 +367,12 @@ func (s *Server) publishErr(err error) error {
 	return fmt.Errorf("store job: %w", err)
 }
 
-// onResult runs on the results consumer's delivery goroutine.
+// onResult runs on the results consumer's delivery goroutine. A result's
+// continuation runs at most once per job: the in-memory set catches
+// duplicates within this process; a redelivered result (NumDelivered > 1,
+// e.g. after an origin crash) is checked against the finished-results
+// bucket, where every result is stored after its continuation ran and before
+// the result message is acknowledged.
 func (s *Server) onResult(msg jetstream.Msg) {
 	res, err := broker.DecodeResult(msg.Data())
 	if err != nil {
@@ -373,10 +381,18 @@ func (s *Server) onResult(msg jetstream.Msg) {
 		return
 	}
 	if !s.dedup.begin(res.JobID) {
-		s.duplicates.Add(1)
-		s.log.Debug().Str("job", res.JobID).Int("attempt", res.Attempt).Msg("duplicate result suppressed")
-		_ = msg.Ack()
+		s.suppress(msg, res)
 		return
+	}
+	if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 1 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		prev, err := s.finished.get(ctx, res.JobID)
+		cancel()
+		if err == nil && prev != nil {
+			s.dedup.finish(res.JobID)
+			s.suppress(msg, res)
+			return
+		}
 	}
 	s.contMu.RLock()
 	fn := s.conts[res.Continuation.Name]
@@ -397,8 +413,41 @@ func (s *Server) onResult(msg jetstream.Msg) {
 		return
 	}
 	s.dedup.finish(res.JobID)
-	s.finished.Add(1)
+	s.finishedN.Add(1)
+	fut, err := s.finished.put(res.JobID, msg.Data())
+	if err != nil {
+		s.log.Warn().Err(err).Str("job", res.JobID).Msg("finished result not stored; get-result will not find it")
+	}
+	s.acks <- resultAck{msg: msg, job: res.JobID, fut: fut}
+}
+
+func (s *Server) suppress(msg jetstream.Msg, res *broker.Result) {
+	s.duplicates.Add(1)
+	s.log.Debug().Str("job", res.JobID).Int("attempt", res.Attempt).Msg("duplicate result suppressed")
 	_ = msg.Ack()
+}
+
+// resultAck is a handled result waiting for its finished-result store.
+type resultAck struct {
+	msg jetstream.Msg
+	job string
+	fut jetstream.PubAckFuture
+}
+
+// ackLoop acknowledges handled results once their finished record is stored,
+// in order, so the delivery goroutine never waits on storage.
+func (s *Server) ackLoop() {
+	defer close(s.ackDone)
+	for a := range s.acks {
+		if a.fut != nil {
+			select {
+			case <-a.fut.Ok():
+			case err := <-a.fut.Err():
+				s.log.Warn().Err(err).Str("job", a.job).Msg("finished result not stored; get-result will not find it")
+			}
+		}
+		_ = a.msg.Ack()
+	}
 }
 
 // clientState is the default continuation's state.
@@ -415,13 +464,6 @@ func (s *Server) resultToClient(_ context.Context, res *broker.Result) error {
 			return nil // malformed state can never succeed; don't retry
 		}
 	}
-	size := len(res.Body) + 512
-	s.retained.put(res.JobID, &finalResult{size: size, frameFor: func(clientID string) []byte {
-		return encodeResult(clientID, res, Timing{
-			QueueMS: ms(res.QueueDuration()),
-			FetchMS: ms(time.Duration(res.FetchNanos)),
-		})
-	}})
 	s.sessMu.Lock()
 	sess := s.sessions[st.Session]
 	s.sessMu.Unlock()
@@ -475,8 +517,11 @@ closeSessions:
 		case <-ctx.Done():
 			s.cc.Stop()
 		}
+		// No more deliveries: finish acknowledging what was handled.
+		close(s.acks)
+		<-s.ackDone
 	}
-	s.log.Info().Int64("finished", s.finished.Load()).Int64("duplicates", s.duplicates.Load()).Msg("origin stopped")
+	s.log.Info().Int64("finished", s.finishedN.Load()).Int64("duplicates", s.duplicates.Load()).Msg("origin stopped")
 	return firstErr
 }
 
@@ -503,7 +548,7 @@ func (s *Server) Stats() Stats {
 	s.sessMu.Lock()
 	n := len(s.sessions)
 	s.sessMu.Unlock()
-	return Stats{Sessions: n, Enqueued: s.enqueued.Load(), Finished: s.finished.Load(), Duplicates: s.duplicates.Load()}
+	return Stats{Sessions: n, Enqueued: s.enqueued.Load(), Finished: s.finishedN.Load(), Duplicates: s.duplicates.Load()}
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

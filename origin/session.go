@@ -2,6 +2,7 @@ package origin
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -182,12 +183,22 @@ func (c *session) getResult(f *clientFrame) {
 		c.queue(encodeError(f.ID, "", errf(broker.CodeBadRequest, "get-result needs a job id")))
 		return
 	}
-	fr, ok := c.srv.retained.get(f.Job)
-	if !ok {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	res, err := c.srv.finished.get(ctx, f.Job)
+	cancel()
+	if err != nil {
+		c.log.Warn().Err(err).Str("job", f.Job).Msg("get-result")
+		c.queue(encodeError(f.ID, f.Job, errf(broker.CodeInternal, "could not read the result store")))
+		return
+	}
+	if res == nil {
 		c.queue(encodeError(f.ID, f.Job, errf(broker.CodeBadRequest, "no finished result for job %q (unknown, still running, or past the retention window)", truncate(f.Job, 64))))
 		return
 	}
-	c.queue(fr.frameFor(f.ID))
+	c.queue(encodeResult(f.ID, res, Timing{
+		QueueMS: ms(res.QueueDuration()),
+		FetchMS: ms(time.Duration(res.FetchNanos)),
+	}))
 }
 
 func (c *session) startFetch(f *clientFrame, received time.Time) {

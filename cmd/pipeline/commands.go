@@ -63,6 +63,7 @@ environment variables, and flags.`,
 		newRuntimeCmd(o),
 		newTargetCmd(o),
 		newNATSCmd(o),
+		newDLQCmd(o),
 		newConfigCmd(),
 		newVersionCmd(),
 	)

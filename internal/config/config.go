@@ -74,6 +74,8 @@ type Streams struct {
 	MaxDeliver      int           `yaml:"max_deliver"`
 	MaxAckPending   int           `yaml:"max_ack_pending"`
 	DeadLetterAge   time.Duration `yaml:"dead_letter_max_age"`
+	ResultRetention time.Duration `yaml:"result_retention"`
+	RetentionBytes  int64         `yaml:"result_retention_max_bytes"`
 }
 
 // Origin settings.
@@ -90,8 +92,6 @@ type Origin struct {
 	WriteTimeout      time.Duration `yaml:"write_timeout"`
 	PublishTimeout    time.Duration `yaml:"publish_timeout"`
 	DedupWindow       time.Duration `yaml:"dedup_window"`
-	ResultRetention   time.Duration `yaml:"result_retention"`
-	RetentionMaxBytes int           `yaml:"retention_max_bytes"`
 }
 
 // Executor settings.

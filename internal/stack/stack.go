@@ -156,6 +156,8 @@ func (s *Stack) start(ctx context.Context) error {
 		MaxDeliver:       cfg.Streams.MaxDeliver,
 		MaxAckPending:    cfg.Streams.MaxAckPending,
 		DeadLetterMaxAge: cfg.Streams.DeadLetterAge,
+		FinishedTTL:      cfg.Streams.ResultRetention,
+		FinishedMaxBytes: cfg.Streams.RetentionBytes,
 	})
 	cancel()
 	if err != nil {
@@ -222,23 +224,21 @@ func (s *Stack) start(ctx context.Context) error {
 			return err
 		}
 		o, err := origin.New(onc, origin.Config{
-			ID:                cfg.Origin.ID,
-			Listen:            cfg.Origin.Listen,
-			Subjects:          subjects,
-			MaxFrameBytes:     cfg.Origin.MaxFrameBytes,
-			HardFrameBytes:    cfg.Origin.HardFrameBytes,
-			MaxBodyBytes:      cfg.Origin.MaxBodyBytes,
-			MaxTimeoutMS:      cfg.Origin.MaxTimeoutMS,
-			MaxInFlight:       cfg.Origin.MaxInFlight,
-			SendQueue:         cfg.Origin.SendQueue,
-			WriteTimeout:      cfg.Origin.WriteTimeout,
-			PublishTimeout:    cfg.Origin.PublishTimeout,
-			DedupWindow:       cfg.Origin.DedupWindow,
-			ResultRetention:   cfg.Origin.ResultRetention,
-			RetentionMaxBytes: cfg.Origin.RetentionMaxBytes,
-			Replicas:          cfg.Streams.Replicas,
-			Handlers:          s.originHandlers(onc, subjects),
-			Logger:            s.log,
+			ID:             cfg.Origin.ID,
+			Listen:         cfg.Origin.Listen,
+			Subjects:       subjects,
+			MaxFrameBytes:  cfg.Origin.MaxFrameBytes,
+			HardFrameBytes: cfg.Origin.HardFrameBytes,
+			MaxBodyBytes:   cfg.Origin.MaxBodyBytes,
+			MaxTimeoutMS:   cfg.Origin.MaxTimeoutMS,
+			MaxInFlight:    cfg.Origin.MaxInFlight,
+			SendQueue:      cfg.Origin.SendQueue,
+			WriteTimeout:   cfg.Origin.WriteTimeout,
+			PublishTimeout: cfg.Origin.PublishTimeout,
+			DedupWindow:    cfg.Origin.DedupWindow,
+			Replicas:       cfg.Streams.Replicas,
+			Handlers:       s.originHandlers(onc, subjects),
+			Logger:         s.log,
 		})
 		if err != nil {
 			return err

@@ -1,0 +1,402 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/rs/zerolog"
+)
+
+// Per-role NATS users. With authentication on, every process connects as the
+// user of its role and may publish and subscribe only where that role needs
+// to (PROTOCOL.md §2, §3):
+//
+//   - origin <id>: publish its own jobs (<prefix>.jobs.fetch.<id>), create and
+//     read its own results consumer (origin-<id>, filtered on
+//     <prefix>.results.<id>), ack its own results, call the runtime
+//     (<prefix>.rpc.*); subscribe only under its own inbox prefix. It cannot
+//     read, consume or ack another origin's results, nor forge results.
+//   - executor: read jobs through the shared "executors" consumer, ack them,
+//     publish results (<prefix>.results.*), process dead letters; it cannot
+//     publish jobs nor read results.
+//   - runtime: serve <prefix>.rpc.> in queue group "runtime" and the micro
+//     discovery subjects ($SRV.>), reply only to requests it received
+//     (allow_responses); it publishes nothing else.
+//   - caller: call the runtime over NATS (e.g. `loadgen rpc --via nats-raw`).
+//   - admin: the provisioner and operator tools: the whole JetStream API,
+//     $SRV discovery, job replay from the dead-letter stream.
+
+// Role names a kind of pipeline process; each role has its own NATS user.
+type Role string
+
+// Roles.
+const (
+	// RoleAdmin provisions streams and runs operator tools (dlq list/replay).
+	RoleAdmin Role = "admin"
+	// RoleOrigin is an origin; each origin id has its own user.
+	RoleOrigin Role = "origin"
+	// RoleExecutor is an executor; all executors share one user.
+	RoleExecutor Role = "executor"
+	// RoleRuntime is the runtime micro service.
+	RoleRuntime Role = "runtime"
+	// RoleCaller calls runtime functions over NATS request-reply.
+	RoleCaller Role = "caller"
+)
+
+// ErrAuthConfig is returned, wrapped with detail, for an unusable AuthConfig:
+// a missing user or password, a duplicate user name, a bad origin id, an
+// unknown role.
+var ErrAuthConfig = errors.New("broker: invalid auth config")
+
+// Credentials are one NATS user's name and password. Its String, GoString and
+// zerolog forms never contain the password, so logging a Credentials (or a
+// struct holding one) with %v, %+v or zerolog's Object does not leak it.
+type Credentials struct {
+	// User is the NATS user name.
+	User string `yaml:"user"`
+	// Password is the password. On the server side (ServerUsers) it may be a
+	// bcrypt hash ("$2a$..."), which nats-server compares against; a
+	// connecting role (Apply) needs the plaintext. If empty, PasswordEnv is
+	// used.
+	Password string `yaml:"password"`
+	// PasswordEnv names an environment variable holding the password; it is
+	// read when Password is empty. Keeps secrets out of config files.
+	PasswordEnv string `yaml:"password_env"`
+}
+
+// String describes c without its password.
+func (c Credentials) String() string {
+	switch {
+	case c.Password != "":
+		return fmt.Sprintf("{user:%s password:[redacted]}", c.User)
+	case c.PasswordEnv != "":
+		return fmt.Sprintf("{user:%s password_env:%s}", c.User, c.PasswordEnv)
+	default:
+		return fmt.Sprintf("{user:%s}", c.User)
+	}
+}
+
+// GoString is String, so %#v does not print the password either.
+func (c Credentials) GoString() string { return "broker.Credentials" + c.String() }
+
+// MarshalZerologObject logs the user name only.
+func (c Credentials) MarshalZerologObject(e *zerolog.Event) {
+	e.Str("user", c.User)
+	if c.PasswordEnv != "" {
+		e.Str("password_env", c.PasswordEnv)
+	}
+}
+
+// secret returns the password: Password, else the value of PasswordEnv.
+func (c Credentials) secret() (string, error) {
+	if c.Password != "" {
+		return c.Password, nil
+	}
+	if c.PasswordEnv == "" {
+		return "", fmt.Errorf("user %q: no password (set password or password_env)", c.User)
+	}
+	v, ok := os.LookupEnv(c.PasswordEnv)
+	if !ok || v == "" {
+		return "", fmt.Errorf("user %q: environment variable %s is not set", c.User, c.PasswordEnv)
+	}
+	return v, nil
+}
+
+func (c Credentials) empty() bool { return c.User == "" && c.Password == "" && c.PasswordEnv == "" }
+
+// isBcrypt reports whether p looks like a bcrypt hash, which nats-server
+// accepts in place of a plaintext password.
+func isBcrypt(p string) bool { return strings.HasPrefix(p, "$2a$") || strings.HasPrefix(p, "$2b$") || strings.HasPrefix(p, "$2y$") }
+
+// AuthConfig holds the per-role NATS users. The zero value (Enabled false)
+// means no authentication: roles connect without credentials and the embedded
+// server accepts anyone. Configure it in YAML as
+//
+//	auth:
+//	  enabled: true
+//	  admin:    {user: admin,    password_env: PIPELINE_NATS_ADMIN_PASSWORD}
+//	  executor: {user: executor, password_env: PIPELINE_NATS_EXECUTOR_PASSWORD}
+//	  runtime:  {user: runtime,  password_env: PIPELINE_NATS_RUNTIME_PASSWORD}
+//	  origins:
+//	    o1: {user: origin-o1, password_env: PIPELINE_NATS_ORIGIN_O1_PASSWORD}
+//
+// A role whose Credentials are empty gets no user (it cannot connect).
+type AuthConfig struct {
+	// Enabled turns authentication on.
+	Enabled bool `yaml:"enabled"`
+	// Admin is the provisioner / operator user (JetStream API, $SRV).
+	Admin Credentials `yaml:"admin"`
+	// Executor is the user every executor connects as.
+	Executor Credentials `yaml:"executor"`
+	// Runtime is the runtime micro service's user.
+	Runtime Credentials `yaml:"runtime"`
+	// Caller is a user that may only call runtime functions. Optional.
+	Caller Credentials `yaml:"caller"`
+	// Origins maps each origin id to its own user.
+	Origins map[string]Credentials `yaml:"origins"`
+}
+
+// credentials returns the configured credentials of role (origin: of
+// originID).
+func (a AuthConfig) credentials(role Role, originID string) (Credentials, error) {
+	switch role {
+	case RoleAdmin:
+		return a.Admin, nil
+	case RoleExecutor:
+		return a.Executor, nil
+	case RoleRuntime:
+		return a.Runtime, nil
+	case RoleCaller:
+		return a.Caller, nil
+	case RoleOrigin:
+		if err := ValidateToken("origin id", originID); err != nil {
+			return Credentials{}, fmt.Errorf("%w: %v", ErrAuthConfig, err)
+		}
+		return a.Origins[originID], nil
+	}
+	return Credentials{}, fmt.Errorf("%w: unknown role %q", ErrAuthConfig, role)
+}
+
+// Apply sets the user, password and inbox prefix of cc for role (for
+// RoleOrigin, for origin originID; ignored otherwise). With auth disabled it
+// leaves cc unchanged. It fails with ErrAuthConfig (wrapped) when the role
+// has no user or its password cannot be read, or is a bcrypt hash (a client
+// needs the plaintext).
+func (a AuthConfig) Apply(cc *ConnConfig, role Role, originID string) error {
+	if !a.Enabled {
+		return nil
+	}
+	c, err := a.credentials(role, originID)
+	if err != nil {
+		return err
+	}
+	if c.User == "" {
+		return fmt.Errorf("%w: no user configured for role %s%s", ErrAuthConfig, role, originSuffix(role, originID))
+	}
+	pw, err := c.secret()
+	if err != nil {
+		return fmt.Errorf("%w: role %s: %v", ErrAuthConfig, role, err)
+	}
+	if isBcrypt(pw) {
+		return fmt.Errorf("%w: role %s: user %q has a bcrypt hash as password; a client needs the plaintext", ErrAuthConfig, role, c.User)
+	}
+	cc.User, cc.Password, cc.Token = c.User, pw, ""
+	cc.InboxPrefix = InboxPrefix(role, originID)
+	return nil
+}
+
+func originSuffix(role Role, originID string) string {
+	if role == RoleOrigin {
+		return " " + originID
+	}
+	return ""
+}
+
+// ServerUsers returns the embedded server's users (ServerConfig.Users), one
+// per configured role and origin, with the permissions of their role under
+// subject prefix s. It returns nil when auth is disabled. It fails with
+// ErrAuthConfig (wrapped) when a configured user lacks a password, two roles
+// share a user name, an origin id is not a valid subject token, or no user
+// is configured at all.
+func (a AuthConfig) ServerUsers(s Subjects) ([]*server.User, error) {
+	if !a.Enabled {
+		return nil, nil
+	}
+	type roleUser struct {
+		role  Role
+		id    string
+		creds Credentials
+		perms *server.Permissions
+	}
+	list := []roleUser{
+		{RoleAdmin, "", a.Admin, AdminPermissions(s)},
+		{RoleExecutor, "", a.Executor, ExecutorPermissions(s)},
+		{RoleRuntime, "", a.Runtime, RuntimePermissions(s)},
+		{RoleCaller, "", a.Caller, CallerPermissions(s)},
+	}
+	ids := make([]string, 0, len(a.Origins))
+	for id := range a.Origins {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		if err := ValidateToken("origin id", id); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrAuthConfig, err)
+		}
+		list = append(list, roleUser{RoleOrigin, id, a.Origins[id], OriginPermissions(s, id)})
+	}
+	seen := make(map[string]string, len(list))
+	var users []*server.User
+	for _, ru := range list {
+		if ru.creds.empty() {
+			continue
+		}
+		name := string(ru.role) + originSuffix(ru.role, ru.id)
+		if ru.creds.User == "" {
+			return nil, fmt.Errorf("%w: role %s has a password but no user", ErrAuthConfig, name)
+		}
+		if other, dup := seen[ru.creds.User]; dup {
+			return nil, fmt.Errorf("%w: user %q is configured for both %s and %s", ErrAuthConfig, ru.creds.User, other, name)
+		}
+		seen[ru.creds.User] = name
+		pw, err := ru.creds.secret()
+		if err != nil {
+			return nil, fmt.Errorf("%w: role %s: %v", ErrAuthConfig, name, err)
+		}
+		users = append(users, &server.User{Username: ru.creds.User, Password: pw, Permissions: ru.perms})
+	}
+	if len(users) == 0 {
+		return nil, fmt.Errorf("%w: auth is enabled but no user is configured", ErrAuthConfig)
+	}
+	return users, nil
+}
+
+// InboxPrefix is the reply-subject prefix of role's connections (for
+// RoleOrigin, of origin originID), e.g. "_INBOX.origin.o1"; each role may
+// subscribe only below its own prefix, so no role can read replies (JetStream
+// API answers, pulled messages, PubAcks) meant for another.
+func InboxPrefix(role Role, originID string) string {
+	if role == RoleOrigin {
+		return "_INBOX.origin." + originID
+	}
+	return "_INBOX." + string(role)
+}
+
+// JetStream API and ack subjects.
+const (
+	jsAPI = "$JS.API."
+	jsAck = "$JS.ACK."
+)
+
+func inboxSub(role Role, originID string) string { return InboxPrefix(role, originID) + ".>" }
+
+// OriginPermissions are origin originID's permissions under prefix s.
+//
+// Publish: its jobs subject; its own results consumer: create (only the
+// filtered form naming its own results subject, so it cannot point the
+// consumer elsewhere), info, pull (MSG.NEXT) and ack; the info of the jobs
+// stream; runtime calls. Subscribe: its own inbox prefix. Not granted: the
+// unfiltered consumer create, ephemeral consumers, STREAM.MSG.GET and DIRECT
+// gets on the results stream, and anything about other origins' consumers.
+func OriginPermissions(s Subjects, originID string) *server.Permissions {
+	cons := OriginConsumer(originID)
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{
+			s.Job(originID),
+			jsAPI + "CONSUMER.CREATE." + ResultsStream + "." + cons + "." + s.Result(originID),
+			jsAPI + "CONSUMER.INFO." + ResultsStream + "." + cons,
+			jsAPI + "CONSUMER.MSG.NEXT." + ResultsStream + "." + cons,
+			jsAck + ResultsStream + "." + cons + ".>",
+			jsAPI + "STREAM.INFO." + JobsStream,
+			s.RPCGroup() + ".*",
+		}},
+		Subscribe: &server.SubjectPermission{Allow: []string{inboxSub(RoleOrigin, originID)}},
+	}
+}
+
+// ExecutorPermissions are the executors' permissions under prefix s.
+//
+// Publish: results (<prefix>.results.*) and dead letters (<prefix>.dlq.>);
+// the shared executors consumer's info, pull and acks (explicitly, not via
+// allow_responses, which would allow one reply only and break InProgress
+// followed by Ack); the dead-letter consumer's info, pull and acks; stream
+// info, message get and delete on the jobs stream (moving a dead job). Not
+// granted: publishing jobs, any consumer create/delete, reading results.
+// Subscribe: its own inbox prefix.
+func ExecutorPermissions(s Subjects) *server.Permissions {
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{
+			s.ResultsWildcard(),
+			s.DeadLetterWildcard(),
+			jsAPI + "CONSUMER.INFO." + JobsStream + "." + ExecutorsConsumer,
+			jsAPI + "CONSUMER.MSG.NEXT." + JobsStream + "." + ExecutorsConsumer,
+			jsAck + JobsStream + "." + ExecutorsConsumer + ".>",
+			jsAPI + "CONSUMER.INFO." + AdvisoriesStream + "." + DeadLetterConsumer,
+			jsAPI + "CONSUMER.MSG.NEXT." + AdvisoriesStream + "." + DeadLetterConsumer,
+			jsAck + AdvisoriesStream + "." + DeadLetterConsumer + ".>",
+			jsAPI + "STREAM.INFO." + JobsStream,
+			jsAPI + "STREAM.MSG.GET." + JobsStream,
+			jsAPI + "STREAM.MSG.DELETE." + JobsStream,
+		}},
+		Subscribe: &server.SubjectPermission{Allow: []string{inboxSub(RoleExecutor, "")}},
+	}
+}
+
+// RuntimePermissions are the runtime service's permissions under prefix s.
+//
+// Subscribe: <prefix>.rpc.> in queue group "runtime" only (a plain
+// subscription, which would see every call, is refused), $SRV.> for micro
+// discovery, its inbox. Publish: nothing but replies to requests it received
+// (allow_responses: one reply per request within 2 minutes).
+func RuntimePermissions(s Subjects) *server.Permissions {
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{}},
+		Subscribe: &server.SubjectPermission{Allow: []string{
+			s.RPCGroup() + ".> runtime",
+			"$SRV.>",
+			inboxSub(RoleRuntime, ""),
+		}},
+		Response: &server.ResponsePermission{},
+	}
+}
+
+// CallerPermissions let a client call runtime functions: publish
+// <prefix>.rpc.*, subscribe its own inbox prefix for the replies.
+func CallerPermissions(s Subjects) *server.Permissions {
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: []string{s.RPCGroup() + ".*"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{inboxSub(RoleCaller, "")}},
+	}
+}
+
+// AdminPermissions are the provisioner's and operator tools' permissions:
+// the whole JetStream API (create and update streams and consumers, list and
+// get messages), micro discovery requests ($SRV.>), and publishing jobs and
+// dead letters (dead-letter replay). Subscribe: its own inbox prefix.
+func AdminPermissions(s Subjects) *server.Permissions {
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{
+			jsAPI + ">",
+			"$SRV.>",
+			s.JobsWildcard(),
+			s.DeadLetterWildcard(),
+		}},
+		Subscribe: &server.SubjectPermission{Allow: []string{inboxSub(RoleAdmin, "")}},
+	}
+}
+
+// TLSFiles names PEM files for TLS. For a connecting role (ConnConfig.TLS):
+// CAFile verifies the server, CertFile and KeyFile are the client certificate
+// (mutual TLS). For the embedded server (ServerConfig.TLS): CertFile and
+// KeyFile are the server certificate, and CAFile, when set, makes the server
+// require client certificates signed by it.
+type TLSFiles struct {
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// serverOptions applies t to server options.
+func (t *TLSFiles) serverOptions(opts *server.Options) error {
+	if t.CertFile == "" || t.KeyFile == "" {
+		return fmt.Errorf("tls: the server needs cert_file and key_file")
+	}
+	tc, err := server.GenTLSConfig(&server.TLSConfigOpts{
+		CertFile: t.CertFile,
+		KeyFile:  t.KeyFile,
+		CaFile:   t.CAFile,
+		Verify:   t.CAFile != "",
+	})
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	opts.TLSConfig = tc
+	opts.TLS = true
+	opts.TLSVerify = t.CAFile != ""
+	opts.TLSTimeout = 2
+	return nil
+}

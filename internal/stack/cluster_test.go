@@ -1,0 +1,523 @@
+package stack
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/pipeline-dev/pipeline/broker"
+	"github.com/pipeline-dev/pipeline/internal/config"
+)
+
+// testCluster is a 3-node NATS JetStream cluster of embedded servers on free
+// 127.0.0.1 ports, each with its own store in t.TempDir().
+type testCluster struct {
+	t       *testing.T
+	mu      sync.Mutex
+	servers map[string]*broker.Server // by server name; removed when stopped
+	urls    []string                  // client URLs of every node, in start order
+}
+
+// startCluster starts n nodes concurrently (a meta leader needs a quorum, so
+// a node started alone would wait for the others) and stops them at test end.
+func startCluster(t *testing.T, n int) *testCluster {
+	t.Helper()
+	ports := freePorts(t, n)
+	routes := make([]string, n)
+	for i, p := range ports {
+		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", p)
+	}
+	c := &testCluster{t: t, servers: make(map[string]*broker.Server)}
+	type started struct {
+		i   int
+		srv *broker.Server
+		err error
+	}
+	ch := make(chan started, n)
+	for i := 0; i < n; i++ {
+		dir := t.TempDir()
+		go func(i int) {
+			srv, err := broker.StartServer(broker.ServerConfig{
+				Port:         -1,
+				MonitorPort:  -2,
+				StoreDir:     dir,
+				ServerName:   fmt.Sprintf("n%d", i+1),
+				ReadyTimeout: 20 * time.Second,
+				Cluster: &broker.ClusterConfig{
+					Name:   "test",
+					Host:   "127.0.0.1",
+					Port:   ports[i],
+					Routes: routes,
+				},
+			})
+			ch <- started{i, srv, err}
+		}(i)
+	}
+	urls := make([]string, n)
+	var errs []error
+	for k := 0; k < n; k++ {
+		s := <-ch
+		if s.err != nil {
+			errs = append(errs, s.err)
+			continue
+		}
+		c.servers[s.srv.Name()] = s.srv
+		urls[s.i] = s.srv.ClientURL()
+	}
+	c.urls = urls
+	t.Cleanup(c.stopAll)
+	if len(errs) > 0 {
+		t.Fatalf("start cluster: %v", errs)
+	}
+	return c
+}
+
+// URL is every node's client URL, comma-separated (what --nats takes).
+func (c *testCluster) URL() string { return strings.Join(c.urls, ",") }
+
+// stop shuts one node down abruptly (no lame duck): to the others it is a
+// lost server.
+func (c *testCluster) stop(name string) {
+	c.mu.Lock()
+	srv := c.servers[name]
+	delete(c.servers, name)
+	c.mu.Unlock()
+	if srv == nil {
+		c.t.Fatalf("no running server %q", name)
+	}
+	srv.Shutdown()
+}
+
+func (c *testCluster) stopAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, srv := range c.servers {
+		srv.Shutdown()
+		delete(c.servers, name)
+	}
+}
+
+// freePorts returns n distinct 127.0.0.1 ports that were free a moment ago.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	ports := make([]int, 0, n)
+	var lns []net.Listener
+	for len(ports) < n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return ports
+}
+
+// clusterConfig is a stack against cluster c: no embedded server, R3
+// streams, and a short AckWait so that a job whose delivery died with a
+// server comes back in seconds, not 30 s.
+func clusterConfig(c *testCluster) config.Config {
+	cfg := EphemeralConfig()
+	cfg.NATS.Embedded = false
+	cfg.NATS.URL = c.URL()
+	cfg.Streams.Replicas = 3
+	cfg.Streams.AckWait = 2 * time.Second
+	return cfg
+}
+
+// startClusterStack starts the roles cfg enables and stops them at test end
+// (before the cluster, whose cleanup was registered first).
+func startClusterStack(t *testing.T, cfg config.Config) *Stack {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := Start(ctx, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel))
+	if err != nil {
+		t.Fatalf("start stack: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := st.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	// The origin's results consumer has a fixed 30 s AckWait; shorten it the
+	// same way, so a result whose delivery died with a server is redelivered
+	// (and de-duplicated) within the test's time.
+	if st.Origin() != nil {
+		js := clusterJS(t, cfg.NATS.URL)
+		occ := broker.OriginConsumerConfig(broker.Subjects{Prefix: cfg.NATS.SubjectPrefix}, cfg.Origin.ID, cfg.Streams.Replicas)
+		cons, err := js.Consumer(ctx, broker.ResultsStream, occ.Durable)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc := cons.CachedInfo().Config
+		cc.AckWait = cfg.Streams.AckWait
+		if _, err := js.UpdateConsumer(ctx, broker.ResultsStream, cc); err != nil {
+			t.Fatalf("shorten results AckWait: %v", err)
+		}
+	}
+	return st
+}
+
+// clusterJS is a JetStream context on its own connection to url, closed at
+// test end.
+func clusterJS(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// streamLeader is the name of the server leading stream name.
+func streamLeader(ctx context.Context, js jetstream.JetStream, name string) (string, error) {
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		return "", fmt.Errorf("stream %s: %w", name, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return "", fmt.Errorf("stream %s info: %w", name, err)
+	}
+	if info.Cluster == nil || info.Cluster.Leader == "" {
+		return "", fmt.Errorf("stream %s: no leader", name)
+	}
+	if info.Config.Replicas != 3 || len(info.Cluster.Replicas) != 2 {
+		return "", fmt.Errorf("stream %s: %d replicas configured, %d peers besides the leader; want 3 and 2",
+			name, info.Config.Replicas, len(info.Cluster.Replicas))
+	}
+	return info.Cluster.Leader, nil
+}
+
+// consumerLeader is the name of the server leading consumer cons of stream.
+func consumerLeader(ctx context.Context, js jetstream.JetStream, stream, cons string) string {
+	c, err := js.Consumer(ctx, stream, cons)
+	if err != nil {
+		return "?"
+	}
+	info, err := c.Info(ctx)
+	if err != nil || info.Cluster == nil {
+		return "?"
+	}
+	return info.Cluster.Leader
+}
+
+// ledger records every frame the load's clients receive, by fetch id.
+type ledger struct {
+	mu     sync.Mutex
+	sent   map[string]int     // fetch id → requested delay in ms
+	frames map[string][]frame // fetch id → frames received, in order
+	stray  []frame            // frames for ids never sent
+}
+
+func newLedger() *ledger {
+	return &ledger{sent: make(map[string]int), frames: make(map[string][]frame)}
+}
+
+func (l *ledger) markSent(id string, delayMS int) {
+	l.mu.Lock()
+	l.sent[id] = delayMS
+	l.mu.Unlock()
+}
+
+func (l *ledger) record(f frame) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.sent[f.ID]; !ok {
+		l.stray = append(l.stray, f)
+		return
+	}
+	l.frames[f.ID] = append(l.frames[f.ID], f)
+}
+
+// pending is the number of sent fetches without a final frame.
+func (l *ledger) pending() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for id := range l.sent {
+		if !hasFinal(l.frames[id]) {
+			n++
+		}
+	}
+	return n
+}
+
+// byExecutor counts results per executor id among fetches whose id has
+// prefix.
+func (l *ledger) byExecutor(prefix string) map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]int{}
+	for id, fs := range l.frames {
+		if !strings.HasPrefix(id, prefix) {
+			continue
+		}
+		for _, f := range fs {
+			if f.Type == "result" {
+				out[f.Executor]++
+			}
+		}
+	}
+	return out
+}
+
+func hasFinal(fs []frame) bool {
+	for _, f := range fs {
+		if f.Type == "result" || f.Type == "error" {
+			return true
+		}
+	}
+	return false
+}
+
+// ledgerSummary counts how the fetches ended.
+type ledgerSummary struct {
+	sent, enqueued, results, errorsAfterEnqueued, rejected int
+	codes                                                  map[string]int
+}
+
+// check asserts the exactly-once contract (PROTOCOL.md §1): every fetch
+// that got `enqueued` gets exactly one final frame after it, a result or an
+// error; a fetch that did not get `enqueued` gets exactly one error and
+// nothing else; results carry the body of the fetch they answer.
+func (l *ledger) check(t *testing.T) ledgerSummary {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	sum := ledgerSummary{sent: len(l.sent), codes: map[string]int{}}
+	for _, f := range l.stray {
+		t.Errorf("frame for a fetch never sent: %+v", f)
+	}
+	ids := make([]string, 0, len(l.sent))
+	for id := range l.sent {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	bad := 0
+	for _, id := range ids {
+		fs := l.frames[id]
+		kinds := make([]string, len(fs))
+		for i, f := range fs {
+			kinds[i] = f.Type
+		}
+		seq := strings.Join(kinds, ",")
+		fail := func(format string, args ...any) {
+			if bad++; bad <= 20 {
+				t.Errorf("fetch %s (frames %s): %s", id, seq, fmt.Sprintf(format, args...))
+			}
+		}
+		switch seq {
+		case "enqueued,result":
+			sum.enqueued++
+			sum.results++
+			res := fs[1]
+			if res.Job != fs[0].Job {
+				fail("result for job %s, enqueued as %s", res.Job, fs[0].Job)
+			}
+			if want := fmt.Sprintf("delayed %d ms\n", l.sent[id]); res.Status != 200 || res.Body != want {
+				fail("result status %d body %q, want 200 %q", res.Status, res.Body, want)
+			}
+		case "enqueued,error":
+			sum.enqueued++
+			sum.errorsAfterEnqueued++
+			sum.codes[fs[1].Code]++
+		case "error":
+			sum.rejected++
+			sum.codes[fs[0].Code]++
+		default:
+			fail("want enqueued then exactly one result or error, or a single error")
+		}
+	}
+	return sum
+}
+
+// loadConn is one WebSocket client of a load: a reader goroutine records
+// every frame in the ledger; writes come from one goroutine at a time.
+type loadConn struct {
+	conn *websocket.Conn
+	done chan struct{}
+}
+
+func dialLoad(t *testing.T, wsURL string, l *ledger) *loadConn {
+	t.Helper()
+	conn, _, err := websocket.DefaultDialer.Dial(wsURL, nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", wsURL, err)
+	}
+	var hello frame
+	if err := conn.ReadJSON(&hello); err != nil || hello.Type != "hello" {
+		t.Fatalf("hello: %+v %v", hello, err)
+	}
+	lc := &loadConn{conn: conn, done: make(chan struct{})}
+	go func() {
+		defer close(lc.done)
+		for {
+			_, data, err := conn.ReadMessage()
+			if err != nil {
+				return
+			}
+			var f frame
+			if json.Unmarshal(data, &f) == nil {
+				l.record(f)
+			}
+		}
+	}()
+	t.Cleanup(func() { conn.Close(); <-lc.done })
+	return lc
+}
+
+func (lc *loadConn) startFetch(l *ledger, id, url string, delayMS int) error {
+	l.markSent(id, delayMS)
+	return lc.conn.WriteJSON(map[string]any{"type": "start-fetch", "id": id, "url": fmt.Sprintf("%s/delay?ms=%d", url, delayMS)})
+}
+
+// waitDone waits until every sent fetch has its final frame or d passed.
+func (l *ledger) waitDone(d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for l.pending() > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
+
+// TestClusterSurvivesLosingStreamLeader runs the pipeline against a 3-node
+// JetStream cluster with R3 streams, shuts down the node leading the jobs
+// stream in the middle of a steady load, and checks that every fetch ends
+// with exactly one final frame and that both executors keep consuming after
+// the loss.
+func TestClusterSurvivesLosingStreamLeader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster failover test: skipped with -short")
+	}
+	cl := startCluster(t, 3)
+	cfg := clusterConfig(cl)
+	cfg.Executor.Count = 2
+	cfg.Executor.Concurrency = 32
+	st := startClusterStack(t, cfg)
+	js := clusterJS(t, cl.URL())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	l := newLedger()
+	const conns, perConn, every = 4, 100, 40 * time.Millisecond // 100 fetches/s for 4 s
+	var lcs []*loadConn
+	for i := 0; i < conns; i++ {
+		lcs = append(lcs, dialLoad(t, st.OriginWS(), l))
+	}
+	sendErr := make(chan error, conns)
+	var wg sync.WaitGroup
+	for i, lc := range lcs {
+		wg.Add(1)
+		go func(i int, lc *loadConn) {
+			defer wg.Done()
+			tick := time.NewTicker(every)
+			defer tick.Stop()
+			for k := 0; k < perConn; k++ {
+				delay := 14
+				if k%5 == 0 {
+					delay = 250 // some fetches are long, so many are in flight at the loss
+				}
+				if err := lc.startFetch(l, fmt.Sprintf("a%d-%d", i, k), st.TargetURL(), delay); err != nil {
+					sendErr <- err
+					return
+				}
+				<-tick.C
+			}
+		}(i, lc)
+	}
+
+	time.Sleep(1200 * time.Millisecond)
+	leader, err := streamLeader(ctx, js, broker.JobsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stopping %s, leader of %s (also leads %s: %s, consumer %s: %s, consumer %s: %s)", leader, broker.JobsStream,
+		broker.ResultsStream, must(streamLeader(ctx, js, broker.ResultsStream)),
+		broker.ExecutorsConsumer, consumerLeader(ctx, js, broker.JobsStream, broker.ExecutorsConsumer),
+		broker.OriginConsumer(cfg.Origin.ID), consumerLeader(ctx, js, broker.ResultsStream, broker.OriginConsumer(cfg.Origin.ID)))
+	killed := time.Now()
+	cl.stop(leader)
+	wg.Wait()
+	close(sendErr)
+	for err := range sendErr {
+		t.Fatalf("send: %v", err)
+	}
+	if !l.waitDone(30 * time.Second) {
+		t.Errorf("%d fetches still without a final frame %v after the loss", l.pending(), time.Since(killed).Round(time.Millisecond))
+	}
+	t.Logf("load finished %v after the loss", time.Since(killed).Round(time.Millisecond))
+	if newLeader, err := streamLeader(ctx, js, broker.JobsStream); err != nil || newLeader == leader {
+		t.Errorf("jobs stream after losing %s: leader %q, %v", leader, newLeader, err)
+	}
+
+	// Both executors consume again: a second batch after recovery is shared.
+	for i := 0; i < 60; i++ {
+		if err := lcs[i%conns].startFetch(l, fmt.Sprintf("b%d", i), st.TargetURL(), 100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !l.waitDone(20 * time.Second) {
+		t.Errorf("second batch: %d fetches without a final frame", l.pending())
+	}
+	sum := l.check(t)
+	t.Logf("fetches %d: enqueued %d, results %d, errors after enqueued %d, rejected before enqueued %d, codes %v; duplicate results suppressed %d",
+		sum.sent, sum.enqueued, sum.results, sum.errorsAfterEnqueued, sum.rejected, sum.codes, st.Origin().Stats().Duplicates)
+	if sum.results < sum.sent*9/10 {
+		t.Errorf("only %d of %d fetches got a result", sum.results, sum.sent)
+	}
+	after := l.byExecutor("b")
+	for _, ex := range st.Executors() {
+		if after[ex.ID()] == 0 {
+			t.Errorf("executor %s took no job after the loss (results by executor %v)", ex.ID(), after)
+		}
+	}
+
+	// Nothing is left behind in the jobs stream: every job was acked.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := js.Stream(ctx, broker.JobsStream)
+		if err == nil {
+			if info, err := s.Info(ctx); err == nil && info.State.Msgs == 0 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("jobs stream not drained 10 s after the load")
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func must(s string, err error) string {
+	if err != nil {
+		return "?(" + err.Error() + ")"
+	}
+	return s
+}
