@@ -154,17 +154,21 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) e
 }
 
 // OriginConsumerConfig is the durable consumer through which origin originID
-// reads its results.
-func OriginConsumerConfig(s Subjects, originID string, replicas int) jetstream.ConsumerConfig {
+// reads its results. Results delivered to an origin that dies unacknowledged
+// are redelivered after ackWait (default 30 s).
+func OriginConsumerConfig(s Subjects, originID string, replicas int, ackWait time.Duration) jetstream.ConsumerConfig {
 	if replicas <= 0 {
 		replicas = 1
+	}
+	if ackWait <= 0 {
+		ackWait = 30 * time.Second
 	}
 	return jetstream.ConsumerConfig{
 		Durable:       OriginConsumer(originID),
 		Description:   "results for origin " + originID,
 		FilterSubject: s.Result(originID),
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
+		AckWait:       ackWait,
 		MaxAckPending: 20_000,
 		Replicas:      replicas,
 	}

@@ -71,6 +71,10 @@ type Config struct {
 	DedupWindow time.Duration
 	// Replicas for the origin's results consumer (3 on a cluster). Default 1.
 	Replicas int
+	// ResultAckWait is how long a result delivered to this origin may stay
+	// unacknowledged (e.g. the origin crashed) before it is redelivered; it
+	// also bounds one continuation run. Default 30 s.
+	ResultAckWait time.Duration
 	// CheckOrigin, when set, decides whether a browser's Origin header is
 	// allowed. Default: same origin, or no Origin header (non-browser
 	// clients).
@@ -114,6 +118,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PublishTimeout <= 0 {
 		c.PublishTimeout = 5 * time.Second
+	}
+	if c.ResultAckWait <= 0 {
+		c.ResultAckWait = 30 * time.Second
 	}
 	if c.DedupWindow <= 0 {
 		c.DedupWindow = 10 * time.Minute
@@ -218,7 +225,7 @@ func (s *Server) Register(name string, fn ContinuationFunc) error {
 // bound; Addr tells where.
 func (s *Server) Start(ctx context.Context) error {
 	cons, err := s.js.CreateOrUpdateConsumer(ctx, broker.ResultsStream,
-		broker.OriginConsumerConfig(s.cfg.Subjects, s.cfg.ID, s.cfg.Replicas))
+		broker.OriginConsumerConfig(s.cfg.Subjects, s.cfg.ID, s.cfg.Replicas, s.cfg.ResultAckWait))
 	if err != nil {
 		return fmt.Errorf("origin %s: results consumer: %w", s.cfg.ID, err)
 	}
@@ -403,7 +410,7 @@ func (s *Server) onResult(msg jetstream.Msg) {
 		_ = msg.NakWithDelay(10 * time.Second)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ResultAckWait)
 	err = fn(ctx, res)
 	cancel()
 	if err != nil {

@@ -80,18 +80,18 @@ type Streams struct {
 
 // Origin settings.
 type Origin struct {
-	Enabled           bool          `yaml:"enabled"`
-	ID                string        `yaml:"id"`
-	Listen            string        `yaml:"listen"`
-	MaxFrameBytes     int           `yaml:"max_frame_bytes"`
-	HardFrameBytes    int           `yaml:"hard_frame_bytes"`
-	MaxBodyBytes      int           `yaml:"max_body_bytes"`
-	MaxTimeoutMS      int64         `yaml:"max_timeout_ms"`
-	MaxInFlight       int           `yaml:"max_in_flight"`
-	SendQueue         int           `yaml:"send_queue"`
-	WriteTimeout      time.Duration `yaml:"write_timeout"`
-	PublishTimeout    time.Duration `yaml:"publish_timeout"`
-	DedupWindow       time.Duration `yaml:"dedup_window"`
+	Enabled        bool          `yaml:"enabled"`
+	ID             string        `yaml:"id"`
+	Listen         string        `yaml:"listen"`
+	MaxFrameBytes  int           `yaml:"max_frame_bytes"`
+	HardFrameBytes int           `yaml:"hard_frame_bytes"`
+	MaxBodyBytes   int           `yaml:"max_body_bytes"`
+	MaxTimeoutMS   int64         `yaml:"max_timeout_ms"`
+	MaxInFlight    int           `yaml:"max_in_flight"`
+	SendQueue      int           `yaml:"send_queue"`
+	WriteTimeout   time.Duration `yaml:"write_timeout"`
+	PublishTimeout time.Duration `yaml:"publish_timeout"`
+	DedupWindow    time.Duration `yaml:"dedup_window"`
 }
 
 // Executor settings.

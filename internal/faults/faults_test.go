@@ -1,0 +1,179 @@
+package faults
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// sendLoad sends n start-fetch frames round-robin over conns, keeping at most
+// window fetches unfinished. at is called while waiting with the number of
+// finished fetches; once it returns true the fault has happened. sendLoad
+// returns the first send error.
+// With stopAtFault, sending ends once the fault happened.
+func sendLoad(l *ledger, conns []*wsConn, n, window int, url string, stopAtFault bool, at func(finished int) bool) error {
+	fired := false
+	for i := 0; i < n; i++ {
+		waitUntil(l, 30*time.Second, func() bool {
+			s := l.summary()
+			if !fired && at(s.Finished) {
+				fired = true
+			}
+			return (fired && stopAtFault) || i-s.Finished-s.Refused < window
+		})
+		if fired && stopAtFault {
+			return nil
+		}
+		l.mu.Lock()
+		l.sent++
+		l.mu.Unlock()
+		c := conns[i%len(conns)]
+		if err := c.send(map[string]any{"type": "start-fetch", "id": "f" + strconv.Itoa(i), "url": url}); err != nil {
+			return fmt.Errorf("send f%d: %w", i, err)
+		}
+	}
+	if !fired {
+		at(1 << 30)
+	}
+	return nil
+}
+
+func jobCount() int {
+	if n, err := strconv.Atoi(os.Getenv("FAULT_JOBS")); err == nil && n > 0 {
+		return n
+	}
+	return 2000
+}
+
+// TestExecutorKilledMidLoad runs two executor processes, kills one with
+// SIGKILL while it has jobs in flight, and checks that every accepted fetch
+// still ends with exactly one final frame.
+func TestExecutorKilledMidLoad(t *testing.T) {
+	needBinary(t)
+	d := newDeployment(t)
+	up := d.up(t, nil, "--executors", "0")
+	e1 := d.executor(t, "e1")
+	d.executor(t, "e2")
+
+	l := newLedger()
+	conns := []*wsConn{dialLedger(t, d.wsURL(), l), dialLedger(t, d.wsURL(), l), dialLedger(t, d.wsURL(), l), dialLedger(t, d.wsURL(), l)}
+	n := jobCount()
+	killed := false
+	start := time.Now()
+	err := sendLoad(l, conns, n, 1000, d.targetURL()+"/delay?ms=5", false, func(finished int) bool {
+		if !killed && finished >= n/3 {
+			e1.kill() // SIGKILL: in-flight jobs are never acked
+			killed = true
+		}
+		return killed
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !waitUntil(l, 90*time.Second, func() bool { s := l.summary(); return s.Finished == s.Enqueued && s.Enqueued+s.Refused == n }) {
+		t.Logf("unfinished: %d", len(l.unfinished()))
+	}
+	elapsed := time.Since(start)
+	if err := up.term(30 * time.Second); err != nil {
+		t.Errorf("pipeline up exit: %v", err)
+	}
+	s := l.summary()
+	suppressed := -1
+	if m := up.logLine("origin stopped"); m != nil {
+		if v, ok := m["duplicates"].(float64); ok {
+			suppressed = int(v)
+		}
+	}
+	t.Logf("fault run: sent=%d enqueued=%d final=%d lost=%d client_duplicates=%d refused=%d redelivered_results=%d origin_duplicates_suppressed=%d outcomes=%v elapsed=%v",
+		s.Sent, s.Enqueued, s.Finished, s.Lost, s.Duplicates, s.Refused, s.Redelivered, suppressed, s.Outcomes, elapsed.Round(time.Millisecond))
+	if s.Sent != n || s.Enqueued+s.Refused != n {
+		t.Errorf("sent %d, enqueued %d + refused %d, want %d", s.Sent, s.Enqueued, s.Refused, n)
+	}
+	if s.Lost != 0 || s.Duplicates != 0 {
+		t.Errorf("lost %d, duplicate final frames %d: want 0 and 0", s.Lost, s.Duplicates)
+	}
+	if s.Redelivered == 0 {
+		t.Errorf("no result came from a redelivered job: the kill did not hit in-flight work")
+	}
+}
+
+// TestOriginRestartMidLoad kills the origin process (SIGKILL) mid-load and
+// starts it again with the same id; the client reconnects and asks for what
+// it is missing with get-result. No accepted fetch may be lost.
+func TestOriginRestartMidLoad(t *testing.T) {
+	needBinary(t)
+	d := newDeployment(t)
+	up := d.up(t, []string{"PIPELINE_ORIGIN_ENABLED=false"}, "--executors", "2")
+	_ = up
+	o := d.startOrigin(t)
+	l := newLedger()
+	conns := []*wsConn{dialLedger(t, d.wsURL(), l), dialLedger(t, d.wsURL(), l)}
+	const n = 600
+	restarted := false
+	_ = sendLoad(l, conns, n, 300, d.targetURL()+"/delay?ms=20", true, func(finished int) bool {
+		if !restarted && finished >= n/3 {
+			o.kill()
+			restarted = true
+		}
+		return restarted
+	})
+	if !restarted {
+		t.Fatal("origin was never killed")
+	}
+	// Frames sent to the dead origin after the kill were never accepted.
+	o.kill()
+	d.startOrigin(t)
+	c := dialLedger(t, d.wsURL(), l)
+	ok := waitUntil(l, 60*time.Second, func() bool {
+		missing := l.unfinished()
+		for id, job := range missing {
+			_ = c.send(map[string]any{"type": "get-result", "id": "get:" + id, "job": job})
+		}
+		if len(missing) > 0 {
+			time.Sleep(200 * time.Millisecond)
+		}
+		return len(missing) == 0
+	})
+	s := l.summary()
+	t.Logf("origin restart: sent=%d enqueued=%d final=%d lost=%d duplicates=%d outcomes=%v", s.Sent, s.Enqueued, s.Finished, s.Lost, s.Duplicates, s.Outcomes)
+	if !ok || s.Lost != 0 {
+		t.Errorf("%d accepted fetches never got a final frame", s.Lost)
+	}
+	if s.Duplicates != 0 {
+		t.Errorf("%d duplicate final frames", s.Duplicates)
+	}
+	if s.Enqueued < n/3 {
+		t.Errorf("only %d fetches accepted before the kill", s.Enqueued)
+	}
+}
+
+// TestSIGTERMDrainsInFlightWork stops `pipeline up` with fetches in flight:
+// every accepted fetch gets its result before the connection closes, and the
+// process exits 0.
+func TestSIGTERMDrainsInFlightWork(t *testing.T) {
+	needBinary(t)
+	d := newDeployment(t)
+	up := d.up(t, nil, "--executors", "1")
+	l := newLedger()
+	c := dialLedger(t, d.wsURL(), l)
+	const n = 50
+	for i := 0; i < n; i++ {
+		l.mu.Lock()
+		l.sent++
+		l.mu.Unlock()
+		if err := c.send(map[string]any{"type": "start-fetch", "id": "f" + strconv.Itoa(i), "url": d.targetURL() + "/delay?ms=400"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(l, 10*time.Second, func() bool { return l.summary().Enqueued == n })
+	if err := up.term(30 * time.Second); err != nil {
+		t.Fatalf("exit after SIGTERM: %v (want status 0)", err)
+	}
+	<-c.done // the origin closed the connection after the drain
+	s := l.summary()
+	if s.Enqueued != n || s.Finished != n || s.Lost != 0 || s.Outcomes["status_200"] != n {
+		t.Fatalf("after drain: %+v, want %d results with status 200", s, n)
+	}
+}
