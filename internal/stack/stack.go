@@ -39,6 +39,8 @@ type Stack struct {
 	closers   []func(context.Context) error // runtime pieces, stopped before NATS
 	tempDir   string
 	conts     []namedCont
+	// runtimeHTTP is the in-process runtime's HTTP base URL.
+	runtimeHTTP string
 }
 
 // Option adjusts how Start builds the roles.
