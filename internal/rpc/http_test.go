@@ -1,0 +1,157 @@
+package rpc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startHTTP runs the runtime's HTTP side on a free loopback port, shut down
+// by tb.Cleanup.
+func startHTTP(tb testing.TB, limits Limits) *HTTPServer {
+	tb.Helper()
+	srv := NewHTTPServer(HTTPConfig{Addr: "127.0.0.1:0", Limits: limits})
+	if err := srv.Start(context.Background()); err != nil {
+		tb.Fatalf("start http: %v", err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			tb.Errorf("shutdown http: %v", err)
+		}
+	})
+	return srv
+}
+
+// testClient is an HTTP client whose idle connections are closed by
+// tb.Cleanup (so that goleak sees no leftover goroutines).
+func testClient(tb testing.TB) *http.Client {
+	tr := &http.Transport{MaxIdleConnsPerHost: 64}
+	tb.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
+func post(t *testing.T, c *http.Client, url string, body []byte) (int, http.Header, []byte) {
+	t.Helper()
+	resp, err := c.Post(url, "application/octet-stream", bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read reply: %v", err)
+	}
+	return resp.StatusCode, resp.Header, out
+}
+
+// checkErrorReply checks an HTTP error reply: status, JSON content type and
+// an {"error":"..."} body containing msg.
+func checkErrorReply(t *testing.T, status int, h http.Header, body []byte, wantStatus int, msg string) {
+	t.Helper()
+	var e struct {
+		Error *string `json:"error"`
+	}
+	if status != wantStatus || json.Unmarshal(body, &e) != nil || e.Error == nil || !strings.Contains(*e.Error, msg) {
+		t.Fatalf("got %d %q, want %d with {\"error\":\"...%s...\"}", status, body, wantStatus, msg)
+	}
+	if ct := h.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("error content type %q, want application/json", ct)
+	}
+}
+
+func TestHTTPFunctions(t *testing.T) {
+	srv := startHTTP(t, Limits{})
+	c := testClient(t)
+	for _, tc := range validCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			status, h, out := post(t, c, srv.URL()+"/rpc/"+tc.fn, tc.body)
+			if status != http.StatusOK {
+				t.Fatalf("status %d: %s", status, out)
+			}
+			if ct := h.Get("Content-Type"); ct != ContentType(tc.fn) {
+				t.Fatalf("content type %q, want %q", ct, ContentType(tc.fn))
+			}
+			checkReply(t, tc.fn, tc.body, out)
+		})
+	}
+}
+
+func TestHTTPErrors(t *testing.T) {
+	srv := startHTTP(t, testLimits)
+	c := testClient(t)
+	for _, tc := range badCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			status, h, out := post(t, c, srv.URL()+"/rpc/"+tc.fn, tc.body)
+			checkErrorReply(t, status, h, out, tc.code, tc.msg)
+		})
+	}
+	t.Run("unknown-function", func(t *testing.T) {
+		status, h, out := post(t, c, srv.URL()+"/rpc/nope", nil)
+		checkErrorReply(t, status, h, out, 404, "unknown function")
+	})
+	t.Run("bad-path", func(t *testing.T) {
+		status, h, out := post(t, c, srv.URL()+"/rpc/echo/x", nil)
+		checkErrorReply(t, status, h, out, 404, "not found")
+	})
+	t.Run("get", func(t *testing.T) {
+		resp, err := c.Get(srv.URL() + "/rpc/echo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		checkErrorReply(t, resp.StatusCode, resp.Header, out, 405, "use POST")
+	})
+	t.Run("chunked-too-large", func(t *testing.T) {
+		// No Content-Length: the limit is enforced while reading.
+		resp, err := c.Post(srv.URL()+"/rpc/echo", "", io.MultiReader(bytes.NewReader(make([]byte, testLimits.MaxPayload)), strings.NewReader("x")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		checkErrorReply(t, resp.StatusCode, resp.Header, out, 413, "limit")
+	})
+}
+
+func TestHTTPServerLifecycle(t *testing.T) {
+	srv := NewHTTPServer(HTTPConfig{Addr: "127.0.0.1:0"})
+	if srv.Addr() != "" {
+		t.Fatalf("Addr before Start: got %q", srv.Addr())
+	}
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatalf("Shutdown before Start: %v", err)
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background()); !errors.Is(err, ErrServerStarted) {
+		t.Fatalf("second Start: got %v, want ErrServerStarted", err)
+	}
+	addr := srv.Addr()
+	if strings.HasSuffix(addr, ":0") || !strings.HasPrefix(addr, "127.0.0.1:") {
+		t.Fatalf("Addr: got %q, want the bound loopback address", addr)
+	}
+	// Taken port: a second server on the same address fails to start.
+	other := NewHTTPServer(HTTPConfig{Addr: addr})
+	if err := other.Start(context.Background()); err == nil {
+		_ = other.Shutdown(context.Background())
+		t.Fatal("start on a taken port: want an error")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if NewHTTPServer(HTTPConfig{}).cfg.Addr != DefaultHTTPAddr {
+		t.Fatal("default address is not DefaultHTTPAddr")
+	}
+}
