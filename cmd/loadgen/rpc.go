@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/pipeline-dev/pipeline/internal/logging"
+	"github.com/pipeline-dev/pipeline/internal/stack"
+	"github.com/pipeline-dev/pipeline/loadgen"
+)
+
+const rpcUsageText = `loadgen rpc measures what it costs to delegate a function call from the caller
+(the origin's POST /call/<fn>) to the shared runtime, against running it inline:
+
+  direct    the caller runs the function itself (the baseline)
+  nats      the caller delegates over NATS request-reply to the runtime micro service
+  http      the caller delegates over HTTP to the runtime's POST /rpc/<fn>
+  nats-raw  loadgen requests the micro endpoint itself (no HTTP hop): the broker's own cost
+
+Every function x payload x via is one case: a warm-up, then --iterations calls
+(--concurrency in flight). The table shows p50/p95/p99/max latency in ms and the
+overhead against direct for the same function and payload (+p50, +p99).
+Payloads: echo gets N random bytes; transform {"data":"<letters>"} and compute
+{"data":"<letters>","rounds":R} (R = --rounds, default 1, so compute measures
+delegation rather than hashing), each N bytes in total.
+
+Usage:
+  loadgen rpc [flags]
+
+Examples:
+  # against 'pipeline up --embedded-nats' on this machine
+  loadgen rpc
+
+  # 1000 calls per case, the broker's own cost too, JSON for later
+  loadgen rpc --preset full --via direct,nats,http,nats-raw --json rpc.json
+
+  # only echo at 1 KB over NATS, 16 calls in flight
+  loadgen rpc --fn echo --payload 1KB --via direct,nats --concurrency 16 --iterations 5000
+
+  # start the whole pipeline in-process and measure it
+  loadgen rpc --embedded --preset quick
+
+Flags:
+`
+
+// rpcOptions are the parsed flags of `loadgen rpc`.
+type rpcOptions struct {
+	caller, natsURL, prefix string
+	fns, vias, payloads     []string
+	preset                  string
+	iterations, warmup      int
+	concurrency, rounds     int
+	timeout                 time.Duration
+	jsonPath                string
+	embedded, quiet         bool
+	logLevel, logFormat     string
+	payloadSizes            []int
+}
+
+func parseRPCFlags(args []string, stderr io.Writer) (*rpcOptions, error) {
+	o := &rpcOptions{}
+	fs := flag.NewFlagSet("loadgen rpc", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), rpcUsageText)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.caller, "caller", loadgen.DefaultCallerURL, "base `URL` of the caller (the origin serving /call/<fn>)")
+	fs.Var(listFlag{&o.fns}, "fn", "functions, comma-separated: echo, transform, compute (default all)")
+	fs.Var(listFlag{&o.payloads}, "payload", "payload sizes, comma-separated, e.g. 100B,1KB,10KB,100KB (the default)")
+	fs.Var(listFlag{&o.vias}, "via", "paths, comma-separated: direct, nats, http, nats-raw (default direct,nats,http)")
+	fs.StringVar(&o.preset, "preset", "standard", "iterations per case: quick (20), standard (100) or full (1000)")
+	fs.IntVar(&o.iterations, "iterations", 0, "measured calls per case (instead of --preset)")
+	fs.IntVar(&o.warmup, "warmup", 0, "unmeasured calls before each case; 0 = iterations/5 within [5, 200], -1 = none")
+	fs.IntVar(&o.concurrency, "concurrency", 1, "calls in flight")
+	fs.IntVar(&o.rounds, "rounds", loadgen.DefaultRPCComputeRounds, "\"rounds\" of compute payloads")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "deadline of one call")
+	fs.StringVar(&o.jsonPath, "json", "", "write the JSON report (PROTOCOL.md §5) to `FILE`; - for stdout (replaces the table)")
+	fs.StringVar(&o.natsURL, "nats", nats.DefaultURL, "NATS `URL` for --via nats-raw")
+	fs.StringVar(&o.prefix, "subject-prefix", "", "runtime subject prefix for nats-raw (default pipeline)")
+	fs.BoolVar(&o.embedded, "embedded", false, "start the whole pipeline in-process on free ports and measure it (ignores --caller and --nats)")
+	fs.BoolVar(&o.quiet, "quiet", false, "no table and no per-case progress")
+	fs.StringVar(&o.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
+	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: auto, json or console")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["preset"] && set["iterations"] {
+		return nil, errors.New("--preset and --iterations both set: choose one")
+	}
+	if !set["iterations"] {
+		n, err := loadgen.RPCPresetIterations(o.preset)
+		if err != nil {
+			return nil, fmt.Errorf("--preset: %w", err)
+		}
+		o.iterations = n
+	}
+	if o.iterations <= 0 {
+		return nil, fmt.Errorf("--iterations %d: must be positive", o.iterations)
+	}
+	if o.concurrency <= 0 {
+		return nil, fmt.Errorf("--concurrency %d: must be positive", o.concurrency)
+	}
+	if o.rounds <= 0 {
+		return nil, fmt.Errorf("--rounds %d: must be positive", o.rounds)
+	}
+	if o.timeout <= 0 {
+		return nil, fmt.Errorf("--timeout %s: must be positive", o.timeout)
+	}
+	if len(o.payloads) > 0 {
+		sizes, err := loadgen.ParseRPCPayloads(strings.Join(o.payloads, ","))
+		if err != nil {
+			return nil, fmt.Errorf("--payload: %w", err)
+		}
+		o.payloadSizes = sizes
+	}
+	return o, nil
+}
+
+// runRPC is `loadgen rpc`: it parses args, runs loadgen.RunRPC and prints the
+// report. It returns the process exit code: 0 when every call succeeded, 1
+// when the caller or runtime is unreachable or calls failed, 2 for bad flags,
+// 130 when interrupted (the partial report is still printed).
+func runRPC(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := parseRPCFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "loadgen rpc:", err)
+		fmt.Fprintln(stderr, "run 'loadgen rpc -h' for usage")
+		return exitUsage
+	}
+	log, err := logging.New(stderr, o.logLevel, o.logFormat)
+	if err != nil {
+		fmt.Fprintln(stderr, "loadgen rpc:", err)
+		return exitUsage
+	}
+
+	cfg := loadgen.RPCConfig{
+		CallerURL:     o.caller,
+		NATSURL:       o.natsURL,
+		SubjectPrefix: o.prefix,
+		Fns:           o.fns,
+		Payloads:      o.payloadSizes,
+		Vias:          o.vias,
+		Iterations:    o.iterations,
+		Warmup:        o.warmup,
+		Concurrency:   o.concurrency,
+		Timeout:       o.timeout,
+		ComputeRounds: o.rounds,
+		Logger:        log,
+	}
+	if !o.quiet {
+		cfg.Progress = stderr
+	}
+	if o.embedded {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		s, err := stack.StartEphemeral(sctx, log)
+		cancel()
+		if err != nil {
+			fmt.Fprintln(stderr, "loadgen rpc: start embedded pipeline:", err)
+			return exitFailed
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			if err := s.Shutdown(sctx); err != nil {
+				log.Warn().Err(err).Msg("embedded pipeline shutdown")
+			}
+		}()
+		cfg.CallerURL, cfg.NATSURL = s.OriginHTTP(), s.NATSURL()
+		fmt.Fprintf(stderr, "embedded pipeline: caller %s, NATS %s\n", cfg.CallerURL, cfg.NATSURL)
+	}
+	if !o.quiet {
+		fmt.Fprintf(stderr, "loadgen rpc: %d iterations per case, concurrency %d, caller %s\n", o.iterations, o.concurrency, cfg.CallerURL)
+	}
+
+	rep, runErr := loadgen.RunRPC(ctx, cfg)
+	code := exitOK
+	switch {
+	case runErr == nil:
+	case errors.Is(runErr, loadgen.ErrCallerUnreachable), errors.Is(runErr, loadgen.ErrRuntimeUnreachable):
+		fmt.Fprintf(stderr, "loadgen rpc: %v\n", runErr)
+		return exitFailed
+	case ctx.Err() != nil:
+		fmt.Fprintln(stderr, "loadgen rpc: interrupted; the report below is partial")
+		code = exitInterrupted
+	default:
+		fmt.Fprintf(stderr, "loadgen rpc: %v\n", runErr)
+		code = exitFailed
+	}
+	if rep == nil {
+		return max(code, exitFailed)
+	}
+	if o.jsonPath == "-" {
+		if err := rep.WriteJSON(stdout); err != nil {
+			fmt.Fprintln(stderr, "loadgen rpc:", err)
+			return exitFailed
+		}
+	} else {
+		if !o.quiet {
+			if err := rep.WriteText(stdout); err != nil {
+				fmt.Fprintln(stderr, "loadgen rpc:", err)
+				return exitFailed
+			}
+		}
+		if o.jsonPath != "" {
+			if err := writeFile(o.jsonPath, rep.WriteJSON); err != nil {
+				fmt.Fprintln(stderr, "loadgen rpc:", err)
+				return exitFailed
+			}
+		}
+	}
+	if n := rep.Errors(); n > 0 && code == exitOK {
+		fmt.Fprintf(stderr, "loadgen rpc: %d calls failed (see errors above)\n", n)
+		code = exitFailed
+	}
+	return code
+}
