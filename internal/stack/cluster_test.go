@@ -1,6 +1,8 @@
 package stack
 
 import (
+	"os"
+	"runtime/pprof"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -145,7 +147,7 @@ func startClusterStack(t *testing.T, cfg config.Config) *Stack {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := Start(ctx, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel))
+	st, err := Start(ctx, cfg, zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger().Level(zerolog.DebugLevel))
 	if err != nil {
 		t.Fatalf("start stack: %v", err)
 	}
@@ -161,8 +163,7 @@ func startClusterStack(t *testing.T, cfg config.Config) *Stack {
 	// (and de-duplicated) within the test's time.
 	if st.Origin() != nil {
 		js := clusterJS(t, cfg.NATS.URL)
-		occ := broker.OriginConsumerConfig(broker.Subjects{Prefix: cfg.NATS.SubjectPrefix}, cfg.Origin.ID, cfg.Streams.Replicas)
-		cons, err := js.Consumer(ctx, broker.ResultsStream, occ.Durable)
+		cons, err := js.Consumer(ctx, broker.ResultsStream, broker.OriginConsumer(cfg.Origin.ID))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -230,6 +231,7 @@ type ledger struct {
 	sent   map[string]int     // fetch id → requested delay in ms
 	frames map[string][]frame // fetch id → frames received, in order
 	stray  []frame            // frames for ids never sent
+	times  []string
 }
 
 func newLedger() *ledger {
@@ -245,6 +247,7 @@ func (l *ledger) markSent(id string, delayMS int) {
 func (l *ledger) record(f frame) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.times = append(l.times, fmt.Sprintf("%s %s", time.Now().Format("05.0"), f.Type))
 	if _, ok := l.sent[f.ID]; !ok {
 		l.stray = append(l.stray, f)
 		return
@@ -463,11 +466,37 @@ func TestClusterSurvivesLosingStreamLeader(t *testing.T) {
 		broker.OriginConsumer(cfg.Origin.ID), consumerLeader(ctx, js, broker.ResultsStream, broker.OriginConsumer(cfg.Origin.ID)))
 	killed := time.Now()
 	cl.stop(leader)
+	go func() {
+		time.Sleep(15 * time.Second)
+		f, _ := os.Create("/tmp/stacks.txt")
+		pprof.Lookup("goroutine").WriteTo(f, 2)
+		f.Close()
+	}()
 	wg.Wait()
 	close(sendErr)
 	for err := range sendErr {
 		t.Fatalf("send: %v", err)
 	}
+	go func() {
+		for l.pending() > 0 {
+			ci := func(stream, name string) string {
+				qctx, qc := context.WithTimeout(ctx, 500*time.Millisecond)
+				defer qc()
+				c, err := js.Consumer(qctx, stream, name)
+				if err != nil {
+					return err.Error()
+				}
+				i, err := c.Info(qctx)
+				if err != nil {
+					return err.Error()
+				}
+				return fmt.Sprintf("leader=%s pending=%d ackpending=%d waiting=%d redelivered=%d", i.Cluster.Leader, i.NumPending, i.NumAckPending, i.NumWaiting, i.NumRedelivered)
+			}
+			t.Logf("%s pending %d byexec %v\n  exec: %s\n  orig: %s", time.Now().Format("15:04:05.000"), l.pending(), l.byExecutor("a"),
+				ci(broker.JobsStream, broker.ExecutorsConsumer), ci(broker.ResultsStream, broker.OriginConsumer("o1")))
+			time.Sleep(time.Second)
+		}
+	}()
 	if !l.waitDone(30 * time.Second) {
 		t.Errorf("%d fetches still without a final frame %v after the loss", l.pending(), time.Since(killed).Round(time.Millisecond))
 	}
@@ -486,8 +515,9 @@ func TestClusterSurvivesLosingStreamLeader(t *testing.T) {
 		t.Errorf("second batch: %d fetches without a final frame", l.pending())
 	}
 	sum := l.check(t)
-	t.Logf("fetches %d: enqueued %d, results %d, errors after enqueued %d, rejected before enqueued %d, codes %v; duplicate results suppressed %d",
-		sum.sent, sum.enqueued, sum.results, sum.errorsAfterEnqueued, sum.rejected, sum.codes, st.Origin().Stats().Duplicates)
+	os := st.Origin().Stats()
+	t.Logf("fetches %d: enqueued %d, results %d, errors after enqueued %d, rejected before enqueued %d, codes %v; origin ran %d continuations, suppressed %d duplicate results",
+		sum.sent, sum.enqueued, sum.results, sum.errorsAfterEnqueued, sum.rejected, sum.codes, os.Finished, os.Duplicates)
 	if sum.results < sum.sent*9/10 {
 		t.Errorf("only %d of %d fetches got a result", sum.results, sum.sent)
 	}
