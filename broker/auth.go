@@ -110,7 +110,9 @@ func (c Credentials) empty() bool { return c.User == "" && c.Password == "" && c
 
 // isBcrypt reports whether p looks like a bcrypt hash, which nats-server
 // accepts in place of a plaintext password.
-func isBcrypt(p string) bool { return strings.HasPrefix(p, "$2a$") || strings.HasPrefix(p, "$2b$") || strings.HasPrefix(p, "$2y$") }
+func isBcrypt(p string) bool {
+	return strings.HasPrefix(p, "$2a$") || strings.HasPrefix(p, "$2b$") || strings.HasPrefix(p, "$2y$")
+}
 
 // AuthConfig holds the per-role NATS users. The zero value (Enabled false)
 // means no authentication: roles connect without credentials and the embedded
@@ -272,18 +274,24 @@ const (
 	jsAck = "$JS.ACK."
 )
 
+// kvStream is the name of the stream behind key-value bucket bucket.
+func kvStream(bucket string) string { return "KV_" + bucket }
+
 func inboxSub(role Role, originID string) string { return InboxPrefix(role, originID) + ".>" }
 
 // OriginPermissions are origin originID's permissions under prefix s.
 //
 // Publish: its jobs subject; its own results consumer: create (only the
 // filtered form naming its own results subject, so it cannot point the
-// consumer elsewhere), info, pull (MSG.NEXT) and ack; the info of the jobs
-// stream; runtime calls. Subscribe: its own inbox prefix. Not granted: the
-// unfiltered consumer create, ephemeral consumers, STREAM.MSG.GET and DIRECT
-// gets on the results stream, and anything about other origins' consumers.
+// consumer elsewhere), info, pull (MSG.NEXT) and ack; its own keys in the
+// finished-results bucket (put, and direct get by key; binding the bucket
+// needs its stream info); the info of the jobs stream; runtime calls.
+// Subscribe: its own inbox prefix. Not granted: the unfiltered consumer
+// create, ephemeral consumers, STREAM.MSG.GET and DIRECT.GET on the results
+// stream, other origins' keys, and anything about other origins' consumers.
 func OriginPermissions(s Subjects, originID string) *server.Permissions {
 	cons := OriginConsumer(originID)
+	finished := FinishedSubject(originID, ">") // $KV.<bucket>.<origin>.>
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
 			s.Job(originID),
@@ -291,6 +299,9 @@ func OriginPermissions(s Subjects, originID string) *server.Permissions {
 			jsAPI + "CONSUMER.INFO." + ResultsStream + "." + cons,
 			jsAPI + "CONSUMER.MSG.NEXT." + ResultsStream + "." + cons,
 			jsAck + ResultsStream + "." + cons + ".>",
+			finished,
+			jsAPI + "STREAM.INFO." + kvStream(FinishedBucket),
+			jsAPI + "DIRECT.GET." + kvStream(FinishedBucket) + "." + finished,
 			jsAPI + "STREAM.INFO." + JobsStream,
 			s.RPCGroup() + ".*",
 		}},
@@ -399,4 +410,18 @@ func (t *TLSFiles) serverOptions(opts *server.Options) error {
 	opts.TLSVerify = t.CAFile != ""
 	opts.TLSTimeout = 2
 	return nil
+}
+
+// JobOrigin returns the origin id a job subject (<prefix>.jobs.fetch.<id>)
+// belongs to, and false when subject is not a job subject of this prefix.
+// With per-role permissions only origin <id> may publish on that subject, so
+// the subject, not the job's Origin field (chosen by whoever published it),
+// says which origin a job came from: an executor must publish the result
+// only for that origin.
+func (s Subjects) JobOrigin(subject string) (string, bool) {
+	id, ok := strings.CutPrefix(subject, s.Job(""))
+	if !ok || ValidateToken("origin id", id) != nil {
+		return "", false
+	}
+	return id, true
 }

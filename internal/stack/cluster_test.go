@@ -1,12 +1,12 @@
 package stack
 
 import (
-	"os"
-	"runtime/pprof"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
