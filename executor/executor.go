@@ -103,6 +103,8 @@ func (e *Executor) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("executor start: bind consumer %s: %w", broker.ExecutorsConsumer, err)
 	}
+	// Read before consuming: workers read it without a lock.
+	e.ackWait = cons.CachedInfo().Config.AckWait
 	cc, err := cons.Consume(e.handle,
 		jetstream.PullMaxMessages(e.cfg.Concurrency),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
@@ -114,7 +116,6 @@ func (e *Executor) Start(ctx context.Context) error {
 		return fmt.Errorf("executor start: consume: %w", err)
 	}
 	e.cc = cc
-	e.ackWait = cons.CachedInfo().Config.AckWait
 	if !e.cfg.NoDeadLetters {
 		dlq, err := e.startDeadLetters(ctx)
 		if err != nil {
