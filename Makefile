@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: up build test vet fuzz ci bench loadgen clean
+.PHONY: up build test vet fuzz ci bench loadgen clean fault-run
 
 ## up: run the whole pipeline in one process (embedded NATS, origin, executors, runtime, target)
 up:
@@ -33,6 +33,10 @@ fuzz:
 ## bench: Go benchmarks
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## fault-run: 10,000 jobs with an executor process killed (SIGKILL) mid-run
+fault-run:
+	FAULT_JOBS=10000 $(GO) test -count=1 -v -run ExecutorKilled ./internal/faults/
 
 ## ci: what .ci/run runs
 ci: vet test fuzz
