@@ -205,25 +205,15 @@ func classify(ctx context.Context, err error) *FetchError {
 	return &FetchError{Code: broker.CodeFetchFailed, Err: err}
 }
 
-// hopByHop are headers that describe one connection, never forwarded in
-// either direction; internal headers are dropped too.
-var hopByHop = map[string]bool{
-	"Connection":          true,
-	"Keep-Alive":          true,
-	"Proxy-Authenticate":  true,
-	"Proxy-Authorization": true,
-	"Proxy-Connection":    true,
-	"Te":                  true,
-	"Trailer":             true,
-	"Transfer-Encoding":   true,
-	"Upgrade":             true,
-	"Host":                true,
-	"Content-Length":      true,
-}
-
+// forwardable reports whether a header may cross the executor: hop-by-hop
+// headers describe one connection and internal headers are ours, so neither
+// is forwarded in either direction; Host and Content-Length are set by the
+// HTTP client itself.
 func forwardable(name string) bool {
 	k := http.CanonicalHeaderKey(name)
-	if hopByHop[k] {
+	switch k {
+	case "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection",
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Host", "Content-Length":
 		return false
 	}
 	return !strings.HasPrefix(k, "Nats-") && !strings.HasPrefix(k, "X-Pipeline-")
