@@ -75,10 +75,15 @@ type Config struct {
 	// unacknowledged (e.g. the origin crashed) before it is redelivered; it
 	// also bounds one continuation run. Default 30 s.
 	ResultAckWait time.Duration
-	// CheckOrigin, when set, decides whether a browser's Origin header is
-	// allowed. Default: same origin, or no Origin header (non-browser
-	// clients).
-	CheckOrigin func(r *http.Request) bool
+	// AuthToken, when set, is required as a bearer token on /ws and the
+	// extra handlers (Authorization: Bearer <token>, or ?access_token= for
+	// browsers). A WebSocket without it gets one unauthorized error frame and
+	// is closed; HTTP requests get 401.
+	AuthToken string
+	// AllowedOrigins lists the browser origins (scheme://host[:port]) allowed
+	// to open a WebSocket; "*" allows any. Empty: same host only. Requests
+	// without an Origin header (non-browser clients) are always allowed.
+	AllowedOrigins []string
 	// Handlers are extra HTTP routes served next to /ws (e.g. "/call/").
 	Handlers map[string]http.Handler
 	// Logger receives one line per notable event. Default: discard.
@@ -195,8 +200,8 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 	s.upgrader = websocket.Upgrader{
 		ReadBufferSize:  4096,
 		WriteBufferSize: 4096,
-		CheckOrigin:     cfg.CheckOrigin,
 	}
+	s.upgrader.CheckOrigin = s.checkOrigin
 	s.conts[ResultToClient] = s.resultToClient
 	return s, nil
 }
@@ -265,7 +270,7 @@ func (s *Server) Start(ctx context.Context) error {
 	})
 	mux.HandleFunc("/readyz", s.serveReady)
 	for pattern, h := range s.cfg.Handlers {
-		mux.Handle(pattern, h)
+		mux.Handle(pattern, s.requireAuth(h))
 	}
 	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
 	go func() {

@@ -79,6 +79,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		byClient: make(map[string]struct{}),
 	}
 	sess.log = s.log.With().Str("session", sess.id).Str("remote", r.RemoteAddr).Logger()
+	if !s.authorized(r) {
+		sess.log.Info().Msg("websocket refused: missing or wrong bearer token")
+		_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = conn.WriteMessage(websocket.TextMessage, encodeError("", "", errf(broker.CodeUnauthorized, "missing or wrong bearer token")))
+		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "unauthorized"), time.Now().Add(time.Second))
+		conn.Close()
+		return
+	}
 	s.sessMu.Lock()
 	if s.closing.Load() {
 		s.sessMu.Unlock()

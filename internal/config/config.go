@@ -92,6 +92,8 @@ type Origin struct {
 	WriteTimeout   time.Duration `yaml:"write_timeout"`
 	PublishTimeout time.Duration `yaml:"publish_timeout"`
 	DedupWindow    time.Duration `yaml:"dedup_window"`
+	AuthToken      string        `yaml:"auth_token"`
+	AllowedOrigins []string      `yaml:"allowed_origins"`
 }
 
 // Executor settings.

@@ -239,6 +239,9 @@ func (s *Stack) start(ctx context.Context) error {
 			PublishTimeout: cfg.Origin.PublishTimeout,
 			DedupWindow:    cfg.Origin.DedupWindow,
 			Replicas:       cfg.Streams.Replicas,
+			ResultAckWait:  cfg.Streams.AckWait,
+			AuthToken:      cfg.Origin.AuthToken,
+			AllowedOrigins: cfg.Origin.AllowedOrigins,
 			Handlers:       s.originHandlers(onc, subjects),
 			Logger:         s.log,
 		})
