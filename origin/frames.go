@@ -286,8 +286,3 @@ func mustJSON(v any) []byte {
 	}
 	return b
 }
-
-func jsonState(v any) (json.RawMessage, error) {
-	b, err := json.Marshal(v)
-	return b, err
-}

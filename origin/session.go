@@ -3,6 +3,7 @@ package origin
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -35,6 +36,9 @@ type session struct {
 	send chan []byte
 	acks chan *pendingFetch
 	done chan struct{}
+
+	// state is the default continuation's state for this session, encoded once.
+	state json.RawMessage
 
 	mu       sync.Mutex
 	pending  map[string]*pendingFetch // by job id
@@ -78,6 +82,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		pending:  make(map[string]*pendingFetch),
 		byClient: make(map[string]struct{}),
 	}
+	sess.state = mustJSON(clientState{Session: sess.id})
 	sess.log = s.log.With().Str("session", sess.id).Str("remote", r.RemoteAddr).Logger()
 	if !s.authorized(r) {
 		sess.log.Info().Msg("websocket refused: missing or wrong bearer token")
@@ -215,8 +220,7 @@ func (c *session) startFetch(f *clientFrame, received time.Time) {
 		c.queue(encodeError(f.ID, "", werr))
 		return
 	}
-	st, _ := jsonState(clientState{Session: c.id})
-	job := c.srv.newJob(req, f.ID, broker.Continuation{Name: ResultToClient, State: st}, received)
+	job := c.srv.newJob(req, f.ID, broker.Continuation{Name: ResultToClient, State: c.state}, received)
 	p := &pendingFetch{clientID: f.ID, jobID: job.ID, received: received}
 
 	c.mu.Lock()
