@@ -17,9 +17,12 @@ import (
 //
 //   - origin <id>: publish its own jobs (<prefix>.jobs.fetch.<id>), create and
 //     read its own results consumer (origin-<id>, filtered on
-//     <prefix>.results.<id>), ack its own results, call the runtime
+//     <prefix>.results.<id>), ack its own results, put and get its own keys
+//     ("<id>.<job>") in the finished-results bucket, call the runtime
 //     (<prefix>.rpc.*); subscribe only under its own inbox prefix. It cannot
-//     read, consume or ack another origin's results, nor forge results.
+//     read, consume or ack another origin's results, nor publish results.
+//     (Its job bodies are still its own words: executors must take a job's
+//     origin from the subject, see Subjects.JobOrigin.)
 //   - executor: read jobs through the shared "executors" consumer, ack them,
 //     publish results (<prefix>.results.*), process dead letters; it cannot
 //     publish jobs nor read results.
@@ -410,18 +413,4 @@ func (t *TLSFiles) serverOptions(opts *server.Options) error {
 	opts.TLSVerify = t.CAFile != ""
 	opts.TLSTimeout = 2
 	return nil
-}
-
-// JobOrigin returns the origin id a job subject (<prefix>.jobs.fetch.<id>)
-// belongs to, and false when subject is not a job subject of this prefix.
-// With per-role permissions only origin <id> may publish on that subject, so
-// the subject, not the job's Origin field (chosen by whoever published it),
-// says which origin a job came from: an executor must publish the result
-// only for that origin.
-func (s Subjects) JobOrigin(subject string) (string, bool) {
-	id, ok := strings.CutPrefix(subject, s.Job(""))
-	if !ok || ValidateToken("origin id", id) != nil {
-		return "", false
-	}
-	return id, true
 }

@@ -120,11 +120,18 @@ func MoveToDeadLetter(ctx context.Context, js jetstream.JetStream, s Subjects, a
 	if err != nil {
 		return nil, fmt.Errorf("dead letter: get job seq %d: %w", adv.StreamSeq, err)
 	}
+	// The origin is the one the subject names (permissions control
+	// subjects), whatever the body says.
+	origin, ok := s.JobOrigin(raw.Subject)
+	if !ok {
+		origin = "unknown"
+	}
 	job, err := DecodeJob(raw.Data)
 	if err != nil {
-		// Undecodable: keep the bytes anyway under a placeholder origin.
-		job = &Job{ID: "seq-" + strconv.FormatUint(adv.StreamSeq, 10), Origin: "unknown"}
+		// Undecodable: keep the bytes anyway.
+		job = &Job{ID: "seq-" + strconv.FormatUint(adv.StreamSeq, 10)}
 	}
+	job.Origin = origin
 	msg := nats.NewMsg(s.DeadLetter(job.Origin))
 	msg.Data = raw.Data
 	msg.Header.Set(HeaderDeadSeq, strconv.FormatUint(adv.StreamSeq, 10))

@@ -39,6 +39,20 @@ func (s Subjects) JobsWildcard() string { return s.prefix() + ".jobs.>" }
 // Result is the subject results for origin originID are published on.
 func (s Subjects) Result(originID string) string { return s.prefix() + ".results." + originID }
 
+// JobOrigin returns the origin id a job subject (<prefix>.jobs.fetch.<id>)
+// belongs to, and false when subject is not a job subject of this prefix.
+// With per-role permissions only origin <id> may publish on that subject, so
+// the subject, not the job's Origin field (chosen by whoever published it),
+// says which origin a job came from: an executor must publish the result
+// only for that origin.
+func (s Subjects) JobOrigin(subject string) (string, bool) {
+	id, ok := strings.CutPrefix(subject, s.Job(""))
+	if !ok || ValidateToken("origin id", id) != nil {
+		return "", false
+	}
+	return id, true
+}
+
 // ResultsWildcard matches every results subject.
 func (s Subjects) ResultsWildcard() string { return s.prefix() + ".results.*" }
 

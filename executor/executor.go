@@ -154,6 +154,14 @@ func (e *Executor) process(msg jetstream.Msg) {
 		return
 	}
 	log := e.log.With().Str("job", job.ID).Str("origin", job.Origin).Logger()
+	// The result goes to the origin named by the subject the job arrived on,
+	// which NATS permissions control, never to one the body claims: a
+	// compromised origin must not inject results into another origin.
+	if o, ok := e.cfg.Subjects.JobOrigin(msg.Subject()); !ok || o != job.Origin {
+		log.Warn().Str("subject", msg.Subject()).Msg("job origin does not match its subject; terminating it")
+		_ = msg.TermWithReason("job origin does not match its subject")
+		return
+	}
 
 	// Long fetches tell the server the job is still being worked on, so it is
 	// not redelivered while in flight.

@@ -3,6 +3,7 @@ package executor
 import (
 	"errors"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"time"
 
@@ -60,10 +61,11 @@ func idempotent(method string) bool {
 // retryable reports whether a fetch outcome is worth another try.
 func retryable(resp *Response, err error) bool {
 	if err != nil {
-		var fe *FetchError
-		// Only failures before a response: a timeout may have reached the
-		// target already, a blocked or invalid URL never gets better.
-		return errors.As(err, &fe) && fe.Code == broker.CodeFetchFailed
+		// Only connect failures: nothing reached the target. A timeout may
+		// have, and a blocked URL, a redirect loop or oversized headers
+		// never get better.
+		var op *net.OpError
+		return errors.As(err, &op) && op.Op == "dial"
 	}
 	switch resp.Status {
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
@@ -92,6 +94,7 @@ func (e *Executor) fetchWithRetry(job *broker.Job, log zerolog.Logger) (*Respons
 			ev = ev.Int("status", resp.Status)
 		}
 		ev.Msg("fetch failed; retrying")
+		e.m.Retry()
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:

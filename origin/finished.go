@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -17,6 +18,11 @@ type finished struct {
 	js     jetstream.JetStream
 	kv     jetstream.KeyValue
 	origin string
+
+	// storing holds results whose put is not acknowledged yet, so a
+	// get-result right after the result frame finds them.
+	mu      sync.Mutex
+	storing map[string][]byte
 }
 
 // put stores a finished result (its wire form) asynchronously.
@@ -24,11 +30,25 @@ func (f *finished) put(jobID string, data []byte) (jetstream.PubAckFuture, error
 	if f.kv == nil {
 		return nil, nil
 	}
+	f.mu.Lock()
+	if f.storing == nil {
+		f.storing = make(map[string][]byte)
+	}
+	f.storing[jobID] = data
+	f.mu.Unlock()
 	fut, err := f.js.PublishAsync(broker.FinishedSubject(f.origin, jobID), data)
 	if err != nil {
+		f.stored(jobID)
 		return nil, fmt.Errorf("store finished result %s: %w", jobID, err)
 	}
 	return fut, nil
+}
+
+// stored ends the read-your-writes window of a put (acknowledged or failed).
+func (f *finished) stored(jobID string) {
+	f.mu.Lock()
+	delete(f.storing, jobID)
+	f.mu.Unlock()
 }
 
 // get returns the finished result of jobID, or nil if there is none (unknown,
@@ -36,6 +56,12 @@ func (f *finished) put(jobID string, data []byte) (jetstream.PubAckFuture, error
 func (f *finished) get(ctx context.Context, jobID string) (*broker.Result, error) {
 	if f.kv == nil {
 		return nil, nil
+	}
+	f.mu.Lock()
+	data, ok := f.storing[jobID]
+	f.mu.Unlock()
+	if ok {
+		return broker.DecodeResult(data)
 	}
 	e, err := f.kv.Get(ctx, broker.FinishedKey(f.origin, jobID))
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {

@@ -457,6 +457,7 @@ func (s *Server) ackLoop() {
 			case err := <-a.fut.Err():
 				s.log.Warn().Err(err).Str("job", a.job).Msg("finished result not stored; get-result will not find it")
 			}
+			s.finished.stored(a.job)
 		}
 		_ = a.msg.Ack()
 	}
