@@ -94,7 +94,6 @@ func (e *Executor) fetchWithRetry(job *broker.Job, log zerolog.Logger) (*Respons
 			ev = ev.Int("status", resp.Status)
 		}
 		ev.Msg("fetch failed; retrying")
-		e.m.Retry()
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
