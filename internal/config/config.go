@@ -66,6 +66,7 @@ type NATSCluster struct {
 // Streams settings.
 type Streams struct {
 	Replicas        int           `yaml:"replicas"`
+	Storage         string        `yaml:"storage"`
 	MaxJobs         int64         `yaml:"max_jobs"`
 	MaxJobBytes     int64         `yaml:"max_job_bytes"`
 	MaxResultBytes  int64         `yaml:"max_result_bytes"`

@@ -99,6 +99,11 @@ func EphemeralConfig() config.Config {
 func (s *Stack) start(ctx context.Context) error {
 	cfg := &s.cfg
 	subjects := broker.Subjects{Prefix: cfg.NATS.SubjectPrefix}
+	switch cfg.Streams.Storage {
+	case "", "file", "memory":
+	default:
+		return fmt.Errorf("stack: streams.storage %q: want file or memory", cfg.Streams.Storage)
+	}
 	if cfg.Target.Enabled {
 		t, err := target.Start(cfg.Target.Listen, s.log)
 		if err != nil {
@@ -150,6 +155,7 @@ func (s *Stack) start(ctx context.Context) error {
 	err = broker.Provision(pctx, js, broker.StreamsConfig{
 		Subjects:         subjects,
 		Replicas:         cfg.Streams.Replicas,
+		Memory:           cfg.Streams.Storage == "memory",
 		MaxJobs:          cfg.Streams.MaxJobs,
 		MaxJobBytes:      cfg.Streams.MaxJobBytes,
 		MaxResultBytes:   cfg.Streams.MaxResultBytes,
