@@ -43,3 +43,9 @@ ci: vet test fuzz
 
 clean:
 	rm -rf $(BIN) data
+
+## scale-bench: throughput and p99 with 1, 2 and 4 executor processes against a 14 ms target
+## (EXECUTORS="1 2 4" EXEC_CONCURRENCY=16 LOAD_CONCURRENCY=128 REQUESTS=10000; reports in reports/scale/)
+.PHONY: scale-bench
+scale-bench:
+	GO=$(GO) scripts/scale-bench.sh

@@ -63,10 +63,12 @@ func (e *Executor) handleDeadLetter(msg jetstream.Msg) {
 		Continuation: job.Continuation,
 	}
 	if err := e.publish(res); err != nil {
-		e.log.Warn().Err(err).Str("job", job.ID).Msg("dead_letter result not stored; will retry")
+		e.m.PublishFailed()
+		e.log.Warn().Err(err).Str("job", job.ID).Str("origin", job.Origin).Msg("dead_letter result not stored; will retry")
 		_ = msg.NakWithDelay(time.Second)
 		return
 	}
+	e.m.DeadLetter()
 	e.log.Warn().Str("job", job.ID).Str("origin", job.Origin).Uint64("deliveries", adv.Deliveries).Msg("job moved to dead-letter queue")
 	_ = msg.Ack()
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pipeline-dev/pipeline/broker"
+	"github.com/pipeline-dev/pipeline/internal/metrics"
 )
 
 // ErrStopped is returned by Start after Shutdown.
@@ -34,6 +35,9 @@ type Config struct {
 	Retry RetryPolicy
 	// NoDeadLetters disables this executor's share of dead-letter processing.
 	NoDeadLetters bool
+	// Metrics, when set, receives the executor's metrics (jobs by outcome,
+	// in flight, redeliveries, fetch time). Default: none.
+	Metrics *metrics.Metrics
 	// Logger receives one line per notable event. Default: discard.
 	Logger zerolog.Logger
 }
@@ -56,6 +60,7 @@ type Executor struct {
 	stopped  bool
 	inflight context.Context
 	abort    context.CancelFunc
+	m        *metrics.Executor // nil: no metrics
 }
 
 // New returns an executor that uses nc. It does not contact the server.
@@ -85,6 +90,7 @@ func New(nc *nats.Conn, cfg Config) (*Executor, error) {
 		sem:      make(chan struct{}, cfg.Concurrency),
 		inflight: inflight,
 		abort:    abort,
+		m:        cfg.Metrics.Executor(),
 	}, nil
 }
 
@@ -135,7 +141,9 @@ func (e *Executor) handle(msg jetstream.Msg) {
 	e.wg.Add(1)
 	go func() {
 		defer func() { <-e.sem; e.wg.Done() }()
+		e.m.Begin()
 		e.process(msg)
+		e.m.End()
 	}()
 }
 
@@ -154,6 +162,9 @@ func (e *Executor) process(msg jetstream.Msg) {
 		return
 	}
 	log := e.log.With().Str("job", job.ID).Str("origin", job.Origin).Logger()
+	if meta.NumDelivered > 1 {
+		e.m.Redelivered()
+	}
 	// The result goes to the origin named by the subject the job arrived on,
 	// which NATS permissions control, never to one the body claims: a
 	// compromised origin must not inject results into another origin.
@@ -169,6 +180,7 @@ func (e *Executor) process(msg jetstream.Msg) {
 	start := time.Now()
 	resp, ferr := e.fetchWithRetry(job, log)
 	fetchDur := time.Since(start)
+	e.m.Fetched(fetchDur)
 	stopProgress()
 
 	res := &broker.Result{
@@ -194,15 +206,17 @@ func (e *Executor) process(msg jetstream.Msg) {
 			return
 		}
 		res.Error = &broker.ResultError{Code: fe.Code, Message: fe.Err.Error()}
-		log.Debug().Str("code", string(fe.Code)).Err(fe.Err).Msg("fetch failed")
+		log.Debug().Str("code", string(fe.Code)).Err(logSafe(fe.Err)).Msg("fetch failed")
 	} else {
 		res.Status, res.Headers, res.Body, res.Truncated = resp.Status, resp.Headers, resp.Body, resp.Truncated
 	}
 	if err := e.publish(res); err != nil {
+		e.m.PublishFailed()
 		log.Warn().Err(err).Msg("result not stored; job will be redelivered")
 		_ = msg.NakWithDelay(time.Second)
 		return
 	}
+	e.count(res)
 	if err := msg.Ack(); err != nil {
 		log.Warn().Err(err).Msg("ack failed; job may be redelivered (result is de-duplicated)")
 	}

@@ -89,11 +89,12 @@ func (e *Executor) fetchWithRetry(job *broker.Job, log zerolog.Logger) (*Respons
 		d := e.cfg.Retry.delay(try)
 		ev := log.Debug().Int("try", try).Dur("backoff", d)
 		if err != nil {
-			ev = ev.Err(err)
+			ev = ev.Err(logSafe(err))
 		} else {
 			ev = ev.Int("status", resp.Status)
 		}
 		ev.Msg("fetch failed; retrying")
+		e.m.Retry()
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:

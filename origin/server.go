@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pipeline-dev/pipeline/broker"
+	"github.com/pipeline-dev/pipeline/internal/metrics"
 )
 
 // Sentinel errors.
@@ -86,6 +87,10 @@ type Config struct {
 	AllowedOrigins []string
 	// Handlers are extra HTTP routes served next to /ws (e.g. "/call/").
 	Handlers map[string]http.Handler
+	// Metrics, when set, receives the origin's metrics (connections, fetch
+	// outcomes, phase latencies, ...). Default: none. Serving them is up to
+	// the caller (e.g. a "/metrics" entry in Handlers).
+	Metrics *metrics.Metrics
 	// Logger receives one line per notable event. Default: discard.
 	Logger zerolog.Logger
 }
@@ -167,6 +172,10 @@ type Server struct {
 	closing  atomic.Bool
 	serveErr chan error
 
+	m         *metrics.Origin // nil: no metrics
+	ready     *metrics.Readiness
+	untrackIF func()
+
 	// Counters, for tests and metrics.
 	duplicates atomic.Int64
 	enqueued   atomic.Int64
@@ -196,7 +205,19 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 		acks:     make(chan resultAck, 4096),
 		ackDone:  make(chan struct{}),
 		serveErr: make(chan error, 1),
+		m:        cfg.Metrics.Origin(),
 	}
+	ready, err := metrics.NewReadiness(metrics.ReadinessConfig{
+		// Its own results consumer rather than the results stream: that is
+		// what an origin's NATS permissions let it read (broker.OriginPermissions).
+		Conns: []*nats.Conn{nc}, JS: js, Streams: []string{broker.JobsStream},
+		Consumers: []metrics.ConsumerRef{{Stream: broker.ResultsStream, Consumer: broker.OriginConsumer(cfg.ID)}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("new origin: %w", err)
+	}
+	s.ready = ready
+	s.untrackIF = s.m.TrackInFlight(s.pendingFetches)
 	s.upgrader = websocket.Upgrader{
 		ReadBufferSize:  4096,
 		WriteBufferSize: 4096,
@@ -294,13 +315,15 @@ func (s *Server) Addr() string {
 // Err reports a fatal serving error, if the HTTP server failed.
 func (s *Server) Err() <-chan error { return s.serveErr }
 
-func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
-	if s.closing.Load() || !s.nc.IsConnected() {
-		http.Error(w, "not ready\n", http.StatusServiceUnavailable)
+// serveReady answers /readyz: 200 while the origin accepts work, its NATS
+// connection is up, and the jobs stream and its results consumer are
+// reachable (checked at most once a second); 503 with the reason otherwise.
+func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
+	if s.closing.Load() {
+		metrics.WriteReady(w, ErrServerClosed)
 		return
 	}
-	w.Header().Set("Content-Type", "text/plain")
-	_, _ = w.Write([]byte("ready\n"))
+	metrics.WriteReady(w, s.ready.Check(r.Context()))
 }
 
 // ProxyFetch stores a fetch job whose result runs the continuation registered
@@ -426,6 +449,7 @@ func (s *Server) onResult(msg jetstream.Msg) {
 	}
 	s.dedup.finish(res.JobID)
 	s.finishedN.Add(1)
+	s.m.ExecutorSeen(res.Executor)
 	fut, err := s.finished.put(res.JobID, msg.Data())
 	if err != nil {
 		s.log.Warn().Err(err).Str("job", res.JobID).Msg("finished result not stored; get-result will not find it")
@@ -435,6 +459,7 @@ func (s *Server) onResult(msg jetstream.Msg) {
 
 func (s *Server) suppress(msg jetstream.Msg, res *broker.Result) {
 	s.duplicates.Add(1)
+	s.m.Duplicate()
 	s.log.Debug().Str("job", res.JobID).Int("attempt", res.Attempt).Msg("duplicate result suppressed")
 	_ = msg.Ack()
 }
@@ -534,6 +559,7 @@ closeSessions:
 		close(s.acks)
 		<-s.ackDone
 	}
+	s.untrackIF()
 	s.log.Info().Int64("finished", s.finishedN.Load()).Int64("duplicates", s.duplicates.Load()).Msg("origin stopped")
 	return firstErr
 }

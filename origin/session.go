@@ -33,9 +33,10 @@ type session struct {
 	conn *websocket.Conn
 	log  zerolog.Logger
 
-	send chan []byte
-	acks chan *pendingFetch
-	done chan struct{}
+	send  chan []byte
+	pongs chan []byte
+	acks  chan *pendingFetch
+	done  chan struct{}
 
 	// state is the default continuation's state for this session, encoded once.
 	state json.RawMessage
@@ -77,6 +78,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		srv:      s,
 		conn:     conn,
 		send:     make(chan []byte, s.cfg.SendQueue),
+		pongs:    make(chan []byte, 1),
 		acks:     make(chan *pendingFetch, s.cfg.MaxInFlight),
 		done:     make(chan struct{}),
 		pending:  make(map[string]*pendingFetch),
@@ -102,8 +104,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.sessions[sess.id] = sess
 	s.sessWG.Add(3)
 	s.sessMu.Unlock()
+	s.m.ConnOpened()
 	sess.log.Debug().Msg("session opened")
 	sess.queue(mustJSON(helloFrame{Type: frameHello, Origin: s.cfg.ID, Version: Version}))
+	sess.installControlHandlers()
 	go sess.writeLoop()
 	go sess.ackLoop()
 	go sess.readLoop()
@@ -117,6 +121,7 @@ func (c *session) readLoop() {
 		c.srv.sessMu.Lock()
 		delete(c.srv.sessions, c.id)
 		c.srv.sessMu.Unlock()
+		c.srv.m.ConnClosed()
 	}()
 	cfg := c.srv.cfg
 	c.conn.SetReadLimit(int64(cfg.HardFrameBytes))
@@ -180,6 +185,7 @@ func (c *session) overHardLimit() {
 func (c *session) handleFrame(data []byte, received time.Time) {
 	f, werr := parseFrame(data)
 	if werr != nil {
+		c.srv.m.Error(werr.Code)
 		c.queue(encodeError(f.ID, "", werr))
 		return
 	}
@@ -217,6 +223,7 @@ func (c *session) getResult(f *clientFrame) {
 func (c *session) startFetch(f *clientFrame, received time.Time) {
 	req, werr := f.fetchRequest(c.srv.limits)
 	if werr != nil {
+		c.srv.m.Error(werr.Code)
 		c.queue(encodeError(f.ID, "", werr))
 		return
 	}
@@ -226,11 +233,13 @@ func (c *session) startFetch(f *clientFrame, received time.Time) {
 	c.mu.Lock()
 	if _, dup := c.byClient[f.ID]; dup {
 		c.mu.Unlock()
+		c.srv.m.Error(broker.CodeBadRequest)
 		c.queue(encodeError(f.ID, "", errf(broker.CodeBadRequest, "id %q is already in flight on this connection", f.ID)))
 		return
 	}
 	if len(c.pending) >= c.srv.cfg.MaxInFlight {
 		c.mu.Unlock()
+		c.srv.m.Error(broker.CodeQueueFull)
 		c.queue(encodeError(f.ID, "", errf(broker.CodeQueueFull, "%d fetches in flight on this connection; wait for results", c.srv.cfg.MaxInFlight)))
 		return
 	}
@@ -263,6 +272,7 @@ func (c *session) ackLoop() {
 			select {
 			case <-p.fut.Ok():
 				c.srv.enqueued.Add(1)
+				c.srv.m.Enqueued()
 				c.markEnqueued(p)
 			case err := <-p.fut.Err():
 				c.fail(p, c.srv.publishErr(err))
@@ -295,6 +305,7 @@ func (c *session) fail(p *pendingFetch, err error) {
 	}
 	delete(c.pending, p.jobID)
 	delete(c.byClient, p.clientID)
+	c.srv.m.Error(code)
 	c.queueLocked(encodeError(p.clientID, "", errf(code, "%s", msg)))
 }
 
@@ -336,6 +347,7 @@ func (c *session) finishLocked(p *pendingFetch, res *broker.Result) {
 		FetchMS:   ms(time.Duration(res.FetchNanos)),
 		TotalMS:   ms(time.Since(p.received)),
 	}
+	c.srv.observe(res, t)
 	c.queueLocked(encodeResult(p.clientID, res, t))
 }
 
@@ -362,53 +374,6 @@ func (c *session) queueLocked(frame []byte) {
 	default:
 		c.log.Warn().Int("queue", cap(c.send)).Msg("client too slow: send queue full, closing")
 		c.closeLocked(websocket.ClosePolicyViolation, "send queue full: client too slow")
-	}
-}
-
-// writeLoop writes queued frames and pings.
-func (c *session) writeLoop() {
-	defer c.srv.sessWG.Done()
-	defer c.conn.Close()
-	ping := time.NewTicker(pingEvery)
-	defer ping.Stop()
-	wt := c.srv.cfg.WriteTimeout
-	for {
-		select {
-		case frame := <-c.send:
-			_ = c.conn.SetWriteDeadline(time.Now().Add(wt))
-			if err := c.conn.WriteMessage(websocket.TextMessage, frame); err != nil {
-				c.log.Debug().Err(err).Msg("write")
-				c.close(websocket.CloseAbnormalClosure, "")
-				return
-			}
-		case <-ping.C:
-			if err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wt)); err != nil {
-				c.close(websocket.CloseAbnormalClosure, "")
-				return
-			}
-		case <-c.done:
-			c.mu.Lock()
-			code, reason := c.closeCode, c.closeReason
-			c.mu.Unlock()
-			// Flush what is queued (the final frames of a drain), then close;
-			// a client dropped for being too slow gets no flush.
-			for code != websocket.ClosePolicyViolation {
-				select {
-				case frame := <-c.send:
-					_ = c.conn.SetWriteDeadline(time.Now().Add(wt))
-					if err := c.conn.WriteMessage(websocket.TextMessage, frame); err != nil {
-						return
-					}
-					continue
-				default:
-				}
-				break
-			}
-			if code != websocket.CloseAbnormalClosure {
-				_ = c.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
-			}
-			return
-		}
 	}
 }
 

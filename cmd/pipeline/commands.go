@@ -38,7 +38,15 @@ NATS JetStream in between.
 
 Settings come from, lowest to highest precedence: built-in defaults
 (pipeline config prints them), the --config file, PIPELINE_<SECTION>_<KEY>
-environment variables, and flags.`,
+environment variables (e.g. PIPELINE_EXECUTOR_CONCURRENCY=512,
+PIPELINE_LOG_LEVEL=debug, PIPELINE_NATS_URL=nats://n1:4222,nats://n2:4222;
+nested keys join with _, lists are comma-separated), and flags.
+
+Logs are JSON lines on stderr, or a readable console format on a terminal
+(--log-format, --log-level). Every server role answers /healthz (alive) and
+/readyz (NATS connected, streams reachable) and exports Prometheus /metrics:
+the origin next to /ws, with a live dashboard at /; the runtime next to
+/rpc/<fn>; a lone executor process on --ops-listen (default 127.0.0.1:9091).`,
 		Example: `  # everything in one process, embedded NATS
   pipeline up --embedded-nats
 
@@ -247,6 +255,7 @@ func newExecutorCmd(o *options) *cobra.Command {
 	f.natsURL()
 	f.integer("concurrency", 256, "fetches in flight", func(c *config.Config, v int) { c.Executor.Concurrency = v })
 	f.str("id", "", "executor id in results and logs (default host-random)", func(c *config.Config, v string) { c.Executor.ID = v })
+	f.str("ops-listen", "127.0.0.1:9091", "address of /metrics, /healthz and /readyz (\"\": none)", func(c *config.Config, v string) { c.Executor.OpsListen = v })
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		c, log, err := o.load(f, func(c *config.Config) { onlyRole(c); c.Executor.Count = 1 })
 		if err != nil {
@@ -312,9 +321,10 @@ func newConfigCmd() *cobra.Command {
 
 func newVersionCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Args:  cobra.NoArgs,
+		Use:     "version",
+		Short:   "Print the version (and the Go version it was built with)",
+		Example: `  pipeline version`,
+		Args:    cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
 			v := version
 			if bi, ok := debug.ReadBuildInfo(); ok {

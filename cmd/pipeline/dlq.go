@@ -49,7 +49,9 @@ func newDLQCmd(o *options) *cobra.Command {
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List dead jobs, oldest first",
-		Args:  cobra.NoArgs,
+		Example: `  pipeline dlq list --nats nats://127.0.0.1:4222
+  pipeline dlq list --nats nats://127.0.0.1:4222 --limit 20`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			js, _, closeFn, err := connect(cmd.Context())
 			if err != nil {
@@ -82,6 +84,8 @@ func newDLQCmd(o *options) *cobra.Command {
 	replay := &cobra.Command{
 		Use:   "replay [SEQ...]",
 		Short: "Re-enqueue dead jobs under new job ids (their results are kept for get-result)",
+		Example: `  pipeline dlq replay --nats nats://127.0.0.1:4222 17 18   # by stream sequence (see dlq list)
+  pipeline dlq replay --nats nats://127.0.0.1:4222 --all`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			js, subjects, closeFn, err := connect(cmd.Context())
 			if err != nil {

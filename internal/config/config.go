@@ -102,6 +102,7 @@ type Executor struct {
 	Count                  int           `yaml:"count"`
 	ID                     string        `yaml:"id"`
 	Concurrency            int           `yaml:"concurrency"`
+	OpsListen              string        `yaml:"ops_listen"`
 	MaxBodyBytes           int64         `yaml:"max_body_bytes"`
 	MaxResponseHeaderBytes int64         `yaml:"max_response_header_bytes"`
 	DefaultTimeout         time.Duration `yaml:"default_timeout"`

@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
+
+	"github.com/pipeline-dev/pipeline/internal/metrics"
 )
 
 // Delegation paths (the via query parameter of /call/<fn>).
@@ -58,6 +60,9 @@ type CallerConfig struct {
 	// Logger receives delegation failures (rate-limited). The zero value
 	// discards them.
 	Logger zerolog.Logger
+	// Metrics, when set, counts the calls (pipeline_rpc_calls_total,
+	// pipeline_rpc_seconds). Default: none.
+	Metrics *metrics.Metrics
 }
 
 // Caller is the thin stub that runs runtime functions inline or delegates
@@ -79,6 +84,7 @@ type Caller struct {
 	urls       map[string]string // fn → runtime URL
 	log        zerolog.Logger
 	bufs       bodyPool
+	m          *metrics.RPC // nil: no metrics
 }
 
 // NewCaller returns a Caller for cfg.
@@ -88,6 +94,7 @@ func NewCaller(cfg CallerConfig) *Caller {
 		timeout:    cfg.Timeout,
 		limits:     cfg.Limits.withDefaults(),
 		defaultVia: cfg.DefaultVia,
+		m:          cfg.Metrics.RPC(),
 		client:     cfg.HTTPClient,
 		subjects:   make(map[string]string, 3),
 		log: cfg.Logger.With().Str("component", "rpc-caller").Logger().
@@ -150,6 +157,16 @@ func (c *Caller) Close() {
 // 502 when no runtime is reachable, 504 when the call timed out, and 499
 // when ctx was cancelled first.
 func (c *Caller) Call(ctx context.Context, via, fn string, body []byte) ([]byte, error) {
+	if c.m == nil {
+		return c.call(ctx, via, fn, body)
+	}
+	start := time.Now()
+	out, err := c.call(ctx, via, fn, body)
+	c.m.Called(fn, via, statusOf(err), time.Since(start))
+	return out, err
+}
+
+func (c *Caller) call(ctx context.Context, via, fn string, body []byte) ([]byte, error) {
 	if !knownFunction(fn) {
 		return nil, unknownFunction(fn)
 	}

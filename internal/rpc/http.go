@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/pipeline-dev/pipeline/internal/metrics"
 )
 
 // DefaultHTTPAddr is where the runtime's HTTP side listens by default.
@@ -31,6 +33,7 @@ func NewHTTPHandler(limits Limits) http.Handler {
 type rpcHandler struct {
 	limits Limits
 	bufs   bodyPool
+	m      *metrics.RPC // nil: no metrics
 }
 
 func (h *rpcHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -54,7 +57,9 @@ func (h *rpcHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer buf.release()
+	start := time.Now()
 	out, cerr := h.limits.Call(fn, buf.b)
+	h.m.Served(fn, ViaHTTP, statusOf(cerr), time.Since(start))
 	if cerr != nil {
 		writeError(w, AsError(cerr))
 		return
@@ -158,6 +163,12 @@ type HTTPConfig struct {
 	// Logger receives lifecycle events and server errors. The zero value
 	// discards them.
 	Logger zerolog.Logger
+	// Metrics, when set, counts the served calls
+	// (pipeline_rpc_served_total{via="http"}). Default: none.
+	Metrics *metrics.Metrics
+	// Handlers are extra routes served next to /rpc/ (e.g. "/metrics",
+	// "/healthz", "/readyz"), by ServeMux pattern.
+	Handlers map[string]http.Handler
 }
 
 // ErrServerStarted is returned by HTTPServer.Start when called twice.
@@ -193,7 +204,7 @@ func NewHTTPServer(cfg HTTPConfig) *HTTPServer {
 		cfg: cfg,
 		log: log,
 		srv: &http.Server{
-			Handler:           NewHTTPHandler(cfg.Limits),
+			Handler:           serverHandler(cfg),
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       cfg.ReadTimeout,
 			WriteTimeout:      cfg.WriteTimeout,

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pipeline-dev/pipeline/broker"
+	"github.com/pipeline-dev/pipeline/internal/metrics"
 )
 
 // Service identity defaults.
@@ -55,6 +56,9 @@ type ServiceConfig struct {
 	Metadata map[string]string
 	// Logger receives errors and lifecycle events. The zero value discards them.
 	Logger zerolog.Logger
+	// Metrics, when set, counts the served calls
+	// (pipeline_rpc_served_total{via="nats"}). Default: none.
+	Metrics *metrics.Metrics
 
 	// call, if set, replaces Limits.Call (tests).
 	call func(fn string, body []byte) ([]byte, error)
@@ -69,6 +73,7 @@ type Service struct {
 	log    zerolog.Logger
 	// call runs a function: Limits.Call, or ServiceConfig.call in tests.
 	call func(fn string, body []byte) ([]byte, error)
+	m    *metrics.RPC // nil: no metrics
 
 	mu      sync.RWMutex // guards stopped against the send on jobs
 	stopped bool
@@ -143,6 +148,7 @@ func NewService(nc *nats.Conn, cfg ServiceConfig) (*Service, error) {
 		limits:  limits,
 		log:     cfg.Logger.With().Str("component", "rpc-runtime").Logger(),
 		call:    limits.Call,
+		m:       cfg.Metrics.RPC(),
 		jobs:    make(chan job, cfg.QueueSize),
 		workerN: cfg.Workers,
 		stats:   make(map[string]*endpointStats, 3),
@@ -282,7 +288,9 @@ func (s *Service) work() {
 func (s *Service) run(j job) {
 	start := time.Now()
 	out, err := s.call(j.fn, j.data)
-	s.count(j, err, time.Since(start), true)
+	d := time.Since(start)
+	s.count(j, err, d, true)
+	s.m.Served(j.fn, ViaNATS, statusOf(err), d)
 	if j.reply == "" {
 		return
 	}

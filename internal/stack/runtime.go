@@ -28,13 +28,18 @@ func (s *Stack) startRuntime(ctx context.Context, subjects broker.Subjects) erro
 	svc, err := rpc.NewService(nc, rpc.ServiceConfig{
 		SubjectPrefix: subjects.Prefix,
 		Limits:        s.rpcLimits(),
+		Metrics:       s.metrics,
 		Logger:        s.log,
 	})
 	if err != nil {
 		return fmt.Errorf("stack: runtime service: %w", err)
 	}
 	s.closers = append(s.closers, func(context.Context) error { return svc.Stop() })
-	hs := rpc.NewHTTPServer(rpc.HTTPConfig{Addr: s.cfg.Runtime.Listen, Limits: s.rpcLimits(), Logger: s.log})
+	ops, err := s.runtimeOps(nc)
+	if err != nil {
+		return err
+	}
+	hs := rpc.NewHTTPServer(rpc.HTTPConfig{Addr: s.cfg.Runtime.Listen, Limits: s.rpcLimits(), Metrics: s.metrics, Handlers: ops, Logger: s.log})
 	if err := hs.Start(ctx); err != nil {
 		return fmt.Errorf("stack: runtime http: %w", err)
 	}
@@ -56,6 +61,7 @@ func (s *Stack) originHandlers(nc *nats.Conn, subjects broker.Subjects) map[stri
 		SubjectPrefix: subjects.Prefix,
 		Timeout:       s.cfg.Runtime.Timeout,
 		Limits:        s.rpcLimits(),
+		Metrics:       s.metrics,
 		Logger:        s.log,
 	})
 	s.closers = append(s.closers, func(context.Context) error { c.Close(); return nil })

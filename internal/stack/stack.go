@@ -20,6 +20,7 @@ import (
 	"github.com/pipeline-dev/pipeline/broker"
 	"github.com/pipeline-dev/pipeline/executor"
 	"github.com/pipeline-dev/pipeline/internal/config"
+	"github.com/pipeline-dev/pipeline/internal/metrics"
 	"github.com/pipeline-dev/pipeline/internal/netpolicy"
 	"github.com/pipeline-dev/pipeline/internal/target"
 	"github.com/pipeline-dev/pipeline/origin"
@@ -41,6 +42,9 @@ type Stack struct {
 	conts     []namedCont
 	// runtimeHTTP is the in-process runtime's HTTP base URL.
 	runtimeHTTP string
+	// metrics is shared by every role of the process (see ops.go).
+	metrics *metrics.Metrics
+	ops     *metrics.OpsServer
 }
 
 // Option adjusts how Start builds the roles.
@@ -59,7 +63,7 @@ type namedCont struct {
 
 // Start runs every role cfg enables. On error, whatever started is stopped.
 func Start(ctx context.Context, cfg config.Config, log zerolog.Logger, opts ...Option) (*Stack, error) {
-	s := &Stack{cfg: cfg, log: log}
+	s := &Stack{cfg: cfg, log: log, metrics: metrics.New()}
 	for _, o := range opts {
 		o(s)
 	}
@@ -92,6 +96,7 @@ func EphemeralConfig() config.Config {
 	c.Runtime.Listen = "127.0.0.1:0"
 	c.Target.Listen = "127.0.0.1:0"
 	c.Executor.Count = 1
+	c.Executor.OpsListen = "127.0.0.1:0"
 	c.Executor.Policy.Allow = nil // the target's address is added when it starts
 	return c
 }
@@ -171,6 +176,7 @@ func (s *Stack) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.metrics.WatchQueue(js)
 
 	if cfg.Executor.Count > 0 {
 		pol, err := netpolicy.New(netpolicy.Config{
@@ -210,7 +216,8 @@ func (s *Stack) start(ctx context.Context) error {
 					BaseDelay: cfg.Executor.Retry.BaseDelay,
 					MaxDelay:  cfg.Executor.Retry.MaxDelay,
 				},
-				Logger: s.log,
+				Metrics: s.metrics,
+				Logger:  s.log,
 			})
 			if err != nil {
 				return err
@@ -222,12 +229,20 @@ func (s *Stack) start(ctx context.Context) error {
 		}
 	}
 
+	if err := s.startExecutorOps(ctx, js); err != nil {
+		return err
+	}
+
 	if err := s.startRuntime(ctx, subjects); err != nil {
 		return err
 	}
 
 	if cfg.Origin.Enabled {
 		onc, err := s.connect(ctx, "pipeline origin "+cfg.Origin.ID)
+		if err != nil {
+			return err
+		}
+		handlers, err := s.withOriginOps(s.originHandlers(onc, subjects))
 		if err != nil {
 			return err
 		}
@@ -248,7 +263,8 @@ func (s *Stack) start(ctx context.Context) error {
 			ResultAckWait:  cfg.Streams.AckWait,
 			AuthToken:      cfg.Origin.AuthToken,
 			AllowedOrigins: cfg.Origin.AllowedOrigins,
-			Handlers:       s.originHandlers(onc, subjects),
+			Handlers:       handlers,
+			Metrics:        s.metrics,
 			Logger:         s.log,
 		})
 		if err != nil {
