@@ -99,8 +99,19 @@ func (c *StreamsConfig) withDefaults() StreamsConfig {
 
 // Provision creates or updates the jobs and results streams and the shared
 // executors consumer. It is idempotent: every role may call it at start.
+//
+// Provision never lowers the replica count of existing streams: a role
+// started without the cluster's replicas setting must not scale a
+// replicated deployment down to one copy.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) error {
 	c := cfg.withDefaults()
+	if st, err := js.Stream(ctx, JobsStream); err == nil {
+		if r := st.CachedInfo().Config.Replicas; r > c.Replicas {
+			c.Replicas = r
+		}
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("provision: look up stream %s: %w", JobsStream, err)
+	}
 	storage := jetstream.FileStorage
 	if c.Memory {
 		storage = jetstream.MemoryStorage
@@ -172,6 +183,14 @@ func OriginConsumerConfig(s Subjects, originID string, replicas int, ackWait tim
 		MaxAckPending: 20_000,
 		Replicas:      replicas,
 	}
+}
+
+// PullOptions are the pull settings every consumer of this project uses on
+// top of its own limits: a short expiry and a 2 s heartbeat, so a client
+// whose consumer leader moved (a cluster node was lost) notices within a few
+// seconds instead of the library default of 30.
+func PullOptions() []jetstream.PullConsumeOpt {
+	return []jetstream.PullConsumeOpt{jetstream.PullExpiry(10 * time.Second), jetstream.PullHeartbeat(2 * time.Second)}
 }
 
 // IsQueueFull reports whether a publish error means a jobs stream limit was

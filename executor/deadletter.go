@@ -22,12 +22,12 @@ func (e *Executor) startDeadLetters(ctx context.Context) (jetstream.ConsumeConte
 	if err != nil {
 		return nil, fmt.Errorf("bind consumer %s: %w", broker.DeadLetterConsumer, err)
 	}
-	return cons.Consume(e.handleDeadLetter, jetstream.PullMaxMessages(16),
+	return cons.Consume(e.handleDeadLetter, append(broker.PullOptions(), jetstream.PullMaxMessages(16),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
 				e.log.Debug().Err(err).Msg("dead-letter consume")
 			}
-		}))
+		}))...)
 }
 
 func (e *Executor) handleDeadLetter(msg jetstream.Msg) {

@@ -111,13 +111,13 @@ func (e *Executor) Start(ctx context.Context) error {
 	}
 	// Read before consuming: workers read it without a lock.
 	e.ackWait = cons.CachedInfo().Config.AckWait
-	cc, err := cons.Consume(e.handle,
+	cc, err := cons.Consume(e.handle, append(broker.PullOptions(),
 		jetstream.PullMaxMessages(e.cfg.Concurrency),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
 				e.log.Debug().Err(err).Msg("consume")
 			}
-		}))
+		}))...)
 	if err != nil {
 		return fmt.Errorf("executor start: consume: %w", err)
 	}

@@ -270,12 +270,12 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	// Bounded by bytes, not count: results carry bodies up to 1 MiB, and a
 	// count-bounded buffer of large results would overrun the connection.
-	cc, err := cons.Consume(s.onResult, jetstream.PullMaxBytes(8<<20),
+	cc, err := cons.Consume(s.onResult, append(broker.PullOptions(), jetstream.PullMaxBytes(8<<20),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
 				s.log.Debug().Err(err).Msg("results consume")
 			}
-		}))
+		}))...)
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("origin %s: consume results: %w", s.cfg.ID, err)

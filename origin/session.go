@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
@@ -275,6 +277,14 @@ func (c *session) ackLoop() {
 				c.srv.m.Enqueued()
 				c.markEnqueued(p)
 			case err := <-p.fut.Err():
+				if temporaryPublishErr(err) {
+					// The job may or may not be stored (a reconnect fails
+					// every pending PubAck). Publish it again with the same
+					// Nats-Msg-Id: a duplicate PubAck proves it is stored.
+					c.srv.sessWG.Add(1)
+					go c.republish(p, err)
+					continue
+				}
 				c.fail(p, c.srv.publishErr(err))
 			case <-c.done:
 				return
@@ -283,11 +293,63 @@ func (c *session) ackLoop() {
 	}
 }
 
+// errUncertain marks a job whose storage could not be confirmed: it may run.
+var errUncertain = errors.New("job storage unconfirmed")
+
+// temporaryPublishErr reports errors after which the same publish may
+// succeed: a reconnect, a stream leader election, a stall.
+func temporaryPublishErr(err error) bool {
+	return errors.Is(err, nats.ErrDisconnected) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrAsyncPublishTimeout) ||
+		errors.Is(err, jetstream.ErrTooManyStalledMsgs) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// republish retries storing p's job (same message, same Nats-Msg-Id, so it
+// is stored at most once) until it is confirmed, refused for good, or three
+// publish timeouts pass; then the fetch ends with an error that carries the
+// job id, since the job may still run.
+func (c *session) republish(p *pendingFetch, err error) {
+	defer c.srv.sessWG.Done()
+	msg := p.fut.Msg()
+	deadline := time.Now().Add(3 * c.srv.cfg.PublishTimeout)
+	for temporaryPublishErr(err) && time.Now().Before(deadline) {
+		select {
+		case <-time.After(250 * time.Millisecond):
+		case <-c.done:
+			return
+		}
+		var fut jetstream.PubAckFuture
+		fut, err = c.srv.js.PublishMsgAsync(msg)
+		if err != nil {
+			continue
+		}
+		select {
+		case <-fut.Ok():
+			c.srv.enqueued.Add(1)
+			c.srv.m.Enqueued()
+			c.markEnqueued(p)
+			return
+		case err = <-fut.Err():
+		case <-c.done:
+			return
+		}
+	}
+	if temporaryPublishErr(err) {
+		err = fmt.Errorf("%w: %w", errUncertain, err)
+	}
+	c.fail(p, c.srv.publishErr(err))
+}
+
 // fail ends a fetch whose job could not be stored with one error frame.
 func (c *session) fail(p *pendingFetch, err error) {
 	code := broker.CodeInternal
 	msg := "could not store the job"
+	job := ""
 	switch {
+	case errors.Is(err, errUncertain):
+		job = p.jobID
+		msg = "the job could not be confirmed as stored and may still run: ask get-result with this job id later"
 	case errors.Is(err, broker.ErrQueueFull):
 		code, msg = broker.CodeQueueFull, "job queue is full; retry later"
 	case errors.Is(err, ErrServerClosed):
@@ -306,7 +368,7 @@ func (c *session) fail(p *pendingFetch, err error) {
 	delete(c.pending, p.jobID)
 	delete(c.byClient, p.clientID)
 	c.srv.m.Error(code)
-	c.queueLocked(encodeError(p.clientID, "", errf(code, "%s", msg)))
+	c.queueLocked(encodeError(p.clientID, job, errf(code, "%s", msg)))
 }
 
 func (c *session) markEnqueued(p *pendingFetch) {

@@ -181,6 +181,7 @@ func newUpCmd(o *options) *cobra.Command {
 	f := &flagSet{fs: cmd.Flags()}
 	f.boolean("embedded-nats", "run an embedded NATS server with JetStream", func(c *config.Config, v bool) { c.NATS.Embedded = v })
 	f.natsURL()
+	f.replicas()
 	f.str("data-dir", "./data", "JetStream file store directory (embedded server)", func(c *config.Config, v string) { c.NATS.DataDir = v })
 	f.integer("nats-port", 4222, "embedded NATS client port (-1: free port)", func(c *config.Config, v int) { c.NATS.Port = v })
 	f.integer("monitor-port", 8222, "embedded NATS monitoring port (-1: free, -2: off)", func(c *config.Config, v int) { c.NATS.MonitorPort = v })
@@ -230,6 +231,7 @@ func newOriginCmd(o *options) *cobra.Command {
 	}
 	f := &flagSet{fs: cmd.Flags()}
 	f.natsURL()
+	f.replicas()
 	f.str("origin-id", "o1", "origin id (names its results subject; reuse it after a restart)", func(c *config.Config, v string) { c.Origin.ID = v })
 	f.str("listen", "127.0.0.1:8080", "listen address", func(c *config.Config, v string) { c.Origin.Listen = v })
 	f.str("runtime-http", "http://127.0.0.1:8788", "runtime HTTP base URL for /call?via=http", func(c *config.Config, v string) { c.Runtime.Listen = strings.TrimPrefix(v, "http://") })
@@ -253,6 +255,7 @@ func newExecutorCmd(o *options) *cobra.Command {
 	}
 	f := &flagSet{fs: cmd.Flags()}
 	f.natsURL()
+	f.replicas()
 	f.integer("concurrency", 256, "fetches in flight", func(c *config.Config, v int) { c.Executor.Concurrency = v })
 	f.str("id", "", "executor id in results and logs (default host-random)", func(c *config.Config, v string) { c.Executor.ID = v })
 	f.str("ops-listen", "127.0.0.1:9091", "address of /metrics, /healthz and /readyz (\"\": none)", func(c *config.Config, v string) { c.Executor.OpsListen = v })
@@ -275,6 +278,7 @@ func newRuntimeCmd(o *options) *cobra.Command {
 	}
 	f := &flagSet{fs: cmd.Flags()}
 	f.natsURL()
+	f.replicas()
 	f.str("listen", "127.0.0.1:8788", "HTTP listen address (POST /rpc/<fn>)", func(c *config.Config, v string) { c.Runtime.Listen = v })
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		c, log, err := o.load(f, func(c *config.Config) { onlyRole(c); c.Runtime.Enabled = true })

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -200,14 +201,18 @@ func watchJetStream(ctx context.Context, srv *broker.Server, clustered bool, log
 			ev := log.Info()
 			if clustered {
 				if jsz, err := ns.Jsz(&server.JSzOptions{}); err == nil && jsz.Meta != nil {
-					peers := []string{jsz.Meta.Leader}
+					// Replicas are the other peers as this node sees them.
+					peers := []string{srv.Name()}
 					for _, r := range jsz.Meta.Replicas {
-						peers = append(peers, r.Name)
+						if !slices.Contains(peers, r.Name) {
+							peers = append(peers, r.Name)
+						}
 					}
-					ev = ev.Str("meta_leader", jsz.Meta.Leader).Strs("peers", peers)
+					slices.Sort(peers)
+					ev = ev.Str("meta_leader", jsz.Meta.Leader).Strs("peers", peers).Int("cluster_size", jsz.Meta.Size)
 				}
 			}
-			ev.Dur("after", time.Since(start).Round(time.Millisecond)).Msg("JetStream ready")
+			ev.Str("after", time.Since(start).Round(time.Millisecond).String()).Msg("JetStream ready")
 			return
 		}
 		if time.Since(lastWarn) >= 10*time.Second {

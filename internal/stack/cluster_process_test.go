@@ -1,0 +1,157 @@
+package stack
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// buildPipeline builds cmd/pipeline into a temporary directory and returns
+// the binary's path. The test is skipped when no go tool is at hand.
+func buildPipeline(t *testing.T) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go tool in PATH to build the pipeline binary")
+	}
+	bin := filepath.Join(t.TempDir(), "pipeline")
+	cmd := exec.Command(goTool, "build", "-o", bin, "./cmd/pipeline")
+	cmd.Dir = filepath.Join("..", "..") // the module root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/pipeline: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// executorProcess is a `pipeline executor` OS process.
+type executorProcess struct {
+	cmd     *exec.Cmd
+	logs    string
+	exited  chan struct{} // closed when the process has exited
+	exitErr error         // cmd.Wait's result, set before exited is closed
+}
+
+// startExecutorProcess starts `pipeline executor` with id against cfg's NATS
+// URLs and the same streams settings (every role provisions the streams, so
+// a mismatch would rescale them), allowed to fetch from the test target.
+func startExecutorProcess(t *testing.T, bin string, st *Stack, natsURL, id string, concurrency int) *executorProcess {
+	t.Helper()
+	logs := filepath.Join(t.TempDir(), id+".log")
+	f, err := os.Create(logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "executor", "--nats", natsURL, "--id", id,
+		"--concurrency", fmt.Sprint(concurrency), "--log-level", "warn", "--log-format", "json")
+	cmd.Env = append(os.Environ(),
+		"PIPELINE_STREAMS_REPLICAS="+fmt.Sprint(st.cfg.Streams.Replicas),
+		"PIPELINE_STREAMS_ACK_WAIT="+st.cfg.Streams.AckWait.String(),
+		"PIPELINE_EXECUTOR_POLICY_ALLOW="+strings.TrimPrefix(st.TargetURL(), "http://"),
+	)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	p := &executorProcess{cmd: cmd, logs: logs, exited: make(chan struct{})}
+	go func() {
+		p.exitErr = cmd.Wait()
+		f.Close()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			_ = cmd.Process.Kill()
+			<-p.exited
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM and waits for a clean exit (drained in-flight jobs).
+func (p *executorProcess) stop(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("signal executor process: %v", err)
+	}
+	select {
+	case <-p.exited:
+		if p.exitErr != nil {
+			out, _ := os.ReadFile(p.logs)
+			t.Fatalf("executor process exited with %v; logs:\n%s", p.exitErr, out)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("executor process still running 30 s after SIGTERM")
+	}
+}
+
+// TestClusterExecutorProcessJoinsAndLeavesMidLoad starts an executor OS
+// process while a backlog is being worked off by one slow in-process
+// executor: it must take a share of the jobs. Then, during a second batch,
+// it is stopped with SIGTERM: it drains, exits 0, and every fetch of both
+// batches still ends exactly once.
+func TestClusterExecutorProcessJoinsAndLeavesMidLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the pipeline binary and starts a cluster: skipped with -short")
+	}
+	bin := buildPipeline(t) // before the clock starts
+	cl := startCluster(t, 3)
+	cfg := clusterConfig(cl)
+	cfg.Executor.Count = 1
+	cfg.Executor.Concurrency = 4 // 100 fetches/s at 40 ms: a backlog builds up
+	cfg.Executor.ID = "in-process"
+	st := startClusterStack(t, cfg)
+
+	l := newLedger()
+	lcs := []*loadConn{dialLoad(t, st.OriginWS(), l), dialLoad(t, st.OriginWS(), l)}
+	const n = 300
+	for i := 0; i < n; i++ {
+		if err := lcs[i%2].startFetch(l, fmt.Sprintf("j%d", i), st.TargetURL(), 40); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proc := startExecutorProcess(t, bin, st, cl.URL(), "extra-proc", 16)
+	if !l.waitDone(30 * time.Second) {
+		t.Fatalf("%d fetches without a final frame", l.pending())
+	}
+	joined := l.byExecutor("j")
+	t.Logf("backlog of %d: results by executor %v", n, joined)
+	if joined["extra-proc"] < n/10 {
+		out, _ := os.ReadFile(proc.logs)
+		t.Fatalf("the executor process did %d of %d jobs, want a share (≥ %d); its logs:\n%s", joined["extra-proc"], n, n/10, out)
+	}
+
+	// Remove it mid-load: SIGTERM stops its pulls and drains its fetches.
+	for i := 0; i < 200; i++ {
+		if err := lcs[i%2].startFetch(l, fmt.Sprintf("r%d", i), st.TargetURL(), 40); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for l.byExecutor("r")["extra-proc"] < 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("executor process took no job of the second batch: %v", l.byExecutor("r"))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	proc.stop(t)
+	if !l.waitDone(30 * time.Second) {
+		t.Fatalf("%d fetches without a final frame after the executor process left", l.pending())
+	}
+	left := l.byExecutor("r")
+	t.Logf("second batch: results by executor %v", left)
+	if left["in-process"] == 0 {
+		t.Errorf("the remaining executor took no job after the process left: %v", left)
+	}
+	sum := l.check(t)
+	if sum.results != sum.sent {
+		t.Errorf("%d of %d fetches got a result, want all (codes %v)", sum.results, sum.sent, sum.codes)
+	}
+}
