@@ -186,7 +186,6 @@ func newUpCmd(o *options) *cobra.Command {
 	f.integer("nats-port", 4222, "embedded NATS client port (-1: free port)", func(c *config.Config, v int) { c.NATS.Port = v })
 	f.integer("monitor-port", 8222, "embedded NATS monitoring port (-1: free, -2: off)", func(c *config.Config, v int) { c.NATS.MonitorPort = v })
 	f.boolean("sync-always", "fsync every JetStream write before acknowledging (survives power loss; slower)", func(c *config.Config, v bool) { c.NATS.SyncAlways = v })
-	f.replicas()
 	f.integer("executors", 2, "in-process executors (0: none, run `pipeline executor` processes)", func(c *config.Config, v int) { c.Executor.Count = v })
 	f.integer("concurrency", 256, "fetches in flight per executor", func(c *config.Config, v int) { c.Executor.Concurrency = v })
 	f.str("origin-id", "o1", "origin id (names its results subject)", func(c *config.Config, v string) { c.Origin.ID = v })
