@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -203,7 +202,7 @@ func ReplayDeadLetter(ctx context.Context, js jetstream.JetStream, s Subjects, d
 	}
 	job.ID = job.ID + "-r" + nuid.Next()[18:]
 	job.ReceivedAt = time.Now().UnixNano()
-	data, err := json.Marshal(job)
+	data, err := job.Encode()
 	if err != nil {
 		return "", fmt.Errorf("replay dead letter %d: %w", dlqSeq, err)
 	}

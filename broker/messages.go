@@ -36,25 +36,27 @@ type Job struct {
 	Continuation Continuation `json:"continuation"`
 }
 
-// Encode returns the job's wire form.
-func (j *Job) Encode() ([]byte, error) {
-	b, err := json.Marshal(j)
-	if err != nil {
-		return nil, fmt.Errorf("encode job %s: %w", j.ID, err)
-	}
-	return b, nil
-}
+// Encode returns the job's wire form (the compact binary form, codec.go).
+func (j *Job) Encode() ([]byte, error) { return encodeJob(j), nil }
 
-// DecodeJob parses a job's wire form.
+// DecodeJob parses a job's wire form: binary, or JSON from older versions.
 func DecodeJob(data []byte) (*Job, error) {
-	var j Job
-	if err := json.Unmarshal(data, &j); err != nil {
-		return nil, fmt.Errorf("decode job: %w", err)
+	var j *Job
+	if len(data) > 0 && data[0] == '{' {
+		j = &Job{}
+		if err := json.Unmarshal(data, j); err != nil {
+			return nil, fmt.Errorf("decode job: %w", err)
+		}
+	} else {
+		var err error
+		if j, err = decodeJob(data); err != nil {
+			return nil, err
+		}
 	}
 	if j.ID == "" || j.Origin == "" {
 		return nil, fmt.Errorf("decode job: missing id or origin")
 	}
-	return &j, nil
+	return j, nil
 }
 
 // ResultError is the failure of a job: a wire code and a human message.
@@ -85,25 +87,28 @@ type Result struct {
 	Continuation Continuation `json:"continuation"`
 }
 
-// Encode returns the result's wire form.
-func (r *Result) Encode() ([]byte, error) {
-	b, err := json.Marshal(r)
-	if err != nil {
-		return nil, fmt.Errorf("encode result %s: %w", r.JobID, err)
-	}
-	return b, nil
-}
+// Encode returns the result's wire form (the compact binary form, codec.go).
+func (r *Result) Encode() ([]byte, error) { return encodeResult(r), nil }
 
-// DecodeResult parses a result's wire form.
+// DecodeResult parses a result's wire form: binary, or JSON from older
+// versions.
 func DecodeResult(data []byte) (*Result, error) {
-	var r Result
-	if err := json.Unmarshal(data, &r); err != nil {
-		return nil, fmt.Errorf("decode result: %w", err)
+	var r *Result
+	if len(data) > 0 && data[0] == '{' {
+		r = &Result{}
+		if err := json.Unmarshal(data, r); err != nil {
+			return nil, fmt.Errorf("decode result: %w", err)
+		}
+	} else {
+		var err error
+		if r, err = decodeResult(data); err != nil {
+			return nil, err
+		}
 	}
 	if r.JobID == "" {
 		return nil, fmt.Errorf("decode result: missing job id")
 	}
-	return &r, nil
+	return r, nil
 }
 
 // QueueDuration is the time the job waited in the stream before an executor
