@@ -20,8 +20,13 @@ type BaselineConfig struct {
 	Method    string // If empty, GET.
 	Headers   map[string]string
 	Body      string
-	// Concurrency is the number of requests in flight. If zero, DefaultConcurrency.
+	// Concurrency is the number of requests in flight (with Rate: the cap).
+	// If zero, DefaultConcurrency.
 	Concurrency int
+	// Rate, when positive, sends this many requests per second on a fixed
+	// schedule (open loop, like the pipeline run it is compared with), and
+	// latency is measured from each request's intended send time.
+	Rate float64
 	// Requests is the number of measured requests. If zero, DefaultRequests.
 	Requests int
 	// Warmup is the number of unmeasured requests sent first.
@@ -128,9 +133,25 @@ func baselinePhase(ctx context.Context, client *http.Client, cfg BaselineConfig,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for ctx.Err() == nil && tokens.Add(-1) >= 0 {
-				issued.Add(1)
+			for ctx.Err() == nil {
+				left := tokens.Add(-1)
+				if left < 0 {
+					break
+				}
 				t0 := time.Now()
+				if cfg.Rate > 0 {
+					// Request i is due at start + i/rate; a late request is
+					// charged from when it was due (no coordinated omission).
+					i := int64(n) - 1 - left
+					t0 = start.Add(time.Duration(float64(i) / cfg.Rate * float64(time.Second)))
+					if d := time.Until(t0); d > 0 {
+						select {
+						case <-time.After(d):
+						case <-ctx.Done():
+						}
+					}
+				}
+				issued.Add(1)
 				if err := fetchOnce(ctx, client, cfg); err != nil {
 					errs.Add(1)
 					continue

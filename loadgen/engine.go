@@ -214,6 +214,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			Headers:     cfg.Headers,
 			Body:        cfg.Body,
 			Concurrency: cfg.Concurrency,
+			Rate:        cfg.Rate,
 			Requests:    n,
 			Warmup:      min(cfg.WarmupRequests, n),
 			Timeout:     cfg.Timeout,
