@@ -60,6 +60,12 @@ type Config struct {
 	// MaxInFlight caps unfinished fetches per connection; beyond it a
 	// start-fetch gets queue_full. Default 1024.
 	MaxInFlight int
+	// RatePerConn caps start-fetch frames per second per connection (token
+	// bucket, burst RateBurst); beyond it a start-fetch gets queue_full.
+	// 0 means no rate limit.
+	RatePerConn float64
+	// RateBurst is the token bucket size. Default max(1, RatePerConn).
+	RateBurst int
 	// SendQueue is the number of frames buffered for a slow client before the
 	// connection is closed. Default 4 × MaxInFlight.
 	SendQueue int

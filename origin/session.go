@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 
 	"github.com/pipeline-dev/pipeline/broker"
 )
@@ -42,6 +43,8 @@ type session struct {
 
 	// state is the default continuation's state for this session, encoded once.
 	state json.RawMessage
+	// limiter enforces Config.RatePerConn; nil without a rate limit.
+	limiter *rate.Limiter
 
 	mu       sync.Mutex
 	pending  map[string]*pendingFetch // by job id
@@ -87,6 +90,13 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		byClient: make(map[string]struct{}),
 	}
 	sess.state = mustJSON(clientState{Session: sess.id})
+	if s.cfg.RatePerConn > 0 {
+		burst := s.cfg.RateBurst
+		if burst <= 0 {
+			burst = max(1, int(s.cfg.RatePerConn))
+		}
+		sess.limiter = rate.NewLimiter(rate.Limit(s.cfg.RatePerConn), burst)
+	}
 	sess.log = s.log.With().Str("session", sess.id).Str("remote", r.RemoteAddr).Logger()
 	if !s.authorized(r) {
 		sess.log.Info().Msg("websocket refused: missing or wrong bearer token")
@@ -237,6 +247,12 @@ func (c *session) startFetch(f *clientFrame, received time.Time) {
 		c.mu.Unlock()
 		c.srv.m.Error(broker.CodeBadRequest)
 		c.queue(encodeError(f.ID, "", errf(broker.CodeBadRequest, "id %q is already in flight on this connection", f.ID)))
+		return
+	}
+	if c.limiter != nil && !c.limiter.AllowN(received, 1) {
+		c.mu.Unlock()
+		c.srv.m.Error(broker.CodeQueueFull)
+		c.queue(encodeError(f.ID, "", errf(broker.CodeQueueFull, "rate limit: %g fetches per second on this connection", c.srv.cfg.RatePerConn)))
 		return
 	}
 	if len(c.pending) >= c.srv.cfg.MaxInFlight {

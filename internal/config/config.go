@@ -89,6 +89,8 @@ type Origin struct {
 	MaxBodyBytes   int           `yaml:"max_body_bytes"`
 	MaxTimeoutMS   int64         `yaml:"max_timeout_ms"`
 	MaxInFlight    int           `yaml:"max_in_flight"`
+	RatePerConn    float64       `yaml:"rate_per_conn"`
+	RateBurst      int           `yaml:"rate_burst"`
 	SendQueue      int           `yaml:"send_queue"`
 	WriteTimeout   time.Duration `yaml:"write_timeout"`
 	PublishTimeout time.Duration `yaml:"publish_timeout"`
@@ -247,6 +249,12 @@ func setValue(f reflect.Value, s string) error {
 			return err
 		}
 		f.SetInt(n)
+	case reflect.Float64:
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return err
+		}
+		f.SetFloat(v)
 	case reflect.Slice:
 		parts := []string{}
 		if s != "" {

@@ -256,3 +256,26 @@ func TestDeadLetterPath(t *testing.T) {
 		t.Fatalf("replayed result %+v", f)
 	}
 }
+
+func TestPerConnectionRateLimit(t *testing.T) {
+	st := startStack(t, func(c *config.Config) { c.Origin.RatePerConn = 1; c.Origin.RateBurst = 3; c.Executor.Count = 0 })
+	c := dial(t, st.OriginWS())
+	for i := 0; i < 8; i++ {
+		c.sendJSON(map[string]any{"type": "start-fetch", "id": "r" + itoa(i), "url": st.TargetURL() + "/delay"})
+	}
+	counts := map[string]int{}
+	for i := 0; i < 8; i++ {
+		f := c.read()
+		counts[f.Type+":"+f.Code]++
+	}
+	// The burst of 3 passes; the rest of a same-instant burst is refused.
+	if counts["enqueued:"] != 3 || counts["error:queue_full"] != 5 {
+		t.Fatalf("frames %v, want 3 enqueued and 5 queue_full", counts)
+	}
+	// Another connection has its own bucket.
+	c2 := dial(t, st.OriginWS())
+	c2.sendJSON(map[string]any{"type": "start-fetch", "id": "other", "url": st.TargetURL() + "/delay"})
+	if f := c2.read(); f.Type != "enqueued" {
+		t.Fatalf("second connection got %+v, want enqueued", f)
+	}
+}

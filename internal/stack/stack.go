@@ -255,6 +255,8 @@ func (s *Stack) start(ctx context.Context) error {
 			MaxBodyBytes:   cfg.Origin.MaxBodyBytes,
 			MaxTimeoutMS:   cfg.Origin.MaxTimeoutMS,
 			MaxInFlight:    cfg.Origin.MaxInFlight,
+			RatePerConn:    cfg.Origin.RatePerConn,
+			RateBurst:      cfg.Origin.RateBurst,
 			SendQueue:      cfg.Origin.SendQueue,
 			WriteTimeout:   cfg.Origin.WriteTimeout,
 			PublishTimeout: cfg.Origin.PublishTimeout,
