@@ -123,11 +123,11 @@ func isBcrypt(p string) bool {
 //
 //	auth:
 //	  enabled: true
-//	  admin:    {user: admin,    password_env: PIPELINE_NATS_ADMIN_PASSWORD}
-//	  executor: {user: executor, password_env: PIPELINE_NATS_EXECUTOR_PASSWORD}
-//	  runtime:  {user: runtime,  password_env: PIPELINE_NATS_RUNTIME_PASSWORD}
+//	  admin:    {user: admin,    password_env: NATS_ADMIN_PASSWORD}
+//	  executor: {user: executor, password_env: NATS_EXECUTOR_PASSWORD}
+//	  runtime:  {user: runtime,  password_env: NATS_RUNTIME_PASSWORD}
 //	  origins:
-//	    o1: {user: origin-o1, password_env: PIPELINE_NATS_ORIGIN_O1_PASSWORD}
+//	    o1: {user: origin-o1, password_env: NATS_ORIGIN_O1_PASSWORD}
 //
 // A role whose Credentials are empty gets no user (it cannot connect).
 type AuthConfig struct {

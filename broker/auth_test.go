@@ -743,7 +743,7 @@ func writeTestPKI(t *testing.T, dir string) testPKI {
 // example must decode into AuthConfig.
 func TestAuthExampleConfigsMatchCode(t *testing.T) {
 	for _, v := range []string{"ADMIN", "EXECUTOR", "RUNTIME", "CALLER", "ORIGIN_O1", "ORIGIN_O2"} {
-		t.Setenv("PIPELINE_NATS_"+v+"_PASSWORD", strings.ToLower(v)+"-pw")
+		t.Setenv("NATS_"+v+"_PASSWORD", strings.ToLower(v)+"-pw")
 	}
 	opts, err := server.ProcessConfigFile(filepath.Join("..", "configs", "auth", "nats-server.conf"))
 	if err != nil {

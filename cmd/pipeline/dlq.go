@@ -35,7 +35,14 @@ func newDLQCmd(o *options) *cobra.Command {
 		}
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		nc, err := broker.Connect(cctx, broker.ConnConfig{URLs: c.NATS.URL, Name: "pipeline dlq", User: c.NATS.User, Password: c.NATS.Password, Token: c.NATS.Token})
+		cc := broker.ConnConfig{URLs: c.NATS.URL, Name: "pipeline dlq", User: c.NATS.User, Password: c.NATS.Password, Token: c.NATS.Token}
+		if t := c.NATS.TLS; t.CAFile != "" || t.CertFile != "" {
+			cc.TLS = &t
+		}
+		if err := c.NATS.Auth.Apply(&cc, broker.RoleAdmin, ""); err != nil {
+			return nil, broker.Subjects{}, nil, err
+		}
+		nc, err := broker.Connect(cctx, cc)
 		if err != nil {
 			return nil, broker.Subjects{}, nil, err
 		}

@@ -117,6 +117,14 @@ func natsServerConfig(n config.NATS) (broker.ServerConfig, error) {
 	if scfg.StoreDir == "" {
 		return scfg, fmt.Errorf("nats: a data dir is required (--data-dir, nats.data_dir)")
 	}
+	users, err := n.Auth.ServerUsers(broker.Subjects{Prefix: n.SubjectPrefix})
+	if err != nil {
+		return scfg, fmt.Errorf("nats: %w", err)
+	}
+	scfg.Users = users
+	if t := n.TLS; t.CAFile != "" || t.CertFile != "" {
+		scfg.TLS = &t
+	}
 	cl := n.Cluster
 	if cl.Name == "" {
 		if len(cl.Routes) > 0 {

@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pipeline-dev/pipeline/broker"
 	"github.com/pipeline-dev/pipeline/configs"
 )
 
@@ -48,6 +49,10 @@ type NATS struct {
 	User          string `yaml:"user"`
 	Password      string `yaml:"password"`
 	Token         string `yaml:"token"`
+	// Auth configures per-role NATS users (configs/auth/).
+	Auth broker.AuthConfig `yaml:"auth"`
+	// TLS configures TLS for TCP NATS connections.
+	TLS broker.TLSFiles `yaml:"tls"`
 	// ServerName and Cluster are read by `pipeline nats` (one cluster node).
 	ServerName string      `yaml:"server_name"`
 	Cluster    NATSCluster `yaml:"cluster"`

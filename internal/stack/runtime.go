@@ -21,7 +21,7 @@ func (s *Stack) startRuntime(ctx context.Context, subjects broker.Subjects) erro
 	if !s.cfg.Runtime.Enabled {
 		return nil
 	}
-	nc, err := s.connect(ctx, "pipeline runtime")
+	nc, err := s.connect(ctx, "pipeline runtime", broker.RoleRuntime, "")
 	if err != nil {
 		return err
 	}

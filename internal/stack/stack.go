@@ -128,7 +128,13 @@ func (s *Stack) start(ctx context.Context) error {
 			}
 			s.tempDir, dir = d, d
 		}
+		users, err := cfg.NATS.Auth.ServerUsers(subjects)
+		if err != nil {
+			return fmt.Errorf("stack: nats users: %w", err)
+		}
 		srv, err := broker.StartServer(broker.ServerConfig{
+			Users:       users,
+			TLS:         s.tlsFiles(),
 			Host:        cfg.NATS.Host,
 			Port:        cfg.NATS.Port,
 			MonitorPort: cfg.NATS.MonitorPort,
@@ -147,36 +153,19 @@ func (s *Stack) start(ctx context.Context) error {
 		ev.Msg("embedded NATS listening")
 	}
 
-	// Provision once; every role may do it, it is idempotent.
-	nc, err := s.connect(ctx, "pipeline provisioner")
-	if err != nil {
-		return err
+	// Provision once; every role may do it, it is idempotent. With per-role
+	// users only the admin may manage streams: a role process without admin
+	// credentials expects them to exist (a refused request would only time out).
+	var js jetstream.JetStream
+	if cfg.NATS.Auth.Enabled && cfg.NATS.Auth.Admin.User == "" {
+		s.log.Info().Msg("per-role auth without admin credentials: not provisioning streams")
+	} else {
+		var err error
+		if js, err = s.provision(ctx, subjects); err != nil {
+			return err
+		}
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("stack: jetstream: %w", err)
-	}
-	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = broker.Provision(pctx, js, broker.StreamsConfig{
-		Subjects:         subjects,
-		Replicas:         cfg.Streams.Replicas,
-		Memory:           cfg.Streams.Storage == "memory",
-		MaxJobs:          cfg.Streams.MaxJobs,
-		MaxJobBytes:      cfg.Streams.MaxJobBytes,
-		MaxResultBytes:   cfg.Streams.MaxResultBytes,
-		DuplicateWindow:  cfg.Streams.DuplicateWindow,
-		AckWait:          cfg.Streams.AckWait,
-		MaxDeliver:       cfg.Streams.MaxDeliver,
-		MaxAckPending:    cfg.Streams.MaxAckPending,
-		DeadLetterMaxAge: cfg.Streams.DeadLetterAge,
-		FinishedTTL:      cfg.Streams.ResultRetention,
-		FinishedMaxBytes: cfg.Streams.RetentionBytes,
-	})
-	cancel()
-	if err != nil {
-		return err
-	}
-	s.metrics.WatchQueue(js)
+	defer func() { s.metrics.WatchQueue(js) }() // js may come from an executor below
 
 	if cfg.Executor.Count > 0 {
 		pol, err := netpolicy.New(netpolicy.Config{
@@ -191,9 +180,12 @@ func (s *Stack) start(ctx context.Context) error {
 			return fmt.Errorf("stack: destination policy: %w", err)
 		}
 		for i := 0; i < cfg.Executor.Count; i++ {
-			enc, err := s.connect(ctx, fmt.Sprintf("pipeline executor %d", i+1))
+			enc, err := s.connect(ctx, fmt.Sprintf("pipeline executor %d", i+1), broker.RoleExecutor, "")
 			if err != nil {
 				return err
+			}
+			if js == nil { // executors may read the consumer's backlog
+				js, _ = jetstream.New(enc)
 			}
 			id := cfg.Executor.ID
 			if id != "" && cfg.Executor.Count > 1 {
@@ -238,7 +230,7 @@ func (s *Stack) start(ctx context.Context) error {
 	}
 
 	if cfg.Origin.Enabled {
-		onc, err := s.connect(ctx, "pipeline origin "+cfg.Origin.ID)
+		onc, err := s.connect(ctx, "pipeline origin "+cfg.Origin.ID, broker.RoleOrigin, cfg.Origin.ID)
 		if err != nil {
 			return err
 		}
@@ -285,25 +277,75 @@ func (s *Stack) start(ctx context.Context) error {
 	return nil
 }
 
+// provision creates or updates the streams and consumers as the admin user.
+func (s *Stack) provision(ctx context.Context, subjects broker.Subjects) (jetstream.JetStream, error) {
+	cfg := &s.cfg
+	nc, err := s.connect(ctx, "pipeline provisioner", broker.RoleAdmin, "")
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("stack: jetstream: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = broker.Provision(pctx, js, broker.StreamsConfig{
+		Subjects:         subjects,
+		Replicas:         cfg.Streams.Replicas,
+		Memory:           cfg.Streams.Storage == "memory",
+		MaxJobs:          cfg.Streams.MaxJobs,
+		MaxJobBytes:      cfg.Streams.MaxJobBytes,
+		MaxResultBytes:   cfg.Streams.MaxResultBytes,
+		DuplicateWindow:  cfg.Streams.DuplicateWindow,
+		AckWait:          cfg.Streams.AckWait,
+		MaxDeliver:       cfg.Streams.MaxDeliver,
+		MaxAckPending:    cfg.Streams.MaxAckPending,
+		DeadLetterMaxAge: cfg.Streams.DeadLetterAge,
+		FinishedTTL:      cfg.Streams.ResultRetention,
+		FinishedMaxBytes: cfg.Streams.RetentionBytes,
+	})
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	return js, nil
+}
+
 // connect opens a NATS connection for one role: in-process when the server
 // is embedded here, else to cfg.NATS.URL.
-func (s *Stack) connect(ctx context.Context, name string) (*nats.Conn, error) {
+func (s *Stack) connect(ctx context.Context, name string, role broker.Role, originID string) (*nats.Conn, error) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	nc, err := broker.Connect(cctx, broker.ConnConfig{
+	cc := broker.ConnConfig{
 		URLs:      s.cfg.NATS.URL,
 		InProcess: s.server,
 		Name:      name,
 		User:      s.cfg.NATS.User,
 		Password:  s.cfg.NATS.Password,
 		Token:     s.cfg.NATS.Token,
+		TLS:       s.tlsFiles(),
 		Logger:    s.log.With().Str("conn", name).Logger(),
-	})
+	}
+	// With per-role users on, each role connects as its own user with its
+	// own inbox prefix.
+	if err := s.cfg.NATS.Auth.Apply(&cc, role, originID); err != nil {
+		return nil, fmt.Errorf("stack: %s: %w", name, err)
+	}
+	nc, err := broker.Connect(cctx, cc)
 	if err != nil {
 		return nil, fmt.Errorf("stack: %s: %w", name, err)
 	}
 	s.conns = append(s.conns, nc)
 	return nc, nil
+}
+
+// tlsFiles is the TLS setting for TCP connections, or nil when unset.
+func (s *Stack) tlsFiles() *broker.TLSFiles {
+	t := s.cfg.NATS.TLS
+	if t.CAFile == "" && t.CertFile == "" {
+		return nil
+	}
+	return &t
 }
 
 // Origin is the in-process origin, or nil.
