@@ -48,6 +48,19 @@ func TestPerRoleUsersFromConfig(t *testing.T) {
 	if resp.StatusCode != 200 || string(body) != "ping" {
 		t.Fatalf("/call via nats under auth: %d %s", resp.StatusCode, body)
 	}
+	// Readiness and the queue-depth gauge work with the origin's and the
+	// executor's permissions.
+	for path, want := range map[string]string{"/readyz": "ready", "/metrics": "pipeline_jobs_queue_depth"} {
+		resp, err := http.Get(st.OriginHTTP() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("%s under auth: %d, want 200 with %q", path, resp.StatusCode, want)
+		}
+	}
 	if nc, err := nats.Connect(st.NATSURL(), nats.Timeout(2*time.Second)); err == nil {
 		nc.Close()
 		t.Fatal("anonymous connection accepted, want authorization violation")

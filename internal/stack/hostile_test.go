@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -20,15 +19,9 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 
 	"github.com/pipeline-dev/pipeline/broker"
-	"github.com/pipeline-dev/pipeline/executor"
 	"github.com/pipeline-dev/pipeline/internal/config"
-	"github.com/pipeline-dev/pipeline/internal/netpolicy"
-	"github.com/pipeline-dev/pipeline/internal/rpc"
-	"github.com/pipeline-dev/pipeline/internal/target"
-	"github.com/pipeline-dev/pipeline/origin"
 )
 
 // Hostile inputs through the real pipeline: a WebSocket client, the origin,
@@ -461,122 +454,6 @@ func TestHostileJobCannotTargetAnotherOrigin(t *testing.T) {
 	}
 	for m := range msgs.Messages() {
 		t.Fatalf("a job published on %s produced a result on %s: %s", s.Job("o1"), m.Subject(), m.Data())
-	}
-}
-
-// TestAuthPerRoleUsersRunTheRealPipeline wires the real roles by hand, each
-// connected as its own NATS user with broker.AuthConfig.Apply (what stack.go
-// does once auth is wired), and checks that the per-role permissions are
-// enough: a fetch, get-result from the finished-results bucket, and a
-// /call/echo?via=nats delegated to the runtime, without a single permissions
-// violation on any connection.
-func TestAuthPerRoleUsersRunTheRealPipeline(t *testing.T) {
-	auth := broker.AuthConfig{
-		Enabled:  true,
-		Admin:    broker.Credentials{User: "admin", Password: "admin-pw"},
-		Executor: broker.Credentials{User: "executor", Password: "executor-pw"},
-		Runtime:  broker.Credentials{User: "runtime", Password: "runtime-pw"},
-		Origins:  map[string]broker.Credentials{"o1": {User: "origin-o1", Password: "o1-pw"}},
-	}
-	s := broker.Subjects{}
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
-	users, err := auth.ServerUsers(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := broker.StartServer(broker.ServerConfig{Port: -1, MonitorPort: -2, StoreDir: t.TempDir(), Users: users, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown) // runs last
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-
-	conns := map[string]*nats.Conn{}
-	connect := func(role broker.Role, id string, inProcess bool) *nats.Conn {
-		cc := broker.ConnConfig{URLs: srv.ClientURL(), Name: "pipeline " + string(role) + " " + id, Logger: log}
-		if inProcess {
-			cc.InProcess = srv
-		}
-		if err := auth.Apply(&cc, role, id); err != nil {
-			t.Fatal(err)
-		}
-		nc, err := broker.Connect(ctx, cc)
-		if err != nil {
-			t.Fatalf("connect %s: %v", role, err)
-		}
-		conns[string(role)+id] = nc
-		t.Cleanup(nc.Close)
-		return nc
-	}
-	admin := connect(broker.RoleAdmin, "", true)
-	ajs, _ := jetstream.New(admin)
-	if err := broker.Provision(ctx, ajs, broker.StreamsConfig{Subjects: s, Memory: true}); err != nil {
-		t.Fatalf("provision as admin: %v", err)
-	}
-
-	tgt, err := target.Start("127.0.0.1:0", log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tgt.Shutdown(context.Background()) })
-	pol, err := netpolicy.New(netpolicy.Config{Allow: []string{tgt.Addr()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ex, err := executor.New(connect(broker.RoleExecutor, "", false), executor.Config{
-		Subjects: s, Concurrency: 8, Fetcher: executor.FetcherConfig{Policy: pol}, Logger: log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ex.Start(ctx); err != nil {
-		t.Fatalf("executor start as executor user: %v", err)
-	}
-	t.Cleanup(func() { _ = ex.Shutdown(context.Background()) })
-
-	svc, err := rpc.NewService(connect(broker.RoleRuntime, "", false), rpc.ServiceConfig{Logger: log})
-	if err != nil {
-		t.Fatalf("runtime as runtime user: %v", err)
-	}
-	t.Cleanup(func() { _ = svc.Stop() })
-
-	onc := connect(broker.RoleOrigin, "o1", false)
-	caller := rpc.NewCaller(rpc.CallerConfig{NC: onc, Logger: log})
-	t.Cleanup(caller.Close)
-	o, err := origin.New(onc, origin.Config{ID: "o1", Listen: "127.0.0.1:0", Subjects: s,
-		Handlers: map[string]http.Handler{"/call/": caller}, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := o.Start(ctx); err != nil {
-		t.Fatalf("origin start as origin-o1: %v", err)
-	}
-	t.Cleanup(func() { _ = o.Shutdown(context.Background()) })
-
-	c := dial(t, "ws://"+o.Addr()+"/ws")
-	enq, res := c.fetch("a1", tgt.URL()+"/delay?ms=1", nil)
-	wantFinal(t, "a1", enq, res, "")
-	if res.Status != 200 {
-		t.Fatalf("got %+v, want status 200", res)
-	}
-	c.sendJSON(map[string]any{"type": "get-result", "id": "a2", "job": enq.Job})
-	if f := c.read(); f.Type != "result" || f.ID != "a2" || f.Job != enq.Job {
-		t.Fatalf("get-result: got %+v, want the stored result", f)
-	}
-	resp, err := http.Post("http://"+o.Addr()+"/call/echo?via=nats", "application/octet-stream", strings.NewReader("ping"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || string(body) != "ping" {
-		t.Fatalf("/call/echo via nats: %d %q, want 200 \"ping\"", resp.StatusCode, body)
-	}
-	for name, nc := range conns {
-		if err := nc.LastError(); err != nil {
-			t.Errorf("%s connection: %v", name, err)
-		}
 	}
 }
 
