@@ -3,10 +3,8 @@ package rpc
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	stdlog "log"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/pipeline-dev/pipeline/internal/httpserve"
 	"github.com/pipeline-dev/pipeline/internal/metrics"
 )
 
@@ -172,17 +171,15 @@ type HTTPConfig struct {
 }
 
 // ErrServerStarted is returned by HTTPServer.Start when called twice.
-var ErrServerStarted = errors.New("rpc: http server already started")
+var ErrServerStarted = httpserve.ErrStarted
 
-// HTTPServer serves NewHTTPHandler on a TCP address. Its methods are safe for
-// concurrent use.
+// HTTPServer serves NewHTTPHandler on a TCP address: Start, Addr, URL and
+// Shutdown come from httpserve.Server. Its methods are safe for concurrent
+// use.
 type HTTPServer struct {
-	cfg  HTTPConfig
-	log  zerolog.Logger
-	srv  *http.Server
-	mu   sync.Mutex
-	ln   net.Listener
-	done chan struct{} // closed when Serve has returned
+	*httpserve.Server
+	cfg HTTPConfig
+	log zerolog.Logger
 }
 
 // NewHTTPServer returns a server for the runtime's HTTP side; Start runs it.
@@ -200,88 +197,25 @@ func NewHTTPServer(cfg HTTPConfig) *HTTPServer {
 		cfg.IdleTimeout = 120 * time.Second
 	}
 	log := cfg.Logger.With().Str("component", "rpc-http").Logger()
-	return &HTTPServer{
-		cfg: cfg,
-		log: log,
-		srv: &http.Server{
-			Handler:           serverHandler(cfg),
-			ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout:       cfg.ReadTimeout,
-			WriteTimeout:      cfg.WriteTimeout,
-			IdleTimeout:       cfg.IdleTimeout,
-			MaxHeaderBytes:    64 << 10,
-			ErrorLog:          stdlog.New(log, "", 0),
-		},
-		done: make(chan struct{}),
+	srv := &http.Server{
+		Handler:           serverHandler(cfg),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          stdlog.New(log, "", 0),
 	}
+	return &HTTPServer{Server: httpserve.New("runtime http server", cfg.Addr, srv, log), cfg: cfg, log: log}
 }
 
 // Start binds the listen address and serves in the background. It returns
 // once the address is bound (use Addr for the actual address), or an error if
-// binding fails or ctx is done first. ctx bounds only the start, not the
-// server's life: stop it with Shutdown.
+// binding fails or ctx is done first.
 func (s *HTTPServer) Start(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ln != nil {
-		return ErrServerStarted
+	if err := s.Server.Start(ctx); err != nil {
+		return err
 	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("rpc: listen on %s: %w", s.cfg.Addr, err)
-	}
-	s.ln = ln
-	go func() {
-		defer close(s.done)
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error().Err(err).Msg("runtime http server stopped")
-		}
-	}()
-	s.log.Info().Str("addr", ln.Addr().String()).Msg("runtime http listening")
-	return nil
-}
-
-// Addr is the bound address (host:port) after Start, or "" before.
-func (s *HTTPServer) Addr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ln == nil {
-		return ""
-	}
-	return s.ln.Addr().String()
-}
-
-// URL is the base URL of the bound address ("http://host:port"), or "" before
-// Start.
-func (s *HTTPServer) URL() string {
-	if a := s.Addr(); a != "" {
-		return "http://" + a
-	}
-	return ""
-}
-
-// Shutdown stops accepting connections and waits, at most until ctx is done,
-// for in-flight requests to finish (see http.Server.Shutdown). It returns
-// ctx's error when the deadline cut requests off. Calling it before Start is
-// a no-op.
-func (s *HTTPServer) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	started := s.ln != nil
-	s.mu.Unlock()
-	if !started {
-		return nil
-	}
-	err := s.srv.Shutdown(ctx)
-	if err != nil {
-		_ = s.srv.Close() // cut off what is left
-	}
-	select {
-	case <-s.done:
-	case <-ctx.Done():
-	}
-	if err != nil {
-		return fmt.Errorf("rpc: shut down http server: %w", err)
-	}
+	s.log.Info().Str("addr", s.Addr()).Msg("runtime http listening")
 	return nil
 }

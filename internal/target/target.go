@@ -7,15 +7,15 @@ package target
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/pipeline-dev/pipeline/internal/httpserve"
 )
 
 // Limits on what a request may ask for.
@@ -26,9 +26,7 @@ const (
 
 // Server is a running test target.
 type Server struct {
-	srv *http.Server
-	ln  net.Listener
-	log zerolog.Logger
+	*httpserve.Server
 }
 
 // Handler returns the target's routes.
@@ -54,36 +52,14 @@ func Handler() http.Handler {
 // Start listens on addr (e.g. 127.0.0.1:8090, or :0 for a free port) and
 // serves until Shutdown.
 func Start(addr string, log zerolog.Logger) (*Server, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("target: listen %s: %w", addr, err)
+	log = log.With().Str("component", "target").Logger()
+	srv := &http.Server{Handler: Handler(), ReadHeaderTimeout: 10 * time.Second}
+	s := &Server{Server: httpserve.New("target", addr, srv, log)}
+	if err := s.Start(context.Background()); err != nil {
+		return nil, err
 	}
-	s := &Server{
-		srv: &http.Server{Handler: Handler(), ReadHeaderTimeout: 10 * time.Second},
-		ln:  ln,
-		log: log.With().Str("component", "target").Logger(),
-	}
-	go func() {
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error().Err(err).Msg("target serve")
-		}
-	}()
-	s.log.Info().Str("listen", "http://"+ln.Addr().String()).Msg("test target listening")
+	log.Info().Str("listen", s.URL()).Msg("test target listening")
 	return s, nil
-}
-
-// Addr is the bound address (host:port).
-func (s *Server) Addr() string { return s.ln.Addr().String() }
-
-// URL is the base URL, e.g. http://127.0.0.1:8090.
-func (s *Server) URL() string { return "http://" + s.Addr() }
-
-// Shutdown stops the server, waiting for active requests until ctx ends.
-func (s *Server) Shutdown(ctx context.Context) error {
-	if err := s.srv.Shutdown(ctx); err != nil {
-		return fmt.Errorf("target shutdown: %w", err)
-	}
-	return nil
 }
 
 func intParam(r *http.Request, name string, def, lo, hi int) (int, error) {
