@@ -385,3 +385,36 @@ func (e testErr) Error() string { return string(e) }
 const errTest = testErr("injected failure")
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestPingIsAnsweredAndCloseIsEchoed covers the control frames the session
+// writer sends for gorilla's reader: a pong per ping (same payload) and the
+// close handshake.
+func TestPingIsAnsweredAndCloseIsEchoed(t *testing.T) {
+	st := startStack(t, nil)
+	c := dial(t, st.OriginWS())
+	pong := make(chan string, 1)
+	c.conn.SetPongHandler(func(data string) error { pong <- data; return nil })
+	if err := c.conn.WriteControl(websocket.PingMessage, []byte("are-you-there"), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// Pongs are delivered while reading; a fetch gives the reader frames to read.
+	if _, res := c.fetch("p", st.TargetURL()+"/delay", nil); res.Type != "result" {
+		t.Fatalf("got %+v", res)
+	}
+	select {
+	case got := <-pong:
+		if got != "are-you-there" {
+			t.Errorf("pong payload %q", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no pong")
+	}
+	if err := c.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye"), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _, err := c.conn.ReadMessage()
+	if !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+		t.Fatalf("after our close got %v, want the close echoed with 1000", err)
+	}
+}
