@@ -76,7 +76,7 @@ func New(nc *nats.Conn, cfg Config) (*Executor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new executor: %w", err)
 	}
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second), jetstream.WithPublishAsyncMaxPending(16384))
 	if err != nil {
 		return nil, fmt.Errorf("new executor: jetstream: %w", err)
 	}
@@ -228,12 +228,19 @@ func (e *Executor) publish(res *broker.Result) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := e.js.Publish(ctx, e.cfg.Subjects.Result(res.Origin), data, jetstream.WithMsgID(res.JobID)); err != nil {
+	// Asynchronous publish, awaited here: cheaper than a request per result
+	// (no context, timer or reply round trip of its own); the stall timeout
+	// is the JetStream context's (10 s).
+	fut, err := e.js.PublishAsync(e.cfg.Subjects.Result(res.Origin), data, jetstream.WithMsgID(res.JobID))
+	if err != nil {
 		return fmt.Errorf("publish result %s: %w", res.JobID, err)
 	}
-	return nil
+	select {
+	case <-fut.Ok():
+		return nil
+	case err := <-fut.Err():
+		return fmt.Errorf("publish result %s: %w", res.JobID, err)
+	}
 }
 
 // keepAlive sends in-progress acks every third of AckWait while a fetch
