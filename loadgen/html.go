@@ -296,22 +296,10 @@ func (r *Report) timelineChart() string {
 func (r *Report) latencyTable() string {
 	var b strings.Builder
 	b.WriteString(`<h2>Latency (ms)</h2><table><tr><th></th><th>p50</th><th>p95</th><th>p99</th><th>p99.9</th><th>max</th><th>mean</th></tr>`)
-	row := func(name string, s LatencySummary) {
+	for _, row := range r.latencyRows() {
+		s := row.s
 		fmt.Fprintf(&b, "<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>",
-			esc(name), fmtMs(s.P50), fmtMs(s.P95), fmtMs(s.P99), fmtMs(s.P999), fmtMs(s.Max), fmtMs(s.Mean))
-	}
-	row("end to end", r.LatencyMS)
-	row("enqueue (client)", r.Phases.Enqueue)
-	row("execution (client)", r.Phases.Execution)
-	row("origin: enqueue", r.Phases.OriginEnqueue)
-	row("origin: queue", r.Phases.Queue)
-	row("origin: fetch", r.Phases.Fetch)
-	row("origin: total", r.Phases.Total)
-	if r.BaselineLatencyMS != nil {
-		row("baseline (direct fetch)", *r.BaselineLatencyMS)
-	}
-	if r.AddedLatencyMS != nil {
-		row("added by pipeline", *r.AddedLatencyMS)
+			esc(row.name), fmtMs(s.P50), fmtMs(s.P95), fmtMs(s.P99), fmtMs(s.P999), fmtMs(s.Max), fmtMs(s.Mean))
 	}
 	b.WriteString("</table>")
 	fmt.Fprintf(&b, `<p class="note">%d requests: %d ok, %d errors (%s); statuses: %s; %d warm-up fetches not counted.</p>`,

@@ -267,22 +267,14 @@ func (r *Report) WriteText(w io.Writer) error {
 	b.WriteString("\n\n")
 
 	fmt.Fprintf(&b, "%-20s%9s%9s%9s%9s%9s%9s\n", "latency (ms)", "p50", "p95", "p99", "p99.9", "max", "mean")
-	row := func(name string, s LatencySummary) {
+	for _, row := range r.latencyRows() {
+		name := row.name
+		if row.phase {
+			name = " " + name
+		}
+		s := row.s
 		fmt.Fprintf(&b, "%-20s%9s%9s%9s%9s%9s%9s\n", name,
 			fmtMs(s.P50), fmtMs(s.P95), fmtMs(s.P99), fmtMs(s.P999), fmtMs(s.Max), fmtMs(s.Mean))
-	}
-	row("end to end", r.LatencyMS)
-	row(" enqueue (client)", r.Phases.Enqueue)
-	row(" execution (client)", r.Phases.Execution)
-	row(" origin: enqueue", r.Phases.OriginEnqueue)
-	row(" origin: queue", r.Phases.Queue)
-	row(" origin: fetch", r.Phases.Fetch)
-	row(" origin: total", r.Phases.Total)
-	if r.BaselineLatencyMS != nil {
-		row("baseline (direct)", *r.BaselineLatencyMS)
-	}
-	if r.AddedLatencyMS != nil {
-		row("added by pipeline", *r.AddedLatencyMS)
 	}
 
 	if len(r.StatusCounts) > 0 {
@@ -422,4 +414,31 @@ func fmtCount(v float64) string {
 		b.WriteRune(c)
 	}
 	return b.String()
+}
+
+// latencyRow is one line of a report's latency table.
+type latencyRow struct {
+	name  string
+	phase bool // a phase of the end-to-end latency (indented in text)
+	s     LatencySummary
+}
+
+// latencyRows are the rows the text and HTML reports show, in order.
+func (r *Report) latencyRows() []latencyRow {
+	rows := []latencyRow{
+		{"end to end", false, r.LatencyMS},
+		{"enqueue (client)", true, r.Phases.Enqueue},
+		{"execution (client)", true, r.Phases.Execution},
+		{"origin: enqueue", true, r.Phases.OriginEnqueue},
+		{"origin: queue", true, r.Phases.Queue},
+		{"origin: fetch", true, r.Phases.Fetch},
+		{"origin: total", true, r.Phases.Total},
+	}
+	if r.BaselineLatencyMS != nil {
+		rows = append(rows, latencyRow{"baseline (direct)", false, *r.BaselineLatencyMS})
+	}
+	if r.AddedLatencyMS != nil {
+		rows = append(rows, latencyRow{"added by pipeline", false, *r.AddedLatencyMS})
+	}
+	return rows
 }
