@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -197,7 +197,7 @@ func TestInterruptWritesPartialReport(t *testing.T) {
 	noLeaks(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errb lockedBuffer
+	var out, errb testutil.LockedBuffer
 	args := []string{"--embedded", "--concurrency", "4", "--requests", "100000000", "--warmup", "0", "--log-level", "error"}
 	done := make(chan int)
 	go func() { done <- run(ctx, args, &out, &errb) }()
@@ -235,22 +235,4 @@ func TestProgressLine(t *testing.T) {
 	if b.String() != "\r\x1b[K" {
 		t.Errorf("final update %q, want the line erased", b.String())
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for one writer and a concurrent reader.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -2,34 +2,15 @@ package stack
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 )
-
-// lockedBuffer is a bytes.Buffer safe for concurrent writers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestJobLogLinesCarryJobAndOriginAndNoSecrets runs fetches that succeed,
 // fail at the origin, fail at the executor, time out and are retried, with
@@ -37,7 +18,7 @@ func (l *lockedBuffer) String() string {
 // names its origin too, and no line holds a request header value or a
 // body.
 func TestJobLogLinesCarryJobAndOriginAndNoSecrets(t *testing.T) {
-	var logs lockedBuffer
+	var logs testutil.LockedBuffer
 	log := zerolog.New(&logs).Level(zerolog.TraceLevel).With().Timestamp().Logger()
 	cfg := EphemeralConfig()
 	cfg.Executor.Retry.BaseDelay = time.Millisecond
