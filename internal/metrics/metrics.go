@@ -28,6 +28,9 @@ type Metrics struct {
 	rpcOnce    sync.Once
 	rpc        *RPC
 	queueOnce  sync.Once
+
+	partsMu sync.Mutex
+	parts   map[string]any // Part: key → the value its build made
 }
 
 // New returns a Metrics with a fresh registry holding the Go runtime and
@@ -108,6 +111,31 @@ func (m *Metrics) RPC() *RPC {
 	}
 	m.rpcOnce.Do(func() { m.rpc = newRPC(m.reg) })
 	return m.rpc
+}
+
+// Part returns the metrics part registered under key, building it with build
+// (which registers its collectors in reg) on first use; later calls with the
+// same key return the same part, so every role instance in a process shares
+// it. It returns nil for a nil Metrics. Roles use it to own their metrics:
+// origin/metrics.go, executor/metrics.go and runtime/metrics.go each declare
+// a part and its recording methods. It panics if key was first registered
+// with a different type, or if build registers a metric name twice
+// (programming errors). Safe for concurrent use.
+func Part[T any](m *Metrics, key string, build func(reg prometheus.Registerer) *T) *T {
+	if m == nil {
+		return nil
+	}
+	m.partsMu.Lock()
+	defer m.partsMu.Unlock()
+	if p, ok := m.parts[key]; ok {
+		return p.(*T)
+	}
+	if m.parts == nil {
+		m.parts = make(map[string]any)
+	}
+	p := build(m.reg)
+	m.parts[key] = p
+	return p
 }
 
 // LatencyBuckets returns the histogram bucket bounds, in seconds, every

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
@@ -440,4 +441,24 @@ func BenchmarkExecutorJob(b *testing.B) {
 			e.End()
 		}
 	})
+}
+
+func TestPartBuildsOncePerKey(t *testing.T) {
+	m := New()
+	builds := 0
+	build := func(reg prometheus.Registerer) *prometheus.Counter {
+		builds++
+		c := prometheus.NewCounter(prometheus.CounterOpts{Name: "part_test_total", Help: "test"})
+		reg.MustRegister(c)
+		return &c
+	}
+	a := Part(m, "x", build)
+	b := Part(m, "x", build)
+	if a != b || builds != 1 {
+		t.Fatalf("got %d builds (same part: %v), want 1 and the same part", builds, a == b)
+	}
+	var nilM *Metrics
+	if p := Part(nilM, "x", build); p != nil {
+		t.Fatalf("nil Metrics: got %v, want nil", p)
+	}
 }
