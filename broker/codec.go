@@ -233,7 +233,7 @@ func decodeResult(data []byte) (*Result, error) {
 	r.Attempt = int(d.int())
 	r.Executor = d.str()
 	if d.bool() {
-		r.Error = &ResultError{Code: Code(d.str()), Message: d.str()}
+		r.Error = &Error{Code: Code(d.str()), Message: d.str()}
 	}
 	r.ReceivedAt = d.int()
 	r.StoredAt = d.int()

@@ -35,7 +35,7 @@ func TestCodecRoundTrip(t *testing.T) {
 	r := sampleResult()
 	for _, withErr := range []bool{false, true} {
 		if withErr {
-			r.Error = &ResultError{Code: CodeTimeout, Message: "slow"}
+			r.Error = &Error{Code: CodeTimeout, Message: "slow"}
 		}
 		data, _ := r.Encode()
 		got, err := DecodeResult(data)

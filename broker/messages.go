@@ -59,12 +59,6 @@ func DecodeJob(data []byte) (*Job, error) {
 	return j, nil
 }
 
-// ResultError is the failure of a job: a wire code and a human message.
-type ResultError struct {
-	Code    Code   `json:"code"`
-	Message string `json:"message"`
-}
-
 // Result is the outcome of a job as stored in the results stream.
 type Result struct {
 	JobID     string            `json:"job"`
@@ -78,7 +72,7 @@ type Result struct {
 	Attempt  int    `json:"attempt"`
 	Executor string `json:"executor"`
 	// Error is set when the job failed; Status/Headers/Body are then empty.
-	Error *ResultError `json:"error,omitempty"`
+	Error *Error `json:"error,omitempty"`
 	// Timestamps (Unix nanoseconds) and the fetch duration.
 	ReceivedAt   int64        `json:"received_at"`
 	StoredAt     int64        `json:"stored_at"`

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -191,22 +190,4 @@ func OriginConsumerConfig(s Subjects, originID string, replicas int, ackWait tim
 // seconds instead of the library default of 30.
 func PullOptions() []jetstream.PullConsumeOpt {
 	return []jetstream.PullConsumeOpt{jetstream.PullExpiry(10 * time.Second), jetstream.PullHeartbeat(2 * time.Second)}
-}
-
-// IsQueueFull reports whether a publish error means a jobs stream limit was
-// reached.
-func IsQueueFull(err error) bool {
-	if err == nil {
-		return false
-	}
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		switch apiErr.ErrorCode {
-		case 10077: // JSStreamStoreFailedF: "maximum messages/bytes exceeded"
-			return true
-		}
-	}
-	msg := err.Error()
-	return strings.Contains(msg, "maximum messages") || strings.Contains(msg, "maximum bytes") ||
-		strings.Contains(msg, "insufficient resources")
 }

@@ -56,7 +56,7 @@ func (e *Executor) handleDeadLetter(msg jetstream.Msg) {
 		Attempt:    int(adv.Deliveries),
 		Executor:   e.cfg.ID,
 		ReceivedAt: job.ReceivedAt,
-		Error: &broker.ResultError{
+		Error: &broker.Error{
 			Code:    broker.CodeDeadLetter,
 			Message: fmt.Sprintf("job failed after %d deliveries (executors crashed or timed out); kept in the dead-letter queue", adv.Deliveries),
 		},

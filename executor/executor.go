@@ -196,17 +196,13 @@ func (e *Executor) process(msg jetstream.Msg) {
 		Continuation: job.Continuation,
 	}
 	if ferr != nil {
-		var fe *FetchError
-		if !errors.As(ferr, &fe) {
-			fe = &FetchError{Code: broker.CodeInternal, Err: ferr}
-		}
 		if e.inflight.Err() != nil {
 			// Aborted by a forced shutdown: leave the job for another executor.
 			_ = msg.Nak()
 			return
 		}
-		res.Error = &broker.ResultError{Code: fe.Code, Message: fe.Err.Error()}
-		log.Debug().Str("code", string(fe.Code)).Err(logSafe(fe.Err)).Msg("fetch failed")
+		res.Error = broker.ErrorOf(ferr)
+		log.Debug().Str("code", string(res.Error.Code)).Err(logSafe(ferr)).Msg("fetch failed")
 	} else {
 		res.Status, res.Headers, res.Body, res.Truncated = resp.Status, resp.Headers, resp.Body, resp.Truncated
 	}

@@ -71,15 +71,6 @@ type Response struct {
 	Truncated bool
 }
 
-// FetchError is a failed fetch with its wire code.
-type FetchError struct {
-	Code broker.Code
-	Err  error
-}
-
-func (e *FetchError) Error() string { return string(e.Code) + ": " + e.Err.Error() }
-func (e *FetchError) Unwrap() error { return e.Err }
-
 // Fetcher performs outbound HTTP requests over a pooled client. It is safe for
 // concurrent use.
 type Fetcher struct {
@@ -129,12 +120,12 @@ func (f *Fetcher) Timeout(job *broker.Job) time.Duration {
 	return d
 }
 
-// Fetch performs the job's request. Any failure is a *FetchError whose Code
+// Fetch performs the job's request. Any failure is a *broker.Error whose Code
 // says what went wrong; an HTTP status (also 4xx/5xx) is a Response.
 func (f *Fetcher) Fetch(ctx context.Context, job *broker.Job) (*Response, error) {
 	u, err := url.Parse(job.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, &FetchError{Code: broker.CodeInvalidURL, Err: fmt.Errorf("invalid url %q", job.URL)}
+		return nil, broker.WrapError(broker.CodeInvalidURL, fmt.Errorf("invalid url %q", job.URL))
 	}
 	if err := f.cfg.Policy.CheckURL(u); err != nil {
 		return nil, classify(ctx, err)
@@ -151,7 +142,7 @@ func (f *Fetcher) Fetch(ctx context.Context, job *broker.Job) (*Response, error)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, job.URL, body)
 	if err != nil {
-		return nil, &FetchError{Code: broker.CodeInvalidURL, Err: err}
+		return nil, broker.WrapError(broker.CodeInvalidURL, err)
 	}
 	for k, v := range job.Headers {
 		if forwardable(k) {
@@ -181,28 +172,28 @@ func (f *Fetcher) Fetch(ctx context.Context, job *broker.Job) (*Response, error)
 	return out, nil
 }
 
-// classify turns a transport error into a FetchError with its wire code. This
-// is the one place a fetch failure gets its code.
-func classify(ctx context.Context, err error) *FetchError {
-	var fe *FetchError
+// classify turns a transport error into a *broker.Error with its wire code.
+// This is the one place a fetch failure gets its code.
+func classify(ctx context.Context, err error) *broker.Error {
+	var fe *broker.Error
 	if errors.As(err, &fe) {
 		return fe
 	}
 	var de *netpolicy.DestinationError
 	if errors.As(err, &de) {
-		return &FetchError{Code: broker.CodeBlockedDestination, Err: err}
+		return broker.WrapError(broker.CodeBlockedDestination, err)
 	}
 	if errors.Is(err, netpolicy.ErrInvalidURL) {
-		return &FetchError{Code: broker.CodeInvalidURL, Err: err}
+		return broker.WrapError(broker.CodeInvalidURL, err)
 	}
 	if errors.Is(err, context.DeadlineExceeded) || ctx.Err() == context.DeadlineExceeded {
-		return &FetchError{Code: broker.CodeTimeout, Err: err}
+		return broker.WrapError(broker.CodeTimeout, err)
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		return &FetchError{Code: broker.CodeTimeout, Err: err}
+		return broker.WrapError(broker.CodeTimeout, err)
 	}
-	return &FetchError{Code: broker.CodeFetchFailed, Err: err}
+	return broker.WrapError(broker.CodeFetchFailed, err)
 }
 
 // forwardable reports whether a header may cross the executor: hop-by-hop

@@ -36,18 +36,6 @@ type clientFrame struct {
 	Retry        bool              `json:"retry"`
 }
 
-// frameError is a request the origin refuses, with its wire code.
-type wireError struct {
-	Code    broker.Code
-	Message string
-}
-
-func (e *wireError) Error() string { return string(e.Code) + ": " + e.Message }
-
-func errf(code broker.Code, format string, args ...any) *wireError {
-	return &wireError{Code: code, Message: fmt.Sprintf(format, args...)}
-}
-
 // FetchRequest is an outbound fetch to enqueue.
 type FetchRequest struct {
 	URL     string
@@ -82,8 +70,8 @@ func validID(id string) bool {
 }
 
 // parseFrame decodes one client frame. On failure it returns the id it could
-// read (possibly empty) and a *wireError.
-func parseFrame(data []byte) (*clientFrame, *wireError) {
+// read (possibly empty) and a *broker.Error.
+func parseFrame(data []byte) (*clientFrame, *broker.Error) {
 	var f clientFrame
 	if err := json.Unmarshal(data, &f); err != nil {
 		// Recover the id when only another field is bad, so the client can
@@ -96,28 +84,28 @@ func parseFrame(data []byte) (*clientFrame, *wireError) {
 		if !validID(f.ID) {
 			f.ID = ""
 		}
-		return &f, errf(broker.CodeBadRequest, "malformed JSON: %v", trimErr(err))
+		return &f, broker.Errorf(broker.CodeBadRequest, "malformed JSON: %v", trimErr(err))
 	}
 	if !validID(f.ID) {
 		id := f.ID
 		f.ID = ""
 		if id == "" {
-			return &f, errf(broker.CodeBadRequest, "missing id")
+			return &f, broker.Errorf(broker.CodeBadRequest, "missing id")
 		}
-		return &f, errf(broker.CodeBadRequest, "id must be 1..128 printable ASCII characters")
+		return &f, broker.Errorf(broker.CodeBadRequest, "id must be 1..128 printable ASCII characters")
 	}
 	switch f.Type {
 	case frameStartFetch, frameGetResult:
 	case "":
-		return &f, errf(broker.CodeBadRequest, "missing type")
+		return &f, broker.Errorf(broker.CodeBadRequest, "missing type")
 	default:
-		return &f, errf(broker.CodeBadRequest, "unknown type %q", truncate(f.Type, 64))
+		return &f, broker.Errorf(broker.CodeBadRequest, "unknown type %q", truncate(f.Type, 64))
 	}
 	return &f, nil
 }
 
 // fetchRequest validates a start-fetch frame's fields.
-func (f *clientFrame) fetchRequest(l limits) (FetchRequest, *wireError) {
+func (f *clientFrame) fetchRequest(l limits) (FetchRequest, *broker.Error) {
 	req := FetchRequest{URL: f.URL, Method: f.Method, Headers: f.Headers, TimeoutMS: f.TimeoutMS, Retry: f.Retry}
 	if err := checkURL(f.URL, l.maxURL); err != nil {
 		return req, err
@@ -126,18 +114,18 @@ func (f *clientFrame) fetchRequest(l limits) (FetchRequest, *wireError) {
 		req.Method = http.MethodGet
 	}
 	if !validToken(req.Method) || len(req.Method) > 32 {
-		return req, errf(broker.CodeBadRequest, "bad method %q", truncate(req.Method, 32))
+		return req, broker.Errorf(broker.CodeBadRequest, "bad method %q", truncate(req.Method, 32))
 	}
 	req.Method = strings.ToUpper(req.Method)
 	if len(req.Headers) > l.maxHeaders {
-		return req, errf(broker.CodeTooLarge, "%d headers, at most %d allowed", len(req.Headers), l.maxHeaders)
+		return req, broker.Errorf(broker.CodeTooLarge, "%d headers, at most %d allowed", len(req.Headers), l.maxHeaders)
 	}
 	for k, v := range req.Headers {
 		if !validToken(k) {
-			return req, errf(broker.CodeBadRequest, "bad header name %q", truncate(k, 64))
+			return req, broker.Errorf(broker.CodeBadRequest, "bad header name %q", truncate(k, 64))
 		}
 		if strings.ContainsAny(v, "\r\n\x00") {
-			return req, errf(broker.CodeBadRequest, "bad value for header %q", truncate(k, 64))
+			return req, broker.Errorf(broker.CodeBadRequest, "bad value for header %q", truncate(k, 64))
 		}
 	}
 	switch f.BodyEncoding {
@@ -146,39 +134,39 @@ func (f *clientFrame) fetchRequest(l limits) (FetchRequest, *wireError) {
 	case "base64":
 		b, err := base64.StdEncoding.DecodeString(f.Body)
 		if err != nil {
-			return req, errf(broker.CodeBadRequest, "body is not valid base64")
+			return req, broker.Errorf(broker.CodeBadRequest, "body is not valid base64")
 		}
 		req.Body = b
 	default:
-		return req, errf(broker.CodeBadRequest, "unknown body_encoding %q", truncate(f.BodyEncoding, 32))
+		return req, broker.Errorf(broker.CodeBadRequest, "unknown body_encoding %q", truncate(f.BodyEncoding, 32))
 	}
 	if len(req.Body) > l.maxBody {
-		return req, errf(broker.CodeTooLarge, "body is %d bytes, limit %d", len(req.Body), l.maxBody)
+		return req, broker.Errorf(broker.CodeTooLarge, "body is %d bytes, limit %d", len(req.Body), l.maxBody)
 	}
 	if req.TimeoutMS < 0 || req.TimeoutMS > l.maxTimeoutMS {
-		return req, errf(broker.CodeBadRequest, "timeout_ms must be 0..%d", l.maxTimeoutMS)
+		return req, broker.Errorf(broker.CodeBadRequest, "timeout_ms must be 0..%d", l.maxTimeoutMS)
 	}
 	return req, nil
 }
 
 // checkURL accepts absolute http(s) URLs with a host. Where the URL may go
 // is the executor's destination policy's decision.
-func checkURL(raw string, max int) *wireError {
+func checkURL(raw string, max int) *broker.Error {
 	if raw == "" {
-		return errf(broker.CodeInvalidURL, "missing url")
+		return broker.Errorf(broker.CodeInvalidURL, "missing url")
 	}
 	if len(raw) > max {
-		return errf(broker.CodeInvalidURL, "url longer than %d bytes", max)
+		return broker.Errorf(broker.CodeInvalidURL, "url longer than %d bytes", max)
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return errf(broker.CodeInvalidURL, "cannot parse url: %v", trimErr(err))
+		return broker.Errorf(broker.CodeInvalidURL, "cannot parse url: %v", trimErr(err))
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return errf(broker.CodeInvalidURL, "scheme must be http or https")
+		return broker.Errorf(broker.CodeInvalidURL, "scheme must be http or https")
 	}
 	if u.Host == "" || u.Hostname() == "" {
-		return errf(broker.CodeInvalidURL, "url has no host")
+		return broker.Errorf(broker.CodeInvalidURL, "url has no host")
 	}
 	return nil
 }
@@ -273,7 +261,7 @@ func encodeResult(clientID string, res *broker.Result, t Timing) []byte {
 	return mustJSON(f)
 }
 
-func encodeError(id, job string, e *wireError) []byte {
+func encodeError(id, job string, e *broker.Error) []byte {
 	return mustJSON(errorFrame{Type: frameError, ID: id, Job: job, Code: string(e.Code), Message: e.Message})
 }
 

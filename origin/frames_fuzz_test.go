@@ -103,7 +103,7 @@ func FuzzParseFrame(f *testing.F) {
 }
 
 // checkRefusal checks one refused frame and the error frame sent for it.
-func checkRefusal(t *testing.T, fn string, data []byte, id string, werr *wireError, allowed ...broker.Code) {
+func checkRefusal(t *testing.T, fn string, data []byte, id string, werr *broker.Error, allowed ...broker.Code) {
 	t.Helper()
 	if !documentedCodes[werr.Code] {
 		t.Fatalf("%s(%q): undocumented code %q", fn, data, werr.Code)

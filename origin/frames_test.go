@@ -159,7 +159,7 @@ func TestFrameFetchRequest(t *testing.T) {
 
 func TestErrorFrameEchoesIDAndCode(t *testing.T) {
 	for _, id := range []string{"", "c-1", `quote" and \backslash`, strings.Repeat("z", 128)} {
-		werr := errf(broker.CodeBadRequest, "unknown type %q", truncate("\xff\xfe"+strings.Repeat("é", 40), 64))
+		werr := broker.Errorf(broker.CodeBadRequest, "unknown type %q", truncate("\xff\xfe"+strings.Repeat("é", 40), 64))
 		var out errorFrame
 		if err := json.Unmarshal(encodeError(id, "J", werr), &out); err != nil {
 			t.Fatalf("id %q: %v", id, err)

@@ -402,7 +402,7 @@ func (s *Server) publish(job *broker.Job) (jetstream.PubAckFuture, error) {
 }
 
 func (s *Server) publishErr(err error) error {
-	if broker.IsQueueFull(err) {
+	if broker.CodeOf(err) == broker.CodeQueueFull {
 		return fmt.Errorf("store job: %w", broker.ErrQueueFull)
 	}
 	return fmt.Errorf("store job: %w", err)

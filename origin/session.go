@@ -101,7 +101,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if !s.authorized(r) {
 		sess.log.Info().Msg("websocket refused: missing or wrong bearer token")
 		_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
-		_ = conn.WriteMessage(websocket.TextMessage, encodeError("", "", errf(broker.CodeUnauthorized, "missing or wrong bearer token")))
+		_ = conn.WriteMessage(websocket.TextMessage, encodeError("", "", broker.Errorf(broker.CodeUnauthorized, "missing or wrong bearer token")))
 		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "unauthorized"), time.Now().Add(time.Second))
 		conn.Close()
 		return
@@ -168,14 +168,14 @@ func (c *session) readLoop() {
 			if _, err := io.Copy(io.Discard, r); err != nil {
 				return
 			}
-			c.queue(encodeError("", "", errf(broker.CodeBadRequest, "binary frames are not supported; send JSON text frames")))
+			c.queue(encodeError("", "", broker.Errorf(broker.CodeBadRequest, "binary frames are not supported; send JSON text frames")))
 			continue
 		}
 		if n > int64(cfg.MaxFrameBytes) {
 			if _, err := io.Copy(io.Discard, r); err != nil {
 				return
 			}
-			c.queue(encodeError("", "", errf(broker.CodeTooLarge, "frame larger than %d bytes", cfg.MaxFrameBytes)))
+			c.queue(encodeError("", "", broker.Errorf(broker.CodeTooLarge, "frame larger than %d bytes", cfg.MaxFrameBytes)))
 			continue
 		}
 		c.handleFrame(buf.Bytes(), received)
@@ -211,7 +211,7 @@ func (c *session) handleFrame(data []byte, received time.Time) {
 
 func (c *session) getResult(f *clientFrame) {
 	if f.Job == "" {
-		c.queue(encodeError(f.ID, "", errf(broker.CodeBadRequest, "get-result needs a job id")))
+		c.queue(encodeError(f.ID, "", broker.Errorf(broker.CodeBadRequest, "get-result needs a job id")))
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -219,11 +219,11 @@ func (c *session) getResult(f *clientFrame) {
 	cancel()
 	if err != nil {
 		c.log.Warn().Err(err).Str("job", f.Job).Msg("get-result")
-		c.queue(encodeError(f.ID, f.Job, errf(broker.CodeInternal, "could not read the result store")))
+		c.queue(encodeError(f.ID, f.Job, broker.Errorf(broker.CodeInternal, "could not read the result store")))
 		return
 	}
 	if res == nil {
-		c.queue(encodeError(f.ID, f.Job, errf(broker.CodeBadRequest, "no finished result for job %q (unknown, still running, or past the retention window)", truncate(f.Job, 64))))
+		c.queue(encodeError(f.ID, f.Job, broker.Errorf(broker.CodeBadRequest, "no finished result for job %q (unknown, still running, or past the retention window)", truncate(f.Job, 64))))
 		return
 	}
 	c.queue(encodeResult(f.ID, res, Timing{
@@ -246,19 +246,19 @@ func (c *session) startFetch(f *clientFrame, received time.Time) {
 	if _, dup := c.byClient[f.ID]; dup {
 		c.mu.Unlock()
 		c.srv.m.Error(broker.CodeBadRequest)
-		c.queue(encodeError(f.ID, "", errf(broker.CodeBadRequest, "id %q is already in flight on this connection", f.ID)))
+		c.queue(encodeError(f.ID, "", broker.Errorf(broker.CodeBadRequest, "id %q is already in flight on this connection", f.ID)))
 		return
 	}
 	if c.limiter != nil && !c.limiter.AllowN(received, 1) {
 		c.mu.Unlock()
 		c.srv.m.Error(broker.CodeQueueFull)
-		c.queue(encodeError(f.ID, "", errf(broker.CodeQueueFull, "rate limit: %g fetches per second on this connection", c.srv.cfg.RatePerConn)))
+		c.queue(encodeError(f.ID, "", broker.Errorf(broker.CodeQueueFull, "rate limit: %g fetches per second on this connection", c.srv.cfg.RatePerConn)))
 		return
 	}
 	if len(c.pending) >= c.srv.cfg.MaxInFlight {
 		c.mu.Unlock()
 		c.srv.m.Error(broker.CodeQueueFull)
-		c.queue(encodeError(f.ID, "", errf(broker.CodeQueueFull, "%d fetches in flight on this connection; wait for results", c.srv.cfg.MaxInFlight)))
+		c.queue(encodeError(f.ID, "", broker.Errorf(broker.CodeQueueFull, "%d fetches in flight on this connection; wait for results", c.srv.cfg.MaxInFlight)))
 		return
 	}
 	// Registered before publishing: the result may arrive before the PubAck.
@@ -384,7 +384,7 @@ func (c *session) fail(p *pendingFetch, err error) {
 	delete(c.pending, p.jobID)
 	delete(c.byClient, p.clientID)
 	c.srv.m.Error(code)
-	c.queueLocked(encodeError(p.clientID, job, errf(code, "%s", msg)))
+	c.queueLocked(encodeError(p.clientID, job, broker.Errorf(code, "%s", msg)))
 }
 
 func (c *session) markEnqueued(p *pendingFetch) {
