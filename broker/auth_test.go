@@ -53,7 +53,7 @@ func startAuthServer(t *testing.T, auth AuthConfig, tls *TLSFiles) *Server {
 	if err != nil {
 		t.Fatalf("server users: %v", err)
 	}
-	srv, err := StartServer(ServerConfig{
+	srv, err := NewServer(ServerConfig{
 		Port:        -1,
 		MonitorPort: -2,
 		StoreDir:    t.TempDir(),
@@ -61,10 +61,13 @@ func startAuthServer(t *testing.T, auth AuthConfig, tls *TLSFiles) *Server {
 		TLS:         tls,
 		Logger:      zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel),
 	})
+	if err == nil {
+		err = srv.Start(context.Background())
+	}
 	if err != nil {
 		t.Fatalf("start server: %v", err)
 	}
-	t.Cleanup(srv.Shutdown)
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
 	return srv
 }
 
@@ -109,7 +112,7 @@ func provisionAsAdmin(t *testing.T, srv *Server, auth AuthConfig) {
 		t.Fatalf("connect admin in-process: %v", err)
 	}
 	defer nc.Close()
-	if err := Provision(ctx, newJS(t, nc), StreamsConfig{Memory: true}); err != nil {
+	if err := Provision(ctx, newJS(t, nc), StreamsConfig{Storage: MemoryStorage}); err != nil {
 		t.Fatalf("provision as admin: %v", err)
 	}
 	if err := nc.LastError(); err != nil {

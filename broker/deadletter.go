@@ -74,7 +74,7 @@ func provisionDeadLetters(ctx context.Context, js jetstream.JetStream, c Streams
 	cons := jetstream.ConsumerConfig{
 		Durable:    DeadLetterConsumer,
 		AckPolicy:  jetstream.AckExplicitPolicy,
-		AckWait:    30 * time.Second,
+		AckWait:    DefaultAckWait,
 		MaxDeliver: -1,
 		Replicas:   c.Replicas,
 	}

@@ -1,10 +1,12 @@
 package broker
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -71,20 +73,34 @@ type ClusterConfig struct {
 	LameDuck time.Duration
 }
 
-// Server is a running embedded nats-server with JetStream enabled. Its
-// methods are safe for concurrent use.
+// Defaults of the embedded server's listeners.
+const (
+	DefaultHost        = "127.0.0.1"
+	DefaultClientPort  = 4222
+	DefaultMonitorPort = 8222
+	DefaultClusterPort = 6222
+	// DefaultURL is where roles look for NATS when told nothing else.
+	DefaultURL = "nats://127.0.0.1:4222"
+)
+
+// Server is an embedded nats-server with JetStream enabled. Create it with
+// NewServer, run it with Start, stop it with Shutdown (or LameDuckShutdown).
+// Its methods are safe for concurrent use.
 type Server struct {
+	cfg      ServerConfig
 	ns       *server.Server
 	log      zerolog.Logger
 	lameDuck time.Duration
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
 }
 
-// StartServer starts an embedded NATS server with JetStream and waits until it
-// accepts connections and JetStream is usable. It fails with
-// ErrServerNotReady (wrapped) when that takes longer than cfg.ReadyTimeout.
-func StartServer(cfg ServerConfig) (*Server, error) {
+// NewServer checks cfg and prepares a server; it does not listen yet.
+func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.StoreDir == "" {
-		return nil, fmt.Errorf("start nats server: store dir is required")
+		return nil, fmt.Errorf("new nats server: store dir is required")
 	}
 	opts := &server.Options{
 		ServerName: cfg.ServerName,
@@ -98,14 +114,14 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		MaxPayload: 8 << 20,
 	}
 	if opts.Host == "" {
-		opts.Host = "127.0.0.1"
+		opts.Host = DefaultHost
 	}
 	if opts.Port == 0 {
-		opts.Port = 4222
+		opts.Port = DefaultClientPort
 	}
 	switch cfg.MonitorPort {
 	case 0:
-		opts.HTTPHost, opts.HTTPPort = opts.Host, 8222
+		opts.HTTPHost, opts.HTTPPort = opts.Host, DefaultMonitorPort
 	case -2:
 	default:
 		opts.HTTPHost, opts.HTTPPort = opts.Host, cfg.MonitorPort
@@ -118,16 +134,19 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.TLS != nil {
 		if err := cfg.TLS.serverOptions(opts); err != nil {
-			return nil, fmt.Errorf("start nats server: %w", err)
+			return nil, fmt.Errorf("new nats server: %w", err)
 		}
 	}
 	if c := cfg.Cluster; c != nil {
 		if opts.ServerName == "" {
-			return nil, fmt.Errorf("start nats server: cluster mode needs a server name")
+			return nil, fmt.Errorf("new nats server: cluster mode needs a server name")
 		}
 		opts.Cluster.Name = c.Name
 		opts.Cluster.Host = c.Host
 		opts.Cluster.Port = c.Port
+		if opts.Cluster.Port == 0 {
+			opts.Cluster.Port = DefaultClusterPort
+		}
 		if len(c.Routes) > 0 {
 			opts.Routes = server.RoutesFromStr(strings.Join(c.Routes, ","))
 		}
@@ -138,37 +157,66 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
-		return nil, fmt.Errorf("start nats server: %w", err)
+		return nil, fmt.Errorf("new nats server: %w", err)
 	}
 	ns.SetLoggerV2(natsLogger{cfg.Logger}, false, false, false)
-	go ns.Start()
-	timeout := cfg.ReadyTimeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	deadline := time.Now().Add(timeout)
-	if !ns.ReadyForConnections(timeout) {
-		ns.Shutdown()
-		return nil, fmt.Errorf("start nats server on %s:%d: %w", opts.Host, opts.Port, ErrServerNotReady)
-	}
-	// ReadyForConnections returns before JetStream (in a cluster: the meta
-	// leader) is usable; a stream created now could hang.
-	for cfg.Cluster == nil || !cfg.Cluster.NoMetaWait {
-		st := ns.Healthz(&server.HealthzOptions{JSEnabledOnly: cfg.Cluster == nil, JSMetaOnly: cfg.Cluster != nil})
-		if st.Status == "ok" {
-			break
-		}
-		if time.Now().After(deadline) {
-			ns.Shutdown()
-			return nil, fmt.Errorf("start nats server: jetstream: %s: %w", st.Error, ErrServerNotReady)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	s := &Server{ns: ns, log: cfg.Logger}
+	s := &Server{cfg: cfg, ns: ns, log: cfg.Logger}
 	if cfg.Cluster != nil {
 		s.lameDuck = cfg.Cluster.LameDuck
 	}
 	return s, nil
+}
+
+// Start starts the server and waits until it accepts connections and
+// JetStream is usable (in a cluster: has a meta leader, unless
+// ClusterConfig.NoMetaWait). It fails with ErrServerNotReady (wrapped) when
+// that takes longer than cfg.ReadyTimeout or ctx allows, and with
+// ErrServerClosed after Shutdown. A server that failed to start is shut
+// down.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrServerClosed
+	}
+	if s.started {
+		return fmt.Errorf("start nats server: already started")
+	}
+	s.started = true
+	timeout := s.cfg.ReadyTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
+		timeout = time.Until(dl)
+	}
+	go s.ns.Start()
+	deadline := time.Now().Add(timeout)
+	if !s.ns.ReadyForConnections(timeout) {
+		s.stopLocked()
+		return fmt.Errorf("start nats server on %s:%d: %w", s.cfg.Host, s.cfg.Port, ErrServerNotReady)
+	}
+	// ReadyForConnections returns before JetStream (in a cluster: the meta
+	// leader) is usable; a stream created now could hang.
+	cl := s.cfg.Cluster
+	for cl == nil || !cl.NoMetaWait {
+		st := s.ns.Healthz(&server.HealthzOptions{JSEnabledOnly: cl == nil, JSMetaOnly: cl != nil})
+		if st.Status == "ok" {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			s.stopLocked()
+			return fmt.Errorf("start nats server: jetstream: %s: %w", st.Error, ErrServerNotReady)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+func (s *Server) stopLocked() {
+	s.closed = true
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
 }
 
 // NATS returns the underlying nats-server, for in-process connections.
@@ -197,26 +245,57 @@ func (s *Server) MonitorAddr() string {
 	return ""
 }
 
-// Shutdown stops the server and waits until it has stopped. Clients should be
-// drained first.
-func (s *Server) Shutdown() {
-	s.ns.Shutdown()
-	s.ns.WaitForShutdown()
+// Shutdown stops the server and waits until it has stopped or ctx is done
+// (then it returns ctx's error; the server still stops in the background).
+// Clients should be drained first. Calling it again does nothing.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	return s.waitStopped(ctx, s.ns.Shutdown)
 }
 
 // LameDuckShutdown stops the server gracefully, for rolling restarts of
 // cluster nodes: it stops accepting clients, hands its JetStream stream and
 // consumer leaderships to other nodes, closes its clients spread over
 // ClusterConfig.LameDuck (they reconnect to the other nodes) and waits until
-// the server has stopped. Without a lame-duck duration it is Shutdown.
-func (s *Server) LameDuckShutdown() {
+// the server has stopped or ctx is done. Without a lame-duck duration it is
+// Shutdown.
+func (s *Server) LameDuckShutdown(ctx context.Context) error {
 	if s.lameDuck <= 0 {
-		s.Shutdown()
-		return
+		return s.Shutdown(ctx)
 	}
-	s.ns.LameDuckShutdown()
-	s.ns.Shutdown()
-	s.ns.WaitForShutdown()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	return s.waitStopped(ctx, func() {
+		s.ns.LameDuckShutdown()
+		s.ns.Shutdown()
+	})
+}
+
+// waitStopped runs stop in the background and waits for the server to stop.
+func (s *Server) waitStopped(ctx context.Context, stop func()) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		stop()
+		s.ns.WaitForShutdown()
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("nats server shutdown: %w", ctx.Err())
+	}
 }
 
 // natsLogger adapts zerolog to the nats-server logger interface.

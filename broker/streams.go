@@ -9,39 +9,67 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// Defaults that more than one role needs. Every other stream setting's
+// default is in DefaultStreamsConfig.
+const (
+	// DefaultAckWait is how long a delivered job or result may stay
+	// unacknowledged, without progress, before it is redelivered.
+	DefaultAckWait = 30 * time.Second
+	// DefaultMaxAckPending caps messages in flight on a consumer.
+	DefaultMaxAckPending = 20_000
+)
+
+// Storage is where streams keep their messages.
+type Storage string
+
+// Storage kinds.
+const (
+	// FileStorage keeps jobs and results across server restarts (default).
+	FileStorage Storage = "file"
+	// MemoryStorage is faster but loses everything queued when the server
+	// stops; for benchmarks only.
+	MemoryStorage Storage = "memory"
+)
+
 // StreamsConfig sizes the jobs and results streams and the shared executors
-// consumer. Zero values take the documented defaults.
+// consumer: the `streams` section of the configuration. Zero values take the
+// defaults of DefaultStreamsConfig.
 type StreamsConfig struct {
-	Subjects Subjects
+	Subjects Subjects `yaml:"-"`
 	// Replicas per stream: 1 on a single server, 3 on a cluster. Default 1.
-	Replicas int
-	// Memory stores streams in memory instead of files (not durable).
-	Memory bool
-	// MaxJobs caps queued jobs; a publish beyond it fails with ErrQueueFull.
-	// Default 1,000,000.
-	MaxJobs int64
+	Replicas int `yaml:"replicas"`
+	// Storage is file (default) or memory.
+	Storage Storage `yaml:"storage"`
+	// MaxJobs caps queued jobs; a publish beyond it fails with a queue-full
+	// error (CodeOf gives CodeQueueFull). Default 1,000,000.
+	MaxJobs int64 `yaml:"max_jobs"`
 	// MaxJobBytes caps the jobs stream size. Default 1 GiB.
-	MaxJobBytes int64
+	MaxJobBytes int64 `yaml:"max_job_bytes"`
 	// MaxResultBytes caps the results stream size. Default 1 GiB.
-	MaxResultBytes int64
+	MaxResultBytes int64 `yaml:"max_result_bytes"`
 	// DuplicateWindow is how long a job id (Nats-Msg-Id) is remembered for
 	// de-duplication. Default 2 minutes.
-	DuplicateWindow time.Duration
+	DuplicateWindow time.Duration `yaml:"duplicate_window"`
 	// AckWait is how long an executor may hold a job without acking or
-	// signalling progress before it is redelivered. Default 30 s.
-	AckWait time.Duration
+	// signalling progress before it is redelivered. Default DefaultAckWait.
+	AckWait time.Duration `yaml:"ack_wait"`
 	// MaxDeliver caps deliveries per job. Default 5.
-	MaxDeliver int
-	// MaxAckPending caps jobs in flight across all executors. Default 20,000.
-	MaxAckPending int
+	MaxDeliver int `yaml:"max_deliver"`
+	// MaxAckPending caps jobs in flight across all executors. Default
+	// DefaultMaxAckPending.
+	MaxAckPending int `yaml:"max_ack_pending"`
 	// DeadLetterMaxAge is how long dead jobs are kept. Default 7 days.
-	DeadLetterMaxAge time.Duration
+	DeadLetterMaxAge time.Duration `yaml:"dead_letter_max_age"`
 	// FinishedTTL is how long finished results are kept for get-result and
 	// de-duplication. Default 10 minutes; negative disables the bucket.
-	FinishedTTL time.Duration
+	FinishedTTL time.Duration `yaml:"result_retention"`
 	// FinishedMaxBytes caps the finished-results bucket. Default 1 GiB.
-	FinishedMaxBytes int64
+	FinishedMaxBytes int64 `yaml:"result_retention_max_bytes"`
 }
+
+// DefaultStreamsConfig returns the stream settings with every default
+// filled in.
+func DefaultStreamsConfig() StreamsConfig { return StreamsConfig{}.withDefaults() }
 
 // Backoff is the redelivery schedule for jobs whose executor went silent
 // (crashed): AckWait, then doubling, one step per delivery.
@@ -58,10 +86,23 @@ func (c StreamsConfig) Backoff() []time.Duration {
 	return steps
 }
 
-func (c *StreamsConfig) withDefaults() StreamsConfig {
-	d := *c
+// Validate reports a setting that cannot work.
+func (c StreamsConfig) Validate() error {
+	switch c.Storage {
+	case "", FileStorage, MemoryStorage:
+	default:
+		return fmt.Errorf("streams.storage %q: want %s or %s", c.Storage, FileStorage, MemoryStorage)
+	}
+	return nil
+}
+
+func (c StreamsConfig) withDefaults() StreamsConfig {
+	d := c
 	if d.Replicas <= 0 {
 		d.Replicas = 1
+	}
+	if d.Storage == "" {
+		d.Storage = FileStorage
 	}
 	if d.MaxJobs == 0 {
 		d.MaxJobs = 1_000_000
@@ -76,13 +117,13 @@ func (c *StreamsConfig) withDefaults() StreamsConfig {
 		d.DuplicateWindow = 2 * time.Minute
 	}
 	if d.AckWait == 0 {
-		d.AckWait = 30 * time.Second
+		d.AckWait = DefaultAckWait
 	}
 	if d.MaxDeliver == 0 {
 		d.MaxDeliver = 5
 	}
 	if d.MaxAckPending == 0 {
-		d.MaxAckPending = 20_000
+		d.MaxAckPending = DefaultMaxAckPending
 	}
 	if d.FinishedTTL == 0 {
 		d.FinishedTTL = 10 * time.Minute
@@ -103,6 +144,9 @@ func (c *StreamsConfig) withDefaults() StreamsConfig {
 // started without the cluster's replicas setting must not scale a
 // replicated deployment down to one copy.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("provision: %w", err)
+	}
 	c := cfg.withDefaults()
 	if st, err := js.Stream(ctx, JobsStream); err == nil {
 		if r := st.CachedInfo().Config.Replicas; r > c.Replicas {
@@ -112,7 +156,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) e
 		return fmt.Errorf("provision: look up stream %s: %w", JobsStream, err)
 	}
 	storage := jetstream.FileStorage
-	if c.Memory {
+	if c.Storage == MemoryStorage {
 		storage = jetstream.MemoryStorage
 	}
 	jobs := jetstream.StreamConfig{
@@ -165,13 +209,13 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) e
 
 // OriginConsumerConfig is the durable consumer through which origin originID
 // reads its results. Results delivered to an origin that dies unacknowledged
-// are redelivered after ackWait (default 30 s).
+// are redelivered after ackWait (default DefaultAckWait).
 func OriginConsumerConfig(s Subjects, originID string, replicas int, ackWait time.Duration) jetstream.ConsumerConfig {
 	if replicas <= 0 {
 		replicas = 1
 	}
 	if ackWait <= 0 {
-		ackWait = 30 * time.Second
+		ackWait = DefaultAckWait
 	}
 	return jetstream.ConsumerConfig{
 		Durable:       OriginConsumer(originID),
@@ -179,7 +223,7 @@ func OriginConsumerConfig(s Subjects, originID string, replicas int, ackWait tim
 		FilterSubject: s.Result(originID),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       ackWait,
-		MaxAckPending: 20_000,
+		MaxAckPending: DefaultMaxAckPending,
 		Replicas:      replicas,
 	}
 }

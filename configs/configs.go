@@ -1,6 +1,7 @@
-// Package configs holds the default configuration file. The file is the
-// documentation of every setting and the source of the defaults: the binary
-// embeds it, so the two cannot drift apart.
+// Package configs holds the default configuration file, the documentation
+// of every setting (`pipeline config` prints it). The defaults themselves are
+// written in code (internal/config.Default, from each role's Config); a test
+// holds this file to them key by key, so the two cannot drift apart.
 package configs
 
 import (

@@ -15,31 +15,53 @@ import (
 
 	"github.com/pipeline-dev/pipeline/broker"
 	"github.com/pipeline-dev/pipeline/internal/metrics"
+	"github.com/pipeline-dev/pipeline/internal/netpolicy"
 )
 
 // ErrStopped is returned by Start after Shutdown.
 var ErrStopped = errors.New("executor: stopped")
 
 // Config configures one executor. Zero values take the defaults named on each
-// field.
+// field (DefaultConfig has them all). The fields with a yaml tag are part of
+// the `executor` section of the configuration file.
 type Config struct {
 	// ID names this executor in results and logs. Default: host-<random>.
-	ID string
+	ID string `yaml:"id"`
 	// Subjects derives subject names. Default prefix "pipeline".
-	Subjects broker.Subjects
+	Subjects broker.Subjects `yaml:"-"`
 	// Concurrency caps fetches in flight in this executor. Default 256.
-	Concurrency int
-	// Fetcher bounds the outbound fetches; Fetcher.Policy is required.
-	Fetcher FetcherConfig
+	Concurrency int `yaml:"concurrency"`
+	// Fetcher bounds the outbound fetches.
+	Fetcher FetcherConfig `yaml:",inline"`
 	// Retry is the in-process retry policy for failed fetches.
-	Retry RetryPolicy
+	Retry RetryPolicy `yaml:"retry"`
+	// Policy is the destination policy (SSRF protection) New builds, unless
+	// Fetcher.Policy is set. Its zero value denies every special-purpose
+	// address range.
+	Policy netpolicy.Config `yaml:"policy"`
 	// NoDeadLetters disables this executor's share of dead-letter processing.
-	NoDeadLetters bool
+	NoDeadLetters bool `yaml:"-"`
 	// Metrics, when set, receives the executor's metrics (jobs by outcome,
 	// in flight, redeliveries, fetch time). Default: none.
-	Metrics *metrics.Metrics
+	Metrics *metrics.Metrics `yaml:"-"`
 	// Logger receives one line per notable event. Default: discard.
-	Logger zerolog.Logger
+	Logger zerolog.Logger `yaml:"-"`
+}
+
+// DefaultConfig returns the executor settings with every default filled in
+// (ID stays empty: New makes one up per executor).
+func DefaultConfig() Config { return Config{}.withDefaults() }
+
+func (c Config) withDefaults() Config {
+	if c.Concurrency <= 0 {
+		c.Concurrency = 256
+	}
+	c.Fetcher = c.Fetcher.withDefaults()
+	c.Retry = c.Retry.withDefaults()
+	if c.Policy.MaxRedirects == 0 {
+		c.Policy.MaxRedirects = netpolicy.DefaultMaxRedirects
+	}
+	return c
 }
 
 // Executor pulls jobs from the shared executors consumer and fetches them.
@@ -65,12 +87,17 @@ type Executor struct {
 
 // New returns an executor that uses nc. It does not contact the server.
 func New(nc *nats.Conn, cfg Config) (*Executor, error) {
+	cfg = cfg.withDefaults()
 	if cfg.ID == "" {
 		host, _ := os.Hostname()
 		cfg.ID = fmt.Sprintf("%s-%s", host, nuid.Next()[16:])
 	}
-	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 256
+	if cfg.Fetcher.Policy == nil {
+		pol, err := netpolicy.New(cfg.Policy)
+		if err != nil {
+			return nil, fmt.Errorf("new executor: destination policy: %w", err)
+		}
+		cfg.Fetcher.Policy = pol
 	}
 	f, err := NewFetcher(cfg.Fetcher)
 	if err != nil {
@@ -176,7 +203,7 @@ func (e *Executor) process(msg jetstream.Msg) {
 
 	// Long fetches tell the server the job is still being worked on, so it is
 	// not redelivered while in flight.
-	stopProgress := e.keepAlive(msg, e.fetcher.Timeout(job)*time.Duration(e.cfg.Retry.attempts()))
+	stopProgress := e.keepAlive(msg, e.fetcher.Timeout(job)*time.Duration(e.cfg.Retry.Attempts))
 	start := time.Now()
 	resp, ferr := e.fetchWithRetry(job, log)
 	fetchDur := time.Since(start)

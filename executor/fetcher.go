@@ -29,19 +29,20 @@ type Policy interface {
 type FetcherConfig struct {
 	// MaxBodyBytes caps the response body kept (after decompression); longer
 	// bodies are cut and the result says truncated. Default 1 MiB.
-	MaxBodyBytes int64
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// DefaultTimeout applies to jobs without timeout_ms. Default 10 s.
-	DefaultTimeout time.Duration
+	DefaultTimeout time.Duration `yaml:"default_timeout"`
 	// MaxTimeout caps a job's timeout_ms. Default 5 min.
-	MaxTimeout time.Duration
+	MaxTimeout time.Duration `yaml:"max_timeout"`
 	// MaxResponseHeaderBytes caps response headers. Default 64 KiB.
-	MaxResponseHeaderBytes int64
+	MaxResponseHeaderBytes int64 `yaml:"max_response_header_bytes"`
 	// MaxIdleConnsPerHost sizes the keep-alive pool per destination.
 	// Default 512.
-	MaxIdleConnsPerHost int
-	// Policy is the destination policy. Required: use netpolicy for the
-	// SSRF-safe default.
-	Policy Policy
+	MaxIdleConnsPerHost int `yaml:"max_idle_conns_per_host"`
+	// Policy is the destination policy. Required by NewFetcher (use
+	// netpolicy for the SSRF-safe default); executor.New builds one from
+	// Config.Policy when it is nil.
+	Policy Policy `yaml:"-"`
 }
 
 func (c FetcherConfig) withDefaults() FetcherConfig {

@@ -19,30 +19,30 @@ import (
 // timeout. The zero value retries twice (3 attempts) from 100 ms up to 2 s.
 type RetryPolicy struct {
 	// Attempts is the total number of tries. 0 means 3; 1 disables retries.
-	Attempts int
+	Attempts int `yaml:"attempts"`
 	// BaseDelay is the first backoff. 0 means 100 ms.
-	BaseDelay time.Duration
+	BaseDelay time.Duration `yaml:"base_delay"`
 	// MaxDelay caps one backoff. 0 means 2 s.
-	MaxDelay time.Duration
+	MaxDelay time.Duration `yaml:"max_delay"`
 }
 
-func (p RetryPolicy) attempts() int {
+func (p RetryPolicy) withDefaults() RetryPolicy {
 	if p.Attempts <= 0 {
-		return 3
+		p.Attempts = 3
 	}
-	return p.Attempts
+	if p.BaseDelay <= 0 {
+		p.BaseDelay = 100 * time.Millisecond
+	}
+	if p.MaxDelay <= 0 {
+		p.MaxDelay = 2 * time.Second
+	}
+	return p
 }
 
 // delay is the backoff before try number n (1-based retry count), with full
 // jitter: uniform in [0, min(max, base·2^(n-1))].
 func (p RetryPolicy) delay(n int) time.Duration {
 	base, max := p.BaseDelay, p.MaxDelay
-	if base <= 0 {
-		base = 100 * time.Millisecond
-	}
-	if max <= 0 {
-		max = 2 * time.Second
-	}
 	d := base << (n - 1)
 	if d > max || d <= 0 {
 		d = max
@@ -77,7 +77,7 @@ func retryable(resp *Response, err error) bool {
 // fetchWithRetry runs the job's fetch under the retry policy. Shutdown
 // (e.inflight) interrupts the backoff.
 func (e *Executor) fetchWithRetry(job *broker.Job, log zerolog.Logger) (*Response, error) {
-	n := e.cfg.Retry.attempts()
+	n := e.cfg.Retry.Attempts
 	if !idempotent(job.Method) && !job.Retry {
 		n = 1
 	}

@@ -38,68 +38,72 @@ const ResultToClient = "ws.result"
 const Version = "0.1.0"
 
 // Config configures an origin. Zero values take the defaults named on each
-// field.
+// field (DefaultConfig has them all). The fields with a yaml tag are the
+// `origin` section of the configuration file.
 type Config struct {
 	// ID is the origin id; it names the results subject and consumer.
 	// Default "o1".
-	ID string
+	ID string `yaml:"id"`
 	// Listen is the HTTP/WebSocket listen address. Default 127.0.0.1:8080.
-	Listen string
+	Listen string `yaml:"listen"`
 	// Subjects derives subject names. Default prefix "pipeline".
-	Subjects broker.Subjects
+	Subjects broker.Subjects `yaml:"-"`
 	// MaxFrameBytes is the largest client frame handled; larger frames get a
 	// too_large error. Default 2 MiB.
-	MaxFrameBytes int
+	MaxFrameBytes int `yaml:"max_frame_bytes"`
 	// HardFrameBytes is the frame size beyond which the connection is closed
 	// with code 1009 (it cannot be skipped cheaply). Default 4 × MaxFrameBytes.
-	HardFrameBytes int
+	HardFrameBytes int `yaml:"hard_frame_bytes"`
 	// MaxBodyBytes caps a start-fetch request body. Default 1 MiB.
-	MaxBodyBytes int
+	MaxBodyBytes int `yaml:"max_body_bytes"`
 	// MaxTimeoutMS caps timeout_ms. Default 300,000 (5 minutes).
-	MaxTimeoutMS int64
+	MaxTimeoutMS int64 `yaml:"max_timeout_ms"`
 	// MaxInFlight caps unfinished fetches per connection; beyond it a
 	// start-fetch gets queue_full. Default 1024.
-	MaxInFlight int
+	MaxInFlight int `yaml:"max_in_flight"`
 	// RatePerConn caps start-fetch frames per second per connection (token
 	// bucket, burst RateBurst); beyond it a start-fetch gets queue_full.
 	// 0 means no rate limit.
-	RatePerConn float64
+	RatePerConn float64 `yaml:"rate_per_conn"`
 	// RateBurst is the token bucket size. Default max(1, RatePerConn).
-	RateBurst int
+	RateBurst int `yaml:"rate_burst"`
 	// SendQueue is the number of frames buffered for a slow client before the
 	// connection is closed. Default 4 × MaxInFlight.
-	SendQueue int
+	SendQueue int `yaml:"send_queue"`
 	// WriteTimeout bounds one frame write. Default 10 s.
-	WriteTimeout time.Duration
+	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// PublishTimeout bounds storing a job. Default 5 s.
-	PublishTimeout time.Duration
+	PublishTimeout time.Duration `yaml:"publish_timeout"`
 	// DedupWindow is how long finished job ids are remembered to suppress
 	// duplicate results. Default 10 minutes.
-	DedupWindow time.Duration
+	DedupWindow time.Duration `yaml:"dedup_window"`
 	// Replicas for the origin's results consumer (3 on a cluster). Default 1.
-	Replicas int
+	Replicas int `yaml:"-"`
 	// ResultAckWait is how long a result delivered to this origin may stay
 	// unacknowledged (e.g. the origin crashed) before it is redelivered; it
-	// also bounds one continuation run. Default 30 s.
-	ResultAckWait time.Duration
+	// also bounds one continuation run. Default broker.DefaultAckWait.
+	ResultAckWait time.Duration `yaml:"-"`
 	// AuthToken, when set, is required as a bearer token on /ws and the
 	// extra handlers (Authorization: Bearer <token>, or ?access_token= for
 	// browsers). A WebSocket without it gets one unauthorized error frame and
 	// is closed; HTTP requests get 401.
-	AuthToken string
+	AuthToken string `yaml:"auth_token"`
 	// AllowedOrigins lists the browser origins (scheme://host[:port]) allowed
 	// to open a WebSocket; "*" allows any. Empty: same host only. Requests
 	// without an Origin header (non-browser clients) are always allowed.
-	AllowedOrigins []string
+	AllowedOrigins []string `yaml:"allowed_origins"`
 	// Handlers are extra HTTP routes served next to /ws (e.g. "/call/").
-	Handlers map[string]http.Handler
+	Handlers map[string]http.Handler `yaml:"-"`
 	// Metrics, when set, receives the origin's metrics (connections, fetch
 	// outcomes, phase latencies, ...). Default: none. Serving them is up to
 	// the caller (e.g. a "/metrics" entry in Handlers).
-	Metrics *metrics.Metrics
+	Metrics *metrics.Metrics `yaml:"-"`
 	// Logger receives one line per notable event. Default: discard.
-	Logger zerolog.Logger
+	Logger zerolog.Logger `yaml:"-"`
 }
+
+// DefaultConfig returns the origin settings with every default filled in.
+func DefaultConfig() Config { return Config{}.withDefaults() }
 
 func (c Config) withDefaults() Config {
 	if c.ID == "" {
@@ -136,7 +140,7 @@ func (c Config) withDefaults() Config {
 		c.PublishTimeout = 5 * time.Second
 	}
 	if c.ResultAckWait <= 0 {
-		c.ResultAckWait = 30 * time.Second
+		c.ResultAckWait = broker.DefaultAckWait
 	}
 	if c.DedupWindow <= 0 {
 		c.DedupWindow = 10 * time.Minute

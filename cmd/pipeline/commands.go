@@ -79,13 +79,61 @@ the origin next to /ws, with a live dashboard at /; the runtime next to
 }
 
 // flagSet maps a flag to the config field it overrides, applied only when the
-// flag was given.
+// flag was given. A flag's default is read from config.Default() through the
+// same field accessor, so it is never written twice.
 type flagSet struct {
 	fs    *pflag.FlagSet
 	apply []func(*config.Config)
 }
 
-func (f *flagSet) str(name, def, usage string, set func(*config.Config, string)) {
+// defaults is what the flags show as their defaults.
+func defaults() config.Config { return config.Default() }
+
+func (f *flagSet) str(name, usage string, field func(*config.Config) *string) {
+	d := defaults()
+	v := f.fs.String(name, *field(&d), usage)
+	f.apply = append(f.apply, func(c *config.Config) {
+		if f.fs.Changed(name) {
+			*field(c) = *v
+		}
+	})
+}
+
+func (f *flagSet) integer(name, usage string, field func(*config.Config) *int) {
+	d := defaults()
+	v := f.fs.Int(name, *field(&d), usage)
+	f.apply = append(f.apply, func(c *config.Config) {
+		if f.fs.Changed(name) {
+			*field(c) = *v
+		}
+	})
+}
+
+// boolean adds a flag that sets a config switch to true when given (or to
+// false with --name=false); its default is the switch's default.
+func (f *flagSet) boolean(name, usage string, field func(*config.Config) *bool) {
+	d := defaults()
+	v := f.fs.Bool(name, *field(&d), usage)
+	f.apply = append(f.apply, func(c *config.Config) {
+		if f.fs.Changed(name) {
+			*field(c) = *v
+		}
+	})
+}
+
+// negated adds --no-X for a switch that is on by default.
+func (f *flagSet) negated(name, usage string, field func(*config.Config) *bool) {
+	v := f.fs.Bool(name, false, usage)
+	f.apply = append(f.apply, func(c *config.Config) {
+		if f.fs.Changed(name) {
+			*field(c) = !*v
+		}
+	})
+}
+
+// custom adds a string flag whose value is parsed by set (the default shown
+// is def).
+func (f *flagSet) custom(name, def, usage string, set func(*config.Config, string)) {
 	v := f.fs.String(name, def, usage)
 	f.apply = append(f.apply, func(c *config.Config) {
 		if f.fs.Changed(name) {
@@ -94,42 +142,26 @@ func (f *flagSet) str(name, def, usage string, set func(*config.Config, string))
 	})
 }
 
-func (f *flagSet) integer(name string, def int, usage string, set func(*config.Config, int)) {
-	v := f.fs.Int(name, def, usage)
-	f.apply = append(f.apply, func(c *config.Config) {
-		if f.fs.Changed(name) {
-			set(c, *v)
-		}
-	})
-}
-
-func (f *flagSet) boolean(name, usage string, set func(*config.Config, bool)) {
-	v := f.fs.Bool(name, false, usage)
-	f.apply = append(f.apply, func(c *config.Config) {
-		if f.fs.Changed(name) {
-			set(c, *v)
-		}
-	})
-}
-
 func (f *flagSet) natsURL() {
-	f.str("nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated for a cluster", func(c *config.Config, v string) {
+	f.custom("nats", defaults().NATS.URL, "NATS server URL(s), comma-separated for a cluster", func(c *config.Config, v string) {
 		c.NATS.URL = v
 		c.NATS.Embedded = false
 	})
 }
 
-// load builds the effective config: defaults, file, environment, flags; then
-// roles adjusts which roles run.
+// load builds the effective config: defaults, file, environment, flags, the
+// test target's allow-list entry; then roles adjusts which roles this
+// process runs.
 func (o *options) load(f *flagSet, roles func(*config.Config)) (config.Config, zerolog.Logger, error) {
 	c, err := config.Load(o.configFile, o.environ)
 	if err != nil {
 		return c, zerolog.Nop(), err
 	}
-	roles(&c)
 	for _, a := range f.apply {
 		a(&c)
 	}
+	c.AllowTarget()
+	roles(&c)
 	if o.logLevel != "" {
 		c.Log.Level = o.logLevel
 	}
@@ -179,21 +211,21 @@ func newUpCmd(o *options) *cobra.Command {
 		Args: cobra.NoArgs,
 	}
 	f := &flagSet{fs: cmd.Flags()}
-	f.boolean("embedded-nats", "run an embedded NATS server with JetStream", func(c *config.Config, v bool) { c.NATS.Embedded = v })
+	f.boolean("embedded-nats", "run an embedded NATS server with JetStream", func(c *config.Config) *bool { return &c.NATS.Embedded })
 	f.natsURL()
 	f.replicas()
-	f.str("data-dir", "./data", "JetStream file store directory (embedded server)", func(c *config.Config, v string) { c.NATS.DataDir = v })
-	f.integer("nats-port", 4222, "embedded NATS client port (-1: free port)", func(c *config.Config, v int) { c.NATS.Port = v })
-	f.integer("monitor-port", 8222, "embedded NATS monitoring port (-1: free, -2: off)", func(c *config.Config, v int) { c.NATS.MonitorPort = v })
-	f.boolean("sync-always", "fsync every JetStream write before acknowledging (survives power loss; slower)", func(c *config.Config, v bool) { c.NATS.SyncAlways = v })
-	f.integer("executors", 2, "in-process executors (0: none, run `pipeline executor` processes)", func(c *config.Config, v int) { c.Executor.Count = v })
-	f.integer("concurrency", 256, "fetches in flight per executor", func(c *config.Config, v int) { c.Executor.Concurrency = v })
-	f.str("origin-id", "o1", "origin id (names its results subject)", func(c *config.Config, v string) { c.Origin.ID = v })
-	f.str("listen", "127.0.0.1:8080", "origin listen address (WebSocket /ws, caller /call)", func(c *config.Config, v string) { c.Origin.Listen = v })
-	f.str("runtime-listen", "127.0.0.1:8788", "runtime HTTP listen address", func(c *config.Config, v string) { c.Runtime.Listen = v })
-	f.str("target-listen", "127.0.0.1:8090", "test target listen address", func(c *config.Config, v string) { c.Target.Listen = v })
-	f.boolean("no-target", "do not run the test target", func(c *config.Config, v bool) { c.Target.Enabled = !v })
-	f.boolean("no-runtime", "do not run the runtime service", func(c *config.Config, v bool) { c.Runtime.Enabled = !v })
+	f.str("data-dir", "JetStream file store directory (embedded server)", func(c *config.Config) *string { return &c.NATS.DataDir })
+	f.integer("nats-port", "embedded NATS client port (-1: free port)", func(c *config.Config) *int { return &c.NATS.Port })
+	f.integer("monitor-port", "embedded NATS monitoring port (-1: free, -2: off)", func(c *config.Config) *int { return &c.NATS.MonitorPort })
+	f.boolean("sync-always", "fsync every JetStream write before acknowledging (survives power loss; slower)", func(c *config.Config) *bool { return &c.NATS.SyncAlways })
+	f.integer("executors", "in-process executors (0: none, run `pipeline executor` processes)", func(c *config.Config) *int { return &c.Executor.Count })
+	f.integer("concurrency", "fetches in flight per executor", func(c *config.Config) *int { return &c.Executor.Concurrency })
+	f.str("origin-id", "origin id (names its results subject)", func(c *config.Config) *string { return &c.Origin.ID })
+	f.str("listen", "origin listen address (WebSocket /ws, caller /call)", func(c *config.Config) *string { return &c.Origin.Listen })
+	f.str("runtime-listen", "runtime HTTP listen address", func(c *config.Config) *string { return &c.Runtime.Listen })
+	f.str("target-listen", "test target listen address", func(c *config.Config) *string { return &c.Target.Listen })
+	f.negated("no-target", "do not run the test target", func(c *config.Config) *bool { return &c.Target.Enabled })
+	f.negated("no-runtime", "do not run the runtime service", func(c *config.Config) *bool { return &c.Runtime.Enabled })
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		c, log, err := o.load(f, func(*config.Config) {})
 		if err != nil {
@@ -210,7 +242,7 @@ func newUpCmd(o *options) *cobra.Command {
 // natsFromConfig reports whether the config file or environment chose a NATS
 // URL explicitly.
 func (o *options) natsFromConfig(c config.Config) bool {
-	return c.NATS.URL != config.Default().NATS.URL
+	return c.NATS.URL != defaults().NATS.URL
 }
 
 func onlyRole(c *config.Config) {
@@ -231,9 +263,9 @@ func newOriginCmd(o *options) *cobra.Command {
 	f := &flagSet{fs: cmd.Flags()}
 	f.natsURL()
 	f.replicas()
-	f.str("origin-id", "o1", "origin id (names its results subject; reuse it after a restart)", func(c *config.Config, v string) { c.Origin.ID = v })
-	f.str("listen", "127.0.0.1:8080", "listen address", func(c *config.Config, v string) { c.Origin.Listen = v })
-	f.str("runtime-http", "http://127.0.0.1:8788", "runtime HTTP base URL for /call?via=http", func(c *config.Config, v string) { c.Runtime.Listen = strings.TrimPrefix(v, "http://") })
+	f.str("origin-id", "origin id (names its results subject; reuse it after a restart)", func(c *config.Config) *string { return &c.Origin.ID })
+	f.str("listen", "listen address", func(c *config.Config) *string { return &c.Origin.Listen })
+	f.custom("runtime-http", "http://"+defaults().Runtime.Listen, "runtime HTTP base URL for /call?via=http", func(c *config.Config, v string) { c.Runtime.Listen = strings.TrimPrefix(v, "http://") })
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		c, log, err := o.load(f, func(c *config.Config) { onlyRole(c); c.Origin.Enabled = true })
 		if err != nil {
@@ -255,9 +287,9 @@ func newExecutorCmd(o *options) *cobra.Command {
 	f := &flagSet{fs: cmd.Flags()}
 	f.natsURL()
 	f.replicas()
-	f.integer("concurrency", 256, "fetches in flight", func(c *config.Config, v int) { c.Executor.Concurrency = v })
-	f.str("id", "", "executor id in results and logs (default host-random)", func(c *config.Config, v string) { c.Executor.ID = v })
-	f.str("ops-listen", "127.0.0.1:9091", "address of /metrics, /healthz and /readyz (\"\": none)", func(c *config.Config, v string) { c.Executor.OpsListen = v })
+	f.integer("concurrency", "fetches in flight", func(c *config.Config) *int { return &c.Executor.Concurrency })
+	f.str("id", "executor id in results and logs (default host-random)", func(c *config.Config) *string { return &c.Executor.ID })
+	f.str("ops-listen", "address of /metrics, /healthz and /readyz (\"\": none)", func(c *config.Config) *string { return &c.Executor.OpsListen })
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		c, log, err := o.load(f, func(c *config.Config) { onlyRole(c); c.Executor.Count = 1 })
 		if err != nil {
@@ -278,7 +310,7 @@ func newRuntimeCmd(o *options) *cobra.Command {
 	f := &flagSet{fs: cmd.Flags()}
 	f.natsURL()
 	f.replicas()
-	f.str("listen", "127.0.0.1:8788", "HTTP listen address (POST /rpc/<fn>)", func(c *config.Config, v string) { c.Runtime.Listen = v })
+	f.str("listen", "HTTP listen address (POST /rpc/<fn>)", func(c *config.Config) *string { return &c.Runtime.Listen })
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		c, log, err := o.load(f, func(c *config.Config) { onlyRole(c); c.Runtime.Enabled = true })
 		if err != nil {
@@ -297,7 +329,7 @@ func newTargetCmd(o *options) *cobra.Command {
 		Args:    cobra.NoArgs,
 	}
 	f := &flagSet{fs: cmd.Flags()}
-	f.str("listen", "127.0.0.1:8090", "listen address", func(c *config.Config, v string) { c.Target.Listen = v })
+	f.str("listen", "listen address", func(c *config.Config) *string { return &c.Target.Listen })
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		c, log, err := o.load(f, func(c *config.Config) { onlyRole(c); c.Target.Enabled = true })
 		if err != nil {

@@ -24,7 +24,7 @@ func newDLQCmd(o *options) *cobra.Command {
 	}
 	var natsURL string
 	var limit int
-	cmd.PersistentFlags().StringVar(&natsURL, "nats", "nats://127.0.0.1:4222", "NATS server URL(s)")
+	cmd.PersistentFlags().StringVar(&natsURL, "nats", broker.DefaultURL, "NATS server URL(s)")
 	connect := func(ctx context.Context) (jetstream.JetStream, broker.Subjects, func(), error) {
 		c, err := config.Load(o.configFile, o.environ)
 		if err != nil {
@@ -35,11 +35,8 @@ func newDLQCmd(o *options) *cobra.Command {
 		}
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		cc := broker.ConnConfig{URLs: c.NATS.URL, Name: "pipeline dlq", User: c.NATS.User, Password: c.NATS.Password, Token: c.NATS.Token}
-		if t := c.NATS.TLS; t.CAFile != "" || t.CertFile != "" {
-			cc.TLS = &t
-		}
-		if err := c.NATS.Auth.Apply(&cc, broker.RoleAdmin, ""); err != nil {
+		cc, err := c.NATS.ConnConfig("pipeline dlq", broker.RoleAdmin, "")
+		if err != nil {
 			return nil, broker.Subjects{}, nil, err
 		}
 		nc, err := broker.Connect(cctx, cc)

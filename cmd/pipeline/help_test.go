@@ -113,8 +113,8 @@ func TestSettingsPrecedence(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			o := &options{environ: c.environ, configFile: c.file}
 			f := &flagSet{fs: pflag.NewFlagSet("executor", pflag.ContinueOnError)}
-			f.integer("concurrency", 256, "", func(c *config.Config, v int) { c.Executor.Concurrency = v })
-			f.str("ops-listen", "127.0.0.1:9091", "", func(c *config.Config, v string) { c.Executor.OpsListen = v })
+			f.integer("concurrency", "", func(c *config.Config) *int { return &c.Executor.Concurrency })
+			f.str("ops-listen", "", func(c *config.Config) *string { return &c.Executor.OpsListen })
 			if err := f.fs.Parse(c.args); err != nil {
 				t.Fatal(err)
 			}

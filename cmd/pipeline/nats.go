@@ -60,9 +60,10 @@ before stopping, so rolling restarts do not stall the pipeline.`,
 	}
 	var parseErrs []error
 	f := &flagSet{fs: cmd.Flags()}
-	f.str("name", "", "server name, unique per node (required in a cluster)", func(c *config.Config, v string) { c.NATS.ServerName = v })
-	f.str("cluster-name", "", "cluster name, the same on every node (empty: no cluster)", func(c *config.Config, v string) { c.NATS.Cluster.Name = v })
-	f.str("listen", "127.0.0.1:4222", "client listen HOST:PORT (port -1: a free port)", func(c *config.Config, v string) {
+	d := defaults().NATS
+	f.str("name", "server name, unique per node (required in a cluster)", func(c *config.Config) *string { return &c.NATS.ServerName })
+	f.str("cluster-name", "cluster name, the same on every node (empty: no cluster)", func(c *config.Config) *string { return &c.NATS.Cluster.Name })
+	f.custom("listen", net.JoinHostPort(d.Host, strconv.Itoa(d.Port)), "client listen HOST:PORT (port -1: a free port)", func(c *config.Config, v string) {
 		host, port, err := splitHostPort(v)
 		if err != nil {
 			parseErrs = append(parseErrs, fmt.Errorf("--listen: %w", err))
@@ -70,7 +71,7 @@ before stopping, so rolling restarts do not stall the pipeline.`,
 		}
 		c.NATS.Host, c.NATS.Port = host, port
 	})
-	f.str("cluster-listen", "127.0.0.1:6222", "route listen HOST:PORT for the other nodes (port -1: a free port)", func(c *config.Config, v string) {
+	f.custom("cluster-listen", net.JoinHostPort(d.Cluster.Host, strconv.Itoa(d.Cluster.Port)), "route listen HOST:PORT for the other nodes (port -1: a free port)", func(c *config.Config, v string) {
 		host, port, err := splitHostPort(v)
 		if err != nil {
 			parseErrs = append(parseErrs, fmt.Errorf("--cluster-listen: %w", err))
@@ -78,13 +79,13 @@ before stopping, so rolling restarts do not stall the pipeline.`,
 		}
 		c.NATS.Cluster.Host, c.NATS.Cluster.Port = host, port
 	})
-	f.str("routes", "", "every node's route URL, comma-separated, this one included (nats-route://HOST:PORT,...)", func(c *config.Config, v string) {
+	f.custom("routes", "", "every node's route URL, comma-separated, this one included (nats-route://HOST:PORT,...)", func(c *config.Config, v string) {
 		c.NATS.Cluster.Routes = splitList(v)
 	})
-	f.str("data-dir", "./data", "JetStream file store directory (one per node)", func(c *config.Config, v string) { c.NATS.DataDir = v })
-	f.integer("monitor-port", 8222, "HTTP monitoring port: /healthz /varz /jsz /routez (-1: free, -2: off)", func(c *config.Config, v int) { c.NATS.MonitorPort = v })
-	f.boolean("sync-always", "fsync every JetStream write before acknowledging (survives power loss; slower)", func(c *config.Config, v bool) { c.NATS.SyncAlways = v })
-	f.duration("lame-duck", 10*time.Second, "on SIGTERM, hand over leaderships and move clients off over this long (0: stop at once)", func(c *config.Config, v time.Duration) { c.NATS.Cluster.LameDuck = v })
+	f.str("data-dir", "JetStream file store directory (one per node)", func(c *config.Config) *string { return &c.NATS.DataDir })
+	f.integer("monitor-port", "HTTP monitoring port: /healthz /varz /jsz /routez (-1: free, -2: off)", func(c *config.Config) *int { return &c.NATS.MonitorPort })
+	f.boolean("sync-always", "fsync every JetStream write before acknowledging (survives power loss; slower)", func(c *config.Config) *bool { return &c.NATS.SyncAlways })
+	f.duration("lame-duck", "on SIGTERM, hand over leaderships and move clients off over this long (0: stop at once)", func(c *config.Config) *time.Duration { return &c.NATS.Cluster.LameDuck })
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		c, log, err := o.load(f, func(*config.Config) {})
 		if err != nil {
@@ -93,7 +94,7 @@ before stopping, so rolling restarts do not stall the pipeline.`,
 		if len(parseErrs) > 0 {
 			return fmt.Errorf("nats: %w", parseErrs[0])
 		}
-		scfg, err := natsServerConfig(c.NATS)
+		scfg, err := c.NATS.ServerConfig(true)
 		if err != nil {
 			return err
 		}
@@ -103,67 +104,14 @@ before stopping, so rolling restarts do not stall the pipeline.`,
 	return cmd
 }
 
-// natsServerConfig turns the nats config section into the embedded server's
-// config, checking the cluster settings.
-func natsServerConfig(n config.NATS) (broker.ServerConfig, error) {
-	scfg := broker.ServerConfig{
-		Host:        n.Host,
-		Port:        n.Port,
-		MonitorPort: n.MonitorPort,
-		StoreDir:    n.DataDir,
-		ServerName:  n.ServerName,
-		SyncAlways:  n.SyncAlways,
-	}
-	if scfg.StoreDir == "" {
-		return scfg, fmt.Errorf("nats: a data dir is required (--data-dir, nats.data_dir)")
-	}
-	users, err := n.Auth.ServerUsers(broker.Subjects{Prefix: n.SubjectPrefix})
-	if err != nil {
-		return scfg, fmt.Errorf("nats: %w", err)
-	}
-	scfg.Users = users
-	if t := n.TLS; t.CAFile != "" || t.CertFile != "" {
-		scfg.TLS = &t
-	}
-	cl := n.Cluster
-	if cl.Name == "" {
-		if len(cl.Routes) > 0 {
-			return scfg, fmt.Errorf("nats: routes given without a cluster name (--cluster-name, nats.cluster.name)")
-		}
-		return scfg, nil
-	}
-	if n.ServerName == "" {
-		return scfg, fmt.Errorf("nats: cluster %q: each node needs a unique server name (--name, nats.server_name)", cl.Name)
-	}
-	if len(cl.Routes) == 0 {
-		return scfg, fmt.Errorf("nats: cluster %q: list every node's route URL (--routes, nats.cluster.routes)", cl.Name)
-	}
-	for _, r := range cl.Routes {
-		if !strings.Contains(r, "://") {
-			return scfg, fmt.Errorf("nats: route %q: want nats-route://HOST:PORT", r)
-		}
-	}
-	scfg.Cluster = &broker.ClusterConfig{
-		Name:   cl.Name,
-		Host:   cl.Host,
-		Port:   cl.Port,
-		Routes: cl.Routes,
-		// Nodes start one at a time: the first cannot have a meta leader
-		// (no quorum) until a second one is up.
-		NoMetaWait: true,
-		LameDuck:   cl.LameDuck,
-	}
-	if scfg.Cluster.Port == 0 {
-		scfg.Cluster.Port = 6222
-	}
-	return scfg, nil
-}
-
 // runNATS runs the server until ctx is done, then stops it (lame duck for a
 // cluster node).
 func runNATS(ctx context.Context, scfg broker.ServerConfig, log zerolog.Logger) error {
-	srv, err := broker.StartServer(scfg)
+	srv, err := broker.NewServer(scfg)
 	if err != nil {
+		return err
+	}
+	if err := srv.Start(ctx); err != nil {
 		return err
 	}
 	ev := log.Info().Str("name", srv.Name()).Str("client", srv.ClientURL()).Str("store", scfg.StoreDir).Bool("sync_always", scfg.SyncAlways)
@@ -184,11 +132,21 @@ func runNATS(ctx context.Context, scfg broker.ServerConfig, log zerolog.Logger) 
 	<-ctx.Done()
 	stopWatch()
 	<-watchDone
-	if scfg.Cluster != nil && scfg.Cluster.LameDuck > 0 {
-		log.Info().Dur("lame_duck", scfg.Cluster.LameDuck).Msg("lame duck: handing over leaderships, moving clients to other nodes")
-		srv.LameDuckShutdown()
+	var lameDuck time.Duration
+	if scfg.Cluster != nil {
+		lameDuck = scfg.Cluster.LameDuck
+	}
+	// The lame-duck period, and then as long again for the store to close.
+	sctx, cancel := context.WithTimeout(context.Background(), 2*lameDuck+15*time.Second)
+	defer cancel()
+	if lameDuck > 0 {
+		log.Info().Dur("lame_duck", lameDuck).Msg("lame duck: handing over leaderships, moving clients to other nodes")
+		err = srv.LameDuckShutdown(sctx)
 	} else {
-		srv.Shutdown()
+		err = srv.Shutdown(sctx)
+	}
+	if err != nil {
+		return err
 	}
 	log.Info().Msg("NATS server stopped")
 	return nil
@@ -236,18 +194,19 @@ func watchJetStream(ctx context.Context, srv *broker.Server, clustered bool, log
 }
 
 // duration adds a duration flag applied only when given.
-func (f *flagSet) duration(name string, def time.Duration, usage string, set func(*config.Config, time.Duration)) {
-	v := f.fs.Duration(name, def, usage)
+func (f *flagSet) duration(name, usage string, field func(*config.Config) *time.Duration) {
+	d := defaults()
+	v := f.fs.Duration(name, *field(&d), usage)
 	f.apply = append(f.apply, func(c *config.Config) {
 		if f.fs.Changed(name) {
-			set(c, *v)
+			*field(c) = *v
 		}
 	})
 }
 
 // replicas adds --replicas (streams.replicas).
 func (f *flagSet) replicas() {
-	f.integer("replicas", 1, "JetStream replicas per stream and consumer: 3 on a 3-node cluster (every role must use the same value)", func(c *config.Config, v int) { c.Streams.Replicas = v })
+	f.integer("replicas", "JetStream replicas per stream and consumer: 3 on a 3-node cluster (every role must use the same value)", func(c *config.Config) *int { return &c.Streams.Replicas })
 }
 
 // splitHostPort parses HOST:PORT; PORT may be -1 (a free port).

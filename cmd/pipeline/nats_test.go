@@ -31,7 +31,7 @@ func TestShippedClusterConfigs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		scfg, err := natsServerConfig(c.NATS)
+		scfg, err := c.NATS.ServerConfig(true)
 		if err != nil {
 			t.Fatalf("n%d: %v", i, err)
 		}
@@ -85,7 +85,7 @@ func TestNATSConfigErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			n := base
 			tc.mod(&n)
-			if _, err := natsServerConfig(n); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if _, err := n.ServerConfig(true); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error containing %q", err, tc.want)
 			}
 		})

@@ -1,7 +1,9 @@
-// Package config loads the pipeline configuration: the embedded defaults
-// (configs/pipeline.yaml), overlaid by an optional file, then by
-// PIPELINE_<SECTION>_<KEY> environment variables. Command-line flags are
-// applied last by cmd/pipeline.
+// Package config loads the pipeline configuration: the built-in defaults
+// (Default: each role's own, written once in that role's code), overlaid by
+// an optional YAML file, then by PIPELINE_<SECTION>_<KEY> environment
+// variables. Command-line flags are applied last by cmd/pipeline, over the
+// same structs. configs/pipeline.yaml documents every key with its default;
+// a test holds it to Default().
 package config
 
 import (
@@ -16,18 +18,24 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/pipeline-dev/pipeline/broker"
-	"github.com/pipeline-dev/pipeline/configs"
+	"github.com/pipeline-dev/pipeline/executor"
+	"github.com/pipeline-dev/pipeline/internal/target"
+	"github.com/pipeline-dev/pipeline/origin"
 )
 
-// Config is the whole configuration. Field docs live in configs/pipeline.yaml.
+// Config is the whole configuration. Each section is the owning role's own
+// Config type (origin.Config, executor.Config, broker.StreamsConfig,
+// target.Config, ...), so a setting is one field with one default, written
+// in that role's code. configs/pipeline.yaml documents every key and a test
+// holds it to Default().
 type Config struct {
-	Log      Log      `yaml:"log"`
-	NATS     NATS     `yaml:"nats"`
-	Streams  Streams  `yaml:"streams"`
-	Origin   Origin   `yaml:"origin"`
-	Executor Executor `yaml:"executor"`
-	Runtime  Runtime  `yaml:"runtime"`
-	Target   Target   `yaml:"target"`
+	Log      Log                  `yaml:"log"`
+	NATS     NATS                 `yaml:"nats"`
+	Streams  broker.StreamsConfig `yaml:"streams"`
+	Origin   Origin               `yaml:"origin"`
+	Executor Executor             `yaml:"executor"`
+	Runtime  Runtime              `yaml:"runtime"`
+	Target   target.Config        `yaml:"target"`
 }
 
 // Log settings.
@@ -36,7 +44,9 @@ type Log struct {
 	Format string `yaml:"format"`
 }
 
-// NATS settings.
+// NATS is the `nats` section: where the roles find NATS, and the embedded
+// server (`pipeline up --embedded-nats`, `pipeline nats`). ServerConfig and
+// ConnConfig are the one place it turns into broker settings.
 type NATS struct {
 	URL           string `yaml:"url"`
 	Embedded      bool   `yaml:"embedded"`
@@ -68,72 +78,20 @@ type NATSCluster struct {
 	LameDuck time.Duration `yaml:"lame_duck"`
 }
 
-// Streams settings.
-type Streams struct {
-	Replicas        int           `yaml:"replicas"`
-	Storage         string        `yaml:"storage"`
-	MaxJobs         int64         `yaml:"max_jobs"`
-	MaxJobBytes     int64         `yaml:"max_job_bytes"`
-	MaxResultBytes  int64         `yaml:"max_result_bytes"`
-	DuplicateWindow time.Duration `yaml:"duplicate_window"`
-	AckWait         time.Duration `yaml:"ack_wait"`
-	MaxDeliver      int           `yaml:"max_deliver"`
-	MaxAckPending   int           `yaml:"max_ack_pending"`
-	DeadLetterAge   time.Duration `yaml:"dead_letter_max_age"`
-	ResultRetention time.Duration `yaml:"result_retention"`
-	RetentionBytes  int64         `yaml:"result_retention_max_bytes"`
-}
-
-// Origin settings.
+// Origin is the `origin` section: whether this process runs an origin, and
+// its settings.
 type Origin struct {
-	Enabled        bool          `yaml:"enabled"`
-	ID             string        `yaml:"id"`
-	Listen         string        `yaml:"listen"`
-	MaxFrameBytes  int           `yaml:"max_frame_bytes"`
-	HardFrameBytes int           `yaml:"hard_frame_bytes"`
-	MaxBodyBytes   int           `yaml:"max_body_bytes"`
-	MaxTimeoutMS   int64         `yaml:"max_timeout_ms"`
-	MaxInFlight    int           `yaml:"max_in_flight"`
-	RatePerConn    float64       `yaml:"rate_per_conn"`
-	RateBurst      int           `yaml:"rate_burst"`
-	SendQueue      int           `yaml:"send_queue"`
-	WriteTimeout   time.Duration `yaml:"write_timeout"`
-	PublishTimeout time.Duration `yaml:"publish_timeout"`
-	DedupWindow    time.Duration `yaml:"dedup_window"`
-	AuthToken      string        `yaml:"auth_token"`
-	AllowedOrigins []string      `yaml:"allowed_origins"`
+	Enabled       bool `yaml:"enabled"`
+	origin.Config `yaml:",inline"`
 }
 
-// Executor settings.
+// Executor is the `executor` section: how many executors this process runs,
+// where a lone executor process serves its ops endpoints, and their
+// settings.
 type Executor struct {
-	Count                  int           `yaml:"count"`
-	ID                     string        `yaml:"id"`
-	Concurrency            int           `yaml:"concurrency"`
-	OpsListen              string        `yaml:"ops_listen"`
-	MaxBodyBytes           int64         `yaml:"max_body_bytes"`
-	MaxResponseHeaderBytes int64         `yaml:"max_response_header_bytes"`
-	DefaultTimeout         time.Duration `yaml:"default_timeout"`
-	MaxTimeout             time.Duration `yaml:"max_timeout"`
-	MaxIdleConnsPerHost    int           `yaml:"max_idle_conns_per_host"`
-	Retry                  Retry         `yaml:"retry"`
-	Policy                 Policy        `yaml:"policy"`
-}
-
-// Retry is the executor's fetch retry policy.
-type Retry struct {
-	Attempts  int           `yaml:"attempts"`
-	BaseDelay time.Duration `yaml:"base_delay"`
-	MaxDelay  time.Duration `yaml:"max_delay"`
-}
-
-// Policy is the executor's destination policy.
-type Policy struct {
-	Allow        []string `yaml:"allow"`
-	Deny         []string `yaml:"deny"`
-	AllowPorts   []int    `yaml:"allow_ports"`
-	DenyPorts    []int    `yaml:"deny_ports"`
-	MaxRedirects int      `yaml:"max_redirects"`
-	AllowPrivate bool     `yaml:"allow_private"`
+	Count           int    `yaml:"count"`
+	OpsListen       string `yaml:"ops_listen"`
+	executor.Config `yaml:",inline"`
 }
 
 // Runtime settings.
@@ -145,24 +103,43 @@ type Runtime struct {
 	Timeout    time.Duration `yaml:"timeout"`
 }
 
-// Target settings.
-type Target struct {
-	Enabled bool   `yaml:"enabled"`
-	Listen  string `yaml:"listen"`
-}
-
-// Default returns the embedded defaults.
+// Default returns the built-in defaults: each role's own defaults, plus
+// which roles `pipeline up` runs.
 func Default() Config {
-	var c Config
-	if err := decode(configs.Default(), &c); err != nil {
-		// The embedded file is part of the binary and covered by tests.
-		panic(fmt.Sprintf("config: embedded defaults are invalid: %v", err))
+	return Config{
+		Log: Log{Level: "info", Format: "auto"},
+		NATS: NATS{
+			URL:           broker.DefaultURL,
+			Host:          broker.DefaultHost,
+			Port:          broker.DefaultClientPort,
+			MonitorPort:   broker.DefaultMonitorPort,
+			DataDir:       "./data",
+			SubjectPrefix: broker.DefaultPrefix,
+			Cluster: NATSCluster{
+				Host:     broker.DefaultHost,
+				Port:     broker.DefaultClusterPort,
+				Routes:   []string{},
+				LameDuck: 10 * time.Second,
+			},
+		},
+		Streams:  broker.DefaultStreamsConfig(),
+		Origin:   Origin{Enabled: true, Config: origin.DefaultConfig()},
+		Executor: Executor{Count: 2, OpsListen: "127.0.0.1:9091", Config: executor.DefaultConfig()},
+		Runtime: Runtime{
+			Enabled:    true,
+			Listen:     "127.0.0.1:8788",
+			MaxPayload: 1 << 20,
+			MaxRounds:  1_000_000,
+			Timeout:    5 * time.Second,
+		},
+		Target: target.DefaultConfig(),
 	}
-	return c
 }
 
 // Load returns the defaults overlaid by the file at path (if path is not
 // empty) and then by environment variables from environ (os.Environ() form).
+// An unknown key, a value of the wrong type or an unreadable file is an
+// error naming the setting.
 func Load(path string, environ []string) (Config, error) {
 	c := Default()
 	if path != "" {
@@ -178,6 +155,109 @@ func Load(path string, environ []string) (Config, error) {
 		return c, fmt.Errorf("load config: %w", err)
 	}
 	return c, nil
+}
+
+// AllowTarget adds the bundled test target's address (target.listen) to the
+// executors' destination policy when the target is enabled, so that the
+// allow-list follows the target wherever it listens, and holds no entry for
+// it when it is disabled. Call it once every layer (file, env, flags) has
+// been applied. A listen address with port 0 is skipped: the address is
+// known only once the target runs, and whoever starts it allows it then.
+func (c *Config) AllowTarget() {
+	if !c.Target.Enabled || c.Target.Listen == "" || strings.HasSuffix(c.Target.Listen, ":0") {
+		return
+	}
+	for _, a := range c.Executor.Policy.Allow {
+		if strings.EqualFold(a, c.Target.Listen) {
+			return
+		}
+	}
+	c.Executor.Policy.Allow = append(c.Executor.Policy.Allow, c.Target.Listen)
+}
+
+// ServerConfig is the embedded server's configuration from the nats
+// section: the one builder `pipeline up --embedded-nats` and `pipeline nats`
+// share. With clustered set, nats.cluster makes the server a cluster node
+// (checked: a name, a server name and routes); without it the cluster
+// settings are ignored. It fails on incomplete settings.
+func (n NATS) ServerConfig(clustered bool) (broker.ServerConfig, error) {
+	scfg := broker.ServerConfig{
+		Host:        n.Host,
+		Port:        n.Port,
+		MonitorPort: n.MonitorPort,
+		StoreDir:    n.DataDir,
+		ServerName:  n.ServerName,
+		SyncAlways:  n.SyncAlways,
+		TLS:         n.tls(),
+	}
+	if scfg.StoreDir == "" {
+		return scfg, fmt.Errorf("nats: a data dir is required (--data-dir, nats.data_dir)")
+	}
+	users, err := n.Auth.ServerUsers(broker.Subjects{Prefix: n.SubjectPrefix})
+	if err != nil {
+		return scfg, fmt.Errorf("nats: users: %w", err)
+	}
+	scfg.Users = users
+	cl := n.Cluster
+	if !clustered {
+		return scfg, nil
+	}
+	if cl.Name == "" {
+		if len(cl.Routes) > 0 {
+			return scfg, fmt.Errorf("nats: routes given without a cluster name (--cluster-name, nats.cluster.name)")
+		}
+		return scfg, nil
+	}
+	if n.ServerName == "" {
+		return scfg, fmt.Errorf("nats: cluster %q: each node needs a unique server name (--name, nats.server_name)", cl.Name)
+	}
+	if len(cl.Routes) == 0 {
+		return scfg, fmt.Errorf("nats: cluster %q: list every node's route URL (--routes, nats.cluster.routes)", cl.Name)
+	}
+	for _, r := range cl.Routes {
+		if !strings.Contains(r, "://") {
+			return scfg, fmt.Errorf("nats: route %q: want nats-route://HOST:PORT", r)
+		}
+	}
+	scfg.Cluster = &broker.ClusterConfig{
+		Name:   cl.Name,
+		Host:   cl.Host,
+		Port:   cl.Port,
+		Routes: cl.Routes,
+		// Nodes start one at a time: the first cannot have a meta leader
+		// (no quorum) until a second one is up.
+		NoMetaWait: true,
+		LameDuck:   cl.LameDuck,
+	}
+	return scfg, nil
+}
+
+// ConnConfig is the connection configuration of one role from the nats
+// section: the one builder every command uses. With per-role users on
+// (nats.auth), the role connects as its own user with its own inbox prefix.
+// It fails when the role has no credentials configured.
+func (n NATS) ConnConfig(name string, role broker.Role, originID string) (broker.ConnConfig, error) {
+	cc := broker.ConnConfig{
+		URLs:     n.URL,
+		Name:     name,
+		User:     n.User,
+		Password: n.Password,
+		Token:    n.Token,
+		TLS:      n.tls(),
+	}
+	if err := n.Auth.Apply(&cc, role, originID); err != nil {
+		return cc, fmt.Errorf("%s: %w", name, err)
+	}
+	return cc, nil
+}
+
+// tls is the TLS setting for TCP connections, or nil when unset.
+func (n NATS) tls() *broker.TLSFiles {
+	t := n.TLS
+	if t.CAFile == "" && t.CertFile == "" {
+		return nil
+	}
+	return &t
 }
 
 func decode(data []byte, c *Config) error {
@@ -215,6 +295,15 @@ func setByPath(v reflect.Value, key, val string) (bool, error) {
 	for i := 0; i < t.NumField(); i++ {
 		name := t.Field(i).Tag.Get("yaml")
 		f := v.Field(i)
+		if name == ",inline" {
+			if found, err := setByPath(f, key, val); found || err != nil {
+				return found, err
+			}
+			continue
+		}
+		if name == "" || name == "-" {
+			continue
+		}
 		if f.Kind() == reflect.Struct && f.Type() != reflect.TypeOf(time.Duration(0)) {
 			if rest, ok := strings.CutPrefix(key, name+"_"); ok {
 				if found, err := setByPath(f, rest, val); found || err != nil {

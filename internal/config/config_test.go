@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -15,8 +16,39 @@ func TestDefaultsDecode(t *testing.T) {
 	if c.Streams.AckWait != 30*time.Second || c.Executor.Retry.BaseDelay != 100*time.Millisecond {
 		t.Errorf("durations: ack_wait %v base_delay %v", c.Streams.AckWait, c.Executor.Retry.BaseDelay)
 	}
+	c.AllowTarget()
 	if len(c.Executor.Policy.Allow) != 1 || c.Executor.Policy.Allow[0] != "127.0.0.1:8090" {
 		t.Errorf("policy allow = %v, want exactly the bundled target", c.Executor.Policy.Allow)
+	}
+}
+
+// TestTargetAllowEntryFollowsTheTarget: the executors may reach the bundled
+// target where target.listen says, and nothing is allowed for it when the
+// target is disabled.
+func TestTargetAllowEntryFollowsTheTarget(t *testing.T) {
+	tests := []struct {
+		name    string
+		environ []string
+		want    []string
+	}{
+		{"default", nil, []string{"127.0.0.1:8090"}},
+		{"moved", []string{"PIPELINE_TARGET_LISTEN=127.0.0.1:9555"}, []string{"127.0.0.1:9555"}},
+		{"disabled", []string{"PIPELINE_TARGET_ENABLED=false"}, nil},
+		{"free port: allowed once it runs", []string{"PIPELINE_TARGET_LISTEN=127.0.0.1:0"}, nil},
+		{"kept with others", []string{"PIPELINE_EXECUTOR_POLICY_ALLOW=api.example.com"}, []string{"api.example.com", "127.0.0.1:8090"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Load("", tt.environ)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.AllowTarget()
+			c.AllowTarget() // idempotent
+			if !slices.Equal(c.Executor.Policy.Allow, tt.want) {
+				t.Fatalf("allow = %v, want %v", c.Executor.Policy.Allow, tt.want)
+			}
+		})
 	}
 }
 

@@ -253,13 +253,16 @@ func TestHandlerServesExpositionFormat(t *testing.T) {
 // pipeline's streams provisioned.
 func startNATS(t *testing.T, dir string, port int) (*broker.Server, *nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	srv, err := broker.StartServer(broker.ServerConfig{Port: port, MonitorPort: -2, StoreDir: dir, Logger: zerolog.Nop()})
+	srv, err := broker.NewServer(broker.ServerConfig{Port: port, MonitorPort: -2, StoreDir: dir, Logger: zerolog.Nop()})
+	if err == nil {
+		err = srv.Start(context.Background())
+	}
 	if err != nil {
 		t.Fatalf("start nats: %v", err)
 	}
 	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 	if err != nil {
-		srv.Shutdown()
+		_ = srv.Shutdown(context.Background())
 		t.Fatalf("connect: %v", err)
 	}
 	js, err := jetstream.New(nc)
@@ -268,7 +271,7 @@ func startNATS(t *testing.T, dir string, port int) (*broker.Server, *nats.Conn, 
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := broker.Provision(ctx, js, broker.StreamsConfig{Memory: true, FinishedTTL: -1}); err != nil {
+	if err := broker.Provision(ctx, js, broker.StreamsConfig{Storage: broker.MemoryStorage, FinishedTTL: -1}); err != nil {
 		t.Fatalf("provision: %v", err)
 	}
 	return srv, nc, js
@@ -277,7 +280,7 @@ func startNATS(t *testing.T, dir string, port int) (*broker.Server, *nats.Conn, 
 func TestQueueDepthReadsTheExecutorsConsumer(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	srv, nc, js := startNATS(t, t.TempDir(), -1)
-	defer srv.Shutdown()
+	defer func() { _ = srv.Shutdown(context.Background()) }()
 	defer nc.Close()
 
 	m := New()
@@ -357,7 +360,7 @@ func TestReadinessFollowsNATS(t *testing.T) {
 	}
 
 	// NATS away: not ready at once, whatever the cache holds.
-	srv.Shutdown()
+	_ = srv.Shutdown(context.Background())
 	deadline := time.Now().Add(5 * time.Second)
 	for nc.IsConnected() && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)

@@ -47,31 +47,31 @@ type Config struct {
 	// address the name resolves to, on its port if one is given; those addresses are still
 	// checked against Deny. Allow never lifts Deny entries nor the denial of unspecified,
 	// multicast and broadcast addresses. If empty, no exceptions are made.
-	Allow []string
+	Allow []string `yaml:"allow"`
 
 	// Deny lists destinations refused even when public, in the Allow syntax. Deny wins over
 	// Allow and AllowPrivate. A host-name entry only matches that name; to block a service
 	// reliably also deny its addresses. If empty, only the built-in denials apply.
-	Deny []string
+	Deny []string `yaml:"deny"`
 
 	// AllowPorts, if non-empty, permits only these ports (1..65535); the port of a URL is its
 	// explicit port or 80 for http and 443 for https. If empty, every port is permitted.
-	AllowPorts []int
+	AllowPorts []int `yaml:"allow_ports"`
 
 	// DenyPorts refuses these ports (1..65535) on every destination. If empty, none is.
-	DenyPorts []int
+	DenyPorts []int `yaml:"deny_ports"`
 
 	// MaxRedirects caps the number of redirects CheckRedirect lets a request follow; the
 	// next one fails with ErrTooManyRedirects. If zero, DefaultMaxRedirects (5) is used. If
 	// negative, redirects are not followed: CheckRedirect returns http.ErrUseLastResponse,
 	// so the client returns the 3xx response itself.
-	MaxRedirects int
+	MaxRedirects int `yaml:"max_redirects"`
 
 	// AllowPrivate turns off the built-in denial of special-purpose ranges (loopback,
 	// private, link-local, reserved, ...) and of the localhost names, for trusted
 	// deployments whose fetch targets live on private networks. Deny entries, port rules
 	// and the denial of unspecified, multicast and broadcast addresses still apply.
-	AllowPrivate bool
+	AllowPrivate bool `yaml:"allow_private"`
 }
 
 // entry is one parsed Allow or Deny entry.

@@ -48,7 +48,7 @@ func startCluster(t *testing.T, n int) *testCluster {
 	for i := 0; i < n; i++ {
 		dir := t.TempDir()
 		go func(i int) {
-			srv, err := broker.StartServer(broker.ServerConfig{
+			srv, err := startServer(broker.ServerConfig{
 				Port:         -1,
 				MonitorPort:  -2,
 				StoreDir:     dir,
@@ -96,14 +96,14 @@ func (c *testCluster) stop(name string) {
 	if srv == nil {
 		c.t.Fatalf("no running server %q", name)
 	}
-	srv.Shutdown()
+	_ = srv.Shutdown(context.Background())
 }
 
 func (c *testCluster) stopAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for name, srv := range c.servers {
-		srv.Shutdown()
+		_ = srv.Shutdown(context.Background())
 		delete(c.servers, name)
 	}
 }

@@ -44,7 +44,7 @@ func TestHappyPathEndToEnd(t *testing.T) {
 }
 
 func TestBinaryBodyIsBase64AndLongBodyTruncated(t *testing.T) {
-	st := startStack(t, func(c *config.Config) { c.Executor.MaxBodyBytes = 1000 })
+	st := startStack(t, func(c *config.Config) { c.Executor.Fetcher.MaxBodyBytes = 1000 })
 	c := dial(t, st.OriginWS())
 	_, res := c.fetch("bin", st.TargetURL()+"/bytes?n=100&binary=1", nil)
 	if res.Type != "result" || res.BodyEncoding != "base64" || res.Truncated {

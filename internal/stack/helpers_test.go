@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/rs/zerolog"
 
+	"github.com/pipeline-dev/pipeline/broker"
 	"github.com/pipeline-dev/pipeline/internal/config"
 )
 
@@ -139,4 +140,16 @@ func closedPort(t *testing.T) string {
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	return strconv.Itoa(port)
+}
+
+// startServer creates and starts an embedded NATS server.
+func startServer(cfg broker.ServerConfig) (*broker.Server, error) {
+	srv, err := broker.NewServer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		return nil, err
+	}
+	return srv, nil
 }

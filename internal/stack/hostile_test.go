@@ -153,7 +153,7 @@ func unlistedTarget(t *testing.T) (addr string, hits *atomic.Int64) {
 func startHostileStack(t *testing.T, h *hostileTarget) *Stack {
 	t.Helper()
 	return startStack(t, func(c *config.Config) {
-		c.Executor.MaxBodyBytes = hostileMaxBody
+		c.Executor.Fetcher.MaxBodyBytes = hostileMaxBody
 		c.Origin.MaxFrameBytes = 8 << 10
 		c.Origin.HardFrameBytes = 64 << 10
 		c.Executor.Policy.Allow = append(c.Executor.Policy.Allow, h.Addr())

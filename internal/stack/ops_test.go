@@ -2,6 +2,7 @@ package stack
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net/http"
 	"strconv"
@@ -154,7 +155,7 @@ func TestMetricsMoveAsJobsFlow(t *testing.T) {
 func TestReadinessFlipsWhenNATSGoesAway(t *testing.T) {
 	dir := t.TempDir()
 	start := func(port int) *broker.Server {
-		srv, err := broker.StartServer(broker.ServerConfig{Port: port, MonitorPort: -2, StoreDir: dir, Logger: zerolog.Nop()})
+		srv, err := startServer(broker.ServerConfig{Port: port, MonitorPort: -2, StoreDir: dir, Logger: zerolog.Nop()})
 		if err != nil {
 			t.Fatalf("start nats on port %d: %v", port, err)
 		}
@@ -169,7 +170,7 @@ func TestReadinessFlipsWhenNATSGoesAway(t *testing.T) {
 	running := true
 	t.Cleanup(func() {
 		if running {
-			srv.Shutdown()
+			_ = srv.Shutdown(context.Background())
 		}
 	})
 	external := func(c *config.Config) {
@@ -216,7 +217,7 @@ func TestReadinessFlipsWhenNATSGoesAway(t *testing.T) {
 		t.Errorf("executor /metrics: %d, want 200 with pipeline_executor_inflight", code)
 	}
 
-	srv.Shutdown()
+	_ = srv.Shutdown(context.Background())
 	running = false
 	waitFor(http.StatusServiceUnavailable)
 	// Alive all the same.

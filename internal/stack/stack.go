@@ -21,7 +21,6 @@ import (
 	"github.com/pipeline-dev/pipeline/executor"
 	"github.com/pipeline-dev/pipeline/internal/config"
 	"github.com/pipeline-dev/pipeline/internal/metrics"
-	"github.com/pipeline-dev/pipeline/internal/netpolicy"
 	"github.com/pipeline-dev/pipeline/internal/target"
 	"github.com/pipeline-dev/pipeline/origin"
 )
@@ -97,24 +96,23 @@ func EphemeralConfig() config.Config {
 	c.Target.Listen = "127.0.0.1:0"
 	c.Executor.Count = 1
 	c.Executor.OpsListen = "127.0.0.1:0"
-	c.Executor.Policy.Allow = nil // the target's address is added when it starts
 	return c
 }
 
 func (s *Stack) start(ctx context.Context) error {
 	cfg := &s.cfg
 	subjects := broker.Subjects{Prefix: cfg.NATS.SubjectPrefix}
-	switch cfg.Streams.Storage {
-	case "", "file", "memory":
-	default:
-		return fmt.Errorf("stack: streams.storage %q: want file or memory", cfg.Streams.Storage)
+	if err := cfg.Streams.Validate(); err != nil {
+		return fmt.Errorf("stack: %w", err)
 	}
 	if cfg.Target.Enabled {
-		t, err := target.Start(cfg.Target.Listen, s.log)
-		if err != nil {
+		t := target.New(cfg.Target, s.log)
+		if err := t.Start(ctx); err != nil {
 			return err
 		}
 		s.target = t
+		// The executors may reach the target where it actually listens
+		// (its port may have been 0).
 		if !contains(cfg.Executor.Policy.Allow, t.Addr()) {
 			cfg.Executor.Policy.Allow = append(cfg.Executor.Policy.Allow, t.Addr())
 		}
@@ -128,21 +126,18 @@ func (s *Stack) start(ctx context.Context) error {
 			}
 			s.tempDir, dir = d, d
 		}
-		users, err := cfg.NATS.Auth.ServerUsers(subjects)
+		n := cfg.NATS
+		n.DataDir = dir
+		scfg, err := n.ServerConfig(false) // up runs a single server
 		if err != nil {
-			return fmt.Errorf("stack: nats users: %w", err)
+			return fmt.Errorf("stack: %w", err)
 		}
-		srv, err := broker.StartServer(broker.ServerConfig{
-			Users:       users,
-			TLS:         s.tlsFiles(),
-			Host:        cfg.NATS.Host,
-			Port:        cfg.NATS.Port,
-			MonitorPort: cfg.NATS.MonitorPort,
-			StoreDir:    dir,
-			SyncAlways:  cfg.NATS.SyncAlways,
-			Logger:      s.log.With().Str("component", "nats").Logger(),
-		})
+		scfg.Logger = s.log.With().Str("component", "nats").Logger()
+		srv, err := broker.NewServer(scfg)
 		if err != nil {
+			return err
+		}
+		if err := srv.Start(ctx); err != nil {
 			return err
 		}
 		s.server = srv
@@ -167,58 +162,27 @@ func (s *Stack) start(ctx context.Context) error {
 	}
 	defer func() { s.metrics.WatchQueue(js) }() // js may come from an executor below
 
-	if cfg.Executor.Count > 0 {
-		pol, err := netpolicy.New(netpolicy.Config{
-			Allow:        cfg.Executor.Policy.Allow,
-			Deny:         cfg.Executor.Policy.Deny,
-			AllowPorts:   cfg.Executor.Policy.AllowPorts,
-			DenyPorts:    cfg.Executor.Policy.DenyPorts,
-			MaxRedirects: cfg.Executor.Policy.MaxRedirects,
-			AllowPrivate: cfg.Executor.Policy.AllowPrivate,
-		})
+	for i := 0; i < cfg.Executor.Count; i++ {
+		enc, err := s.connect(ctx, fmt.Sprintf("pipeline executor %d", i+1), broker.RoleExecutor, "")
 		if err != nil {
-			return fmt.Errorf("stack: destination policy: %w", err)
+			return err
 		}
-		for i := 0; i < cfg.Executor.Count; i++ {
-			enc, err := s.connect(ctx, fmt.Sprintf("pipeline executor %d", i+1), broker.RoleExecutor, "")
-			if err != nil {
-				return err
-			}
-			if js == nil { // executors may read the consumer's backlog
-				js, _ = jetstream.New(enc)
-			}
-			id := cfg.Executor.ID
-			if id != "" && cfg.Executor.Count > 1 {
-				id = fmt.Sprintf("%s-%d", id, i+1)
-			}
-			ex, err := executor.New(enc, executor.Config{
-				ID:          id,
-				Subjects:    subjects,
-				Concurrency: cfg.Executor.Concurrency,
-				Fetcher: executor.FetcherConfig{
-					MaxBodyBytes:           cfg.Executor.MaxBodyBytes,
-					DefaultTimeout:         cfg.Executor.DefaultTimeout,
-					MaxTimeout:             cfg.Executor.MaxTimeout,
-					MaxResponseHeaderBytes: cfg.Executor.MaxResponseHeaderBytes,
-					MaxIdleConnsPerHost:    cfg.Executor.MaxIdleConnsPerHost,
-					Policy:                 pol,
-				},
-				Retry: executor.RetryPolicy{
-					Attempts:  cfg.Executor.Retry.Attempts,
-					BaseDelay: cfg.Executor.Retry.BaseDelay,
-					MaxDelay:  cfg.Executor.Retry.MaxDelay,
-				},
-				Metrics: s.metrics,
-				Logger:  s.log,
-			})
-			if err != nil {
-				return err
-			}
-			if err := ex.Start(ctx); err != nil {
-				return err
-			}
-			s.executors = append(s.executors, ex)
+		if js == nil { // executors may read the consumer's backlog
+			js, _ = jetstream.New(enc)
 		}
+		ecfg := cfg.Executor.Config
+		if ecfg.ID != "" && cfg.Executor.Count > 1 {
+			ecfg.ID = fmt.Sprintf("%s-%d", ecfg.ID, i+1)
+		}
+		ecfg.Subjects, ecfg.Metrics, ecfg.Logger = subjects, s.metrics, s.log
+		ex, err := executor.New(enc, ecfg)
+		if err != nil {
+			return fmt.Errorf("stack: %w", err)
+		}
+		if err := ex.Start(ctx); err != nil {
+			return err
+		}
+		s.executors = append(s.executors, ex)
 	}
 
 	if err := s.startExecutorOps(ctx, js); err != nil {
@@ -238,29 +202,10 @@ func (s *Stack) start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		o, err := origin.New(onc, origin.Config{
-			ID:             cfg.Origin.ID,
-			Listen:         cfg.Origin.Listen,
-			Subjects:       subjects,
-			MaxFrameBytes:  cfg.Origin.MaxFrameBytes,
-			HardFrameBytes: cfg.Origin.HardFrameBytes,
-			MaxBodyBytes:   cfg.Origin.MaxBodyBytes,
-			MaxTimeoutMS:   cfg.Origin.MaxTimeoutMS,
-			MaxInFlight:    cfg.Origin.MaxInFlight,
-			RatePerConn:    cfg.Origin.RatePerConn,
-			RateBurst:      cfg.Origin.RateBurst,
-			SendQueue:      cfg.Origin.SendQueue,
-			WriteTimeout:   cfg.Origin.WriteTimeout,
-			PublishTimeout: cfg.Origin.PublishTimeout,
-			DedupWindow:    cfg.Origin.DedupWindow,
-			Replicas:       cfg.Streams.Replicas,
-			ResultAckWait:  cfg.Streams.AckWait,
-			AuthToken:      cfg.Origin.AuthToken,
-			AllowedOrigins: cfg.Origin.AllowedOrigins,
-			Handlers:       handlers,
-			Metrics:        s.metrics,
-			Logger:         s.log,
-		})
+		ocfg := cfg.Origin.Config
+		ocfg.Subjects, ocfg.Replicas, ocfg.ResultAckWait = subjects, cfg.Streams.Replicas, cfg.Streams.AckWait
+		ocfg.Handlers, ocfg.Metrics, ocfg.Logger = handlers, s.metrics, s.log
+		o, err := origin.New(onc, ocfg)
 		if err != nil {
 			return err
 		}
@@ -289,21 +234,9 @@ func (s *Stack) provision(ctx context.Context, subjects broker.Subjects) (jetstr
 		return nil, fmt.Errorf("stack: jetstream: %w", err)
 	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = broker.Provision(pctx, js, broker.StreamsConfig{
-		Subjects:         subjects,
-		Replicas:         cfg.Streams.Replicas,
-		Memory:           cfg.Streams.Storage == "memory",
-		MaxJobs:          cfg.Streams.MaxJobs,
-		MaxJobBytes:      cfg.Streams.MaxJobBytes,
-		MaxResultBytes:   cfg.Streams.MaxResultBytes,
-		DuplicateWindow:  cfg.Streams.DuplicateWindow,
-		AckWait:          cfg.Streams.AckWait,
-		MaxDeliver:       cfg.Streams.MaxDeliver,
-		MaxAckPending:    cfg.Streams.MaxAckPending,
-		DeadLetterMaxAge: cfg.Streams.DeadLetterAge,
-		FinishedTTL:      cfg.Streams.ResultRetention,
-		FinishedMaxBytes: cfg.Streams.RetentionBytes,
-	})
+	sc := cfg.Streams
+	sc.Subjects = subjects
+	err = broker.Provision(pctx, js, sc)
 	cancel()
 	if err != nil {
 		return nil, err
@@ -316,36 +249,18 @@ func (s *Stack) provision(ctx context.Context, subjects broker.Subjects) (jetstr
 func (s *Stack) connect(ctx context.Context, name string, role broker.Role, originID string) (*nats.Conn, error) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	cc := broker.ConnConfig{
-		URLs:      s.cfg.NATS.URL,
-		InProcess: s.server,
-		Name:      name,
-		User:      s.cfg.NATS.User,
-		Password:  s.cfg.NATS.Password,
-		Token:     s.cfg.NATS.Token,
-		TLS:       s.tlsFiles(),
-		Logger:    s.log.With().Str("conn", name).Logger(),
+	cc, err := s.cfg.NATS.ConnConfig(name, role, originID)
+	if err != nil {
+		return nil, fmt.Errorf("stack: %w", err)
 	}
-	// With per-role users on, each role connects as its own user with its
-	// own inbox prefix.
-	if err := s.cfg.NATS.Auth.Apply(&cc, role, originID); err != nil {
-		return nil, fmt.Errorf("stack: %s: %w", name, err)
-	}
+	cc.InProcess = s.server
+	cc.Logger = s.log.With().Str("conn", name).Logger()
 	nc, err := broker.Connect(cctx, cc)
 	if err != nil {
 		return nil, fmt.Errorf("stack: %s: %w", name, err)
 	}
 	s.conns = append(s.conns, nc)
 	return nc, nil
-}
-
-// tlsFiles is the TLS setting for TCP connections, or nil when unset.
-func (s *Stack) tlsFiles() *broker.TLSFiles {
-	t := s.cfg.NATS.TLS
-	if t.CAFile == "" && t.CertFile == "" {
-		return nil
-	}
-	return &t
 }
 
 // Origin is the in-process origin, or nil.
@@ -422,7 +337,7 @@ func (s *Stack) Shutdown(ctx context.Context) error {
 		}
 	}
 	if s.server != nil {
-		s.server.Shutdown()
+		errs = append(errs, s.server.Shutdown(ctx))
 	}
 	if s.tempDir != "" {
 		_ = os.RemoveAll(s.tempDir)

@@ -24,9 +24,24 @@ const (
 	maxBytes = 16 << 20
 )
 
-// Server is a running test target.
+// Config is the `target` section of the configuration file.
+type Config struct {
+	// Enabled makes `pipeline up` run the target (and allow it in the
+	// executors' destination policy). Default true.
+	Enabled bool `yaml:"enabled"`
+	// Listen is the listen address (port 0 picks a free one). Default
+	// 127.0.0.1:8090.
+	Listen string `yaml:"listen"`
+}
+
+// DefaultConfig returns the target settings with every default filled in.
+func DefaultConfig() Config { return Config{Enabled: true, Listen: "127.0.0.1:8090"} }
+
+// Server is the test target. Create it with New, run it with Start, stop it
+// with Shutdown (the methods of the embedded httpserve.Server).
 type Server struct {
 	*httpserve.Server
+	log zerolog.Logger
 }
 
 // Handler returns the target's routes.
@@ -49,17 +64,25 @@ func Handler() http.Handler {
 	return mux
 }
 
-// Start listens on addr (e.g. 127.0.0.1:8090, or :0 for a free port) and
-// serves until Shutdown.
-func Start(addr string, log zerolog.Logger) (*Server, error) {
+// New returns a target that will serve on cfg.Listen (default
+// 127.0.0.1:8090) once started.
+func New(cfg Config, log zerolog.Logger) *Server {
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultConfig().Listen
+	}
 	log = log.With().Str("component", "target").Logger()
 	srv := &http.Server{Handler: Handler(), ReadHeaderTimeout: 10 * time.Second}
-	s := &Server{Server: httpserve.New("target", addr, srv, log)}
-	if err := s.Start(context.Background()); err != nil {
-		return nil, err
+	return &Server{Server: httpserve.New("target", cfg.Listen, srv, log), log: log}
+}
+
+// Start binds the listen address and serves in the background until
+// Shutdown. It fails if the address cannot be bound.
+func (s *Server) Start(ctx context.Context) error {
+	if err := s.Server.Start(ctx); err != nil {
+		return err
 	}
-	log.Info().Str("listen", s.URL()).Msg("test target listening")
-	return s, nil
+	s.log.Info().Str("listen", s.URL()).Msg("test target listening")
+	return nil
 }
 
 func intParam(r *http.Request, name string, def, lo, hi int) (int, error) {
