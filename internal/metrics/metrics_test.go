@@ -13,64 +13,23 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
 	"github.com/pipeline-dev/pipeline/broker"
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
-// value returns the value of the series name{labels} (counter, gauge, or
-// a histogram's sample count), and whether it exists.
+// value returns the value of the series name{labels} in m, and whether it
+// exists (testutil.MetricValue).
 func value(t *testing.T, m *Metrics, name string, labels map[string]string) (float64, bool) {
 	t.Helper()
-	mfs, err := m.Gatherer().Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, s := range mf.GetMetric() {
-			for k, v := range labels {
-				if labelOf(s, k) != v {
-					continue next
-				}
-			}
-			switch {
-			case s.Counter != nil:
-				return s.GetCounter().GetValue(), true
-			case s.Gauge != nil:
-				return s.GetGauge().GetValue(), true
-			case s.Histogram != nil:
-				return float64(s.GetHistogram().GetSampleCount()), true
-			}
-		}
-	}
-	return 0, false
-}
-
-func labelOf(m *dto.Metric, name string) string {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == name {
-			return l.GetValue()
-		}
-	}
-	return ""
+	return testutil.MetricValue(t, m.Gatherer(), name, labels)
 }
 
 func want(t *testing.T, m *Metrics, name string, labels map[string]string, w float64) {
 	t.Helper()
-	got, ok := value(t, m, name, labels)
-	if !ok {
-		t.Errorf("%s%v: missing", name, labels)
-		return
-	}
-	if got != w {
-		t.Errorf("%s%v = %v, want %v", name, labels, got, w)
-	}
+	testutil.WantMetric(t, m.Gatherer(), name, labels, w)
 }
 
 func TestNilMetricsRecordNothing(t *testing.T) {
