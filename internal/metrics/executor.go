@@ -12,7 +12,7 @@ import (
 // share one set). A nil *Executor records nothing. Its methods are safe for
 // concurrent use.
 type Executor struct {
-	jobs          outcomeCounters
+	jobs          *OutcomeCounters
 	inflight      prometheus.Gauge
 	redeliveries  prometheus.Counter
 	retries       prometheus.Counter
@@ -23,12 +23,11 @@ type Executor struct {
 
 func newExecutor(reg prometheus.Registerer) *Executor {
 	sub := "executor"
-	jobs := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: Namespace, Subsystem: sub, Name: "jobs_total",
-		Help: "Jobs whose result this process stored: outcome=result (any HTTP status) or outcome=error with its wire error code.",
-	}, []string{"outcome", "code"})
 	e := &Executor{
-		jobs: newOutcomeCounters(jobs),
+		jobs: NewOutcomeCounters(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: sub, Name: "jobs_total",
+			Help: "Jobs whose result this process stored: outcome=result (any HTTP status) or outcome=error with its wire error code.",
+		}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: Namespace, Subsystem: sub, Name: "inflight",
 			Help: "Jobs being worked on (fetch and result store) by this process.",
@@ -55,7 +54,7 @@ func newExecutor(reg prometheus.Registerer) *Executor {
 			Buckets: LatencyBuckets(),
 		}),
 	}
-	reg.MustRegister(jobs, e.inflight, e.redeliveries, e.retries, e.deadLetters, e.publishFailed, e.fetchSeconds)
+	reg.MustRegister(e.jobs, e.inflight, e.redeliveries, e.retries, e.deadLetters, e.publishFailed, e.fetchSeconds)
 	return e
 }
 
@@ -97,14 +96,14 @@ func (e *Executor) Fetched(d time.Duration) {
 // Result counts a job whose result (a response) was stored.
 func (e *Executor) Result() {
 	if e != nil {
-		e.jobs.result.Inc()
+		e.jobs.Result()
 	}
 }
 
 // Error counts a job whose error result with code was stored.
 func (e *Executor) Error(code broker.Code) {
 	if e != nil {
-		e.jobs.err(code)
+		e.jobs.Error(code)
 	}
 }
 

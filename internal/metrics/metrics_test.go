@@ -32,6 +32,16 @@ func want(t *testing.T, m *Metrics, name string, labels map[string]string, w flo
 	testutil.WantMetric(t, m.Gatherer(), name, labels, w)
 }
 
+// testOutcomes registers an outcome counter named name in m through Part,
+// as a role does with its own metrics.
+func testOutcomes(m *Metrics, name string) *OutcomeCounters {
+	return Part(m, name, func(reg prometheus.Registerer) *OutcomeCounters {
+		oc := NewOutcomeCounters(prometheus.CounterOpts{Name: name, Help: "test outcomes"})
+		reg.MustRegister(oc)
+		return oc
+	})
+}
+
 func TestNilMetricsRecordNothing(t *testing.T) {
 	var m *Metrics
 	o, e, r := m.Origin(), m.Executor(), m.RPC()
@@ -168,21 +178,46 @@ func TestExecutorAndRPCMetrics(t *testing.T) {
 func TestRecordingDoesNotAllocate(t *testing.T) {
 	m := New()
 	o, e, r := m.Origin(), m.Executor(), m.RPC()
+	oc := testOutcomes(m, "pipeline_test_outcomes_total")
 	checks := map[string]func(){
-		"origin result":  func() { o.Result() },
-		"origin error":   func() { o.Error(broker.CodeFetchFailed) },
-		"origin phases":  func() { o.Phases(time.Millisecond, time.Millisecond, time.Millisecond, time.Millisecond) },
-		"executor seen":  func() { o.ExecutorSeen("host-abc") },
-		"executor job":   func() { e.Begin(); e.Fetched(time.Millisecond); e.Error(broker.CodeTimeout); e.End() },
-		"rpc call":       func() { r.Called("transform", "nats", 0, time.Millisecond) },
-		"rpc served":     func() { r.Served("compute", "http", 400, time.Millisecond) },
-		"origin enqueue": func() { o.Enqueued() },
+		"outcome result":  func() { oc.Result() },
+		"outcome error":   func() { oc.Error(broker.CodeFetchFailed) },
+		"outcome unknown": func() { oc.Error(broker.Code("no_such_code")) },
+		"origin result":   func() { o.Result() },
+		"origin error":    func() { o.Error(broker.CodeFetchFailed) },
+		"origin phases":   func() { o.Phases(time.Millisecond, time.Millisecond, time.Millisecond, time.Millisecond) },
+		"executor seen":   func() { o.ExecutorSeen("host-abc") },
+		"executor job":    func() { e.Begin(); e.Fetched(time.Millisecond); e.Error(broker.CodeTimeout); e.End() },
+		"rpc call":        func() { r.Called("transform", "nats", 0, time.Millisecond) },
+		"rpc served":      func() { r.Served("compute", "http", 400, time.Millisecond) },
+		"origin enqueue":  func() { o.Enqueued() },
 	}
 	for name, f := range checks {
 		if n := testing.AllocsPerRun(200, f); n != 0 {
 			t.Errorf("%s: %v allocations per call, want 0", name, n)
 		}
 	}
+}
+
+// Every wire code has its own child from the start (exported at 0); a code
+// outside the contract is counted as CodeOther.
+func TestOutcomeCountersCoverEveryCode(t *testing.T) {
+	m := New()
+	const name = "pipeline_test_outcomes_total"
+	oc := testOutcomes(m, name)
+	want(t, m, name, map[string]string{LabelOutcome: OutcomeResult, LabelCode: ""}, 0)
+	for _, c := range broker.Codes() {
+		want(t, m, name, map[string]string{LabelOutcome: OutcomeError, LabelCode: string(c)}, 0)
+	}
+	want(t, m, name, map[string]string{LabelOutcome: OutcomeError, LabelCode: CodeOther}, 0)
+	oc.Result()
+	oc.Error(broker.CodeTimeout)
+	oc.Error(broker.CodeTimeout)
+	oc.Error(broker.Code("no_such_code"))
+	want(t, m, name, map[string]string{LabelOutcome: OutcomeResult, LabelCode: ""}, 1)
+	want(t, m, name, map[string]string{LabelOutcome: OutcomeError, LabelCode: "timeout"}, 2)
+	want(t, m, name, map[string]string{LabelOutcome: OutcomeError, LabelCode: CodeOther}, 1)
+	want(t, m, name, map[string]string{LabelOutcome: OutcomeError, LabelCode: "internal"}, 0)
 }
 
 func TestHandlerServesExpositionFormat(t *testing.T) {

@@ -27,7 +27,7 @@ const executorsSeenWindow = time.Minute
 // Origin holds the metrics of the origins of a process. A nil *Origin
 // records nothing. Its methods are safe for concurrent use.
 type Origin struct {
-	fetches    outcomeCounters
+	fetches    *OutcomeCounters
 	enqueued   prometheus.Counter
 	duplicates prometheus.Counter
 	conns      prometheus.Gauge
@@ -46,11 +46,10 @@ func newOrigin(reg prometheus.Registerer) *Origin {
 		inflight: make(map[int]func() int),
 		seen:     make(map[string]time.Time),
 	}
-	fetches := prometheus.NewCounterVec(prometheus.CounterOpts{
+	o.fetches = NewOutcomeCounters(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "origin", Name: "fetches_total",
 		Help: "Start-fetch requests by the final frame they got: outcome=result (any HTTP status) or outcome=error with its wire error code.",
-	}, []string{"outcome", "code"})
-	o.fetches = newOutcomeCounters(fetches)
+	})
 	o.enqueued = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "origin", Name: "jobs_enqueued_total",
 		Help: "Fetch jobs stored in the jobs stream (the client was told enqueued).",
@@ -71,7 +70,7 @@ func newOrigin(reg prometheus.Registerer) *Origin {
 	for i, p := range Phases() {
 		o.phases[i] = phases.WithLabelValues(p)
 	}
-	reg.MustRegister(fetches, o.enqueued, o.duplicates, o.conns, phases,
+	reg.MustRegister(o.fetches, o.enqueued, o.duplicates, o.conns, phases,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: Namespace, Subsystem: "origin", Name: "inflight_fetches",
 			Help: "Accepted fetches whose final frame has not been sent yet.",
@@ -87,7 +86,7 @@ func newOrigin(reg prometheus.Registerer) *Origin {
 // Result counts a fetch that ended with a result frame.
 func (o *Origin) Result() {
 	if o != nil {
-		o.fetches.result.Inc()
+		o.fetches.Result()
 	}
 }
 
@@ -95,7 +94,7 @@ func (o *Origin) Result() {
 // frame carrying code.
 func (o *Origin) Error(code broker.Code) {
 	if o != nil {
-		o.fetches.err(code)
+		o.fetches.Error(code)
 	}
 }
 
