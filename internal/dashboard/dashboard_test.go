@@ -11,6 +11,7 @@ import (
 
 	"github.com/pipeline-dev/pipeline/broker"
 	"github.com/pipeline-dev/pipeline/internal/metrics"
+	"github.com/pipeline-dev/pipeline/origin"
 )
 
 func TestQuantileInterpolatesInsideTheBucket(t *testing.T) {
@@ -56,7 +57,7 @@ func (c *clock) now() time.Time { return c.t }
 
 func TestStatsWindows(t *testing.T) {
 	m := metrics.New()
-	o := m.Origin()
+	o := origin.MetricsOf(m)
 	clk := &clock{t: time.Unix(1_700_000_000, 0)}
 	d, err := New(Config{Gatherer: m.Gatherer(), Title: "origin t", Started: clk.t, now: clk.now})
 	if err != nil {
@@ -136,7 +137,7 @@ func TestStatsWindows(t *testing.T) {
 
 func TestHandlers(t *testing.T) {
 	m := metrics.New()
-	m.Origin().Result()
+	origin.MetricsOf(m).Result()
 	d, err := New(Config{Gatherer: m.Gatherer()})
 	if err != nil {
 		t.Fatal(err)

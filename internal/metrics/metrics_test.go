@@ -44,20 +44,11 @@ func testOutcomes(m *Metrics, name string) *OutcomeCounters {
 
 func TestNilMetricsRecordNothing(t *testing.T) {
 	var m *Metrics
-	o, e, r := m.Origin(), m.Executor(), m.RPC()
-	if o != nil || e != nil || r != nil {
-		t.Fatalf("nil Metrics gave non-nil parts %v %v %v", o, e, r)
+	e, r := m.Executor(), m.RPC()
+	if e != nil || r != nil {
+		t.Fatalf("nil Metrics gave non-nil parts %v %v", e, r)
 	}
 	// None of these may panic.
-	o.Result()
-	o.Error(broker.CodeTimeout)
-	o.Enqueued()
-	o.Duplicate()
-	o.ConnOpened()
-	o.ConnClosed()
-	o.Phases(1, 2, 3, 4)
-	o.ExecutorSeen("x")
-	o.TrackInFlight(func() int { return 1 })()
 	e.Begin()
 	e.End()
 	e.Redelivered()
@@ -74,49 +65,6 @@ func TestNilMetricsRecordNothing(t *testing.T) {
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	if rec.Code != http.StatusNotFound {
 		t.Errorf("nil Metrics handler: status %d, want 404", rec.Code)
-	}
-}
-
-func TestOriginMetrics(t *testing.T) {
-	m := New()
-	o := m.Origin()
-	if m.Origin() != o {
-		t.Fatal("Origin() returned a second instance")
-	}
-	o.Result()
-	o.Result()
-	o.Error(broker.CodeInvalidURL)
-	o.Error(broker.Code("no_such_code"))
-	o.Enqueued()
-	o.Duplicate()
-	o.ConnOpened()
-	o.ConnOpened()
-	o.ConnClosed()
-	o.Phases(time.Millisecond, 2*time.Millisecond, 3*time.Millisecond, 6*time.Millisecond)
-	n := 3
-	untrack := o.TrackInFlight(func() int { return n })
-	o.TrackInFlight(func() int { return 2 })
-	o.ExecutorSeen("a")
-	o.ExecutorSeen("a")
-	o.ExecutorSeen("b")
-
-	want(t, m, "pipeline_origin_fetches_total", map[string]string{"outcome": "result", "code": ""}, 2)
-	want(t, m, "pipeline_origin_fetches_total", map[string]string{"outcome": "error", "code": "invalid_url"}, 1)
-	want(t, m, "pipeline_origin_fetches_total", map[string]string{"outcome": "error", "code": "other"}, 1)
-	want(t, m, "pipeline_origin_fetches_total", map[string]string{"outcome": "error", "code": "timeout"}, 0)
-	want(t, m, "pipeline_origin_jobs_enqueued_total", nil, 1)
-	want(t, m, "pipeline_origin_duplicates_suppressed_total", nil, 1)
-	want(t, m, "pipeline_origin_ws_connections", nil, 1)
-	want(t, m, "pipeline_origin_inflight_fetches", nil, 5)
-	want(t, m, "pipeline_origin_executors_seen", nil, 2)
-	for _, p := range Phases() {
-		want(t, m, "pipeline_phase_seconds", map[string]string{"phase": p}, 1)
-	}
-	untrack()
-	want(t, m, "pipeline_origin_inflight_fetches", nil, 2)
-	// An executor role that never ran registers nothing.
-	if _, ok := value(t, m, "pipeline_executor_jobs_total", map[string]string{"outcome": "result"}); ok {
-		t.Error("executor metrics registered without an executor")
 	}
 }
 
@@ -177,20 +125,15 @@ func TestExecutorAndRPCMetrics(t *testing.T) {
 // The recording methods run per job: they must not allocate.
 func TestRecordingDoesNotAllocate(t *testing.T) {
 	m := New()
-	o, e, r := m.Origin(), m.Executor(), m.RPC()
+	e, r := m.Executor(), m.RPC()
 	oc := testOutcomes(m, "pipeline_test_outcomes_total")
 	checks := map[string]func(){
 		"outcome result":  func() { oc.Result() },
 		"outcome error":   func() { oc.Error(broker.CodeFetchFailed) },
 		"outcome unknown": func() { oc.Error(broker.Code("no_such_code")) },
-		"origin result":   func() { o.Result() },
-		"origin error":    func() { o.Error(broker.CodeFetchFailed) },
-		"origin phases":   func() { o.Phases(time.Millisecond, time.Millisecond, time.Millisecond, time.Millisecond) },
-		"executor seen":   func() { o.ExecutorSeen("host-abc") },
 		"executor job":    func() { e.Begin(); e.Fetched(time.Millisecond); e.Error(broker.CodeTimeout); e.End() },
 		"rpc call":        func() { r.Called("transform", "nats", 0, time.Millisecond) },
 		"rpc served":      func() { r.Served("compute", "http", 400, time.Millisecond) },
-		"origin enqueue":  func() { o.Enqueued() },
 	}
 	for name, f := range checks {
 		if n := testing.AllocsPerRun(200, f); n != 0 {
@@ -222,7 +165,12 @@ func TestOutcomeCountersCoverEveryCode(t *testing.T) {
 
 func TestHandlerServesExpositionFormat(t *testing.T) {
 	m := New()
-	m.Origin().Result()
+	testOutcomes(m, "pipeline_test_outcomes_total").Result()
+	Part(m, "hist", func(reg prometheus.Registerer) *prometheus.Histogram {
+		h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pipeline_test_seconds", Help: "test", Buckets: LatencyBuckets()})
+		reg.MustRegister(h)
+		return &h
+	})
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
 	resp, err := http.Get(srv.URL)
@@ -232,8 +180,8 @@ func TestHandlerServesExpositionFormat(t *testing.T) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	for _, s := range []string{
-		`pipeline_origin_fetches_total{code="",outcome="result"} 1`,
-		"# TYPE pipeline_phase_seconds histogram",
+		`pipeline_test_outcomes_total{code="",outcome="result"} 1`,
+		"# TYPE pipeline_test_seconds histogram",
 		"go_goroutines",
 		"process_cpu_seconds_total",
 	} {
@@ -410,18 +358,6 @@ func TestOpsServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	http.DefaultClient.CloseIdleConnections()
-}
-
-func BenchmarkOriginFinishedFetch(b *testing.B) {
-	o := New().Origin()
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			o.Result()
-			o.Phases(time.Millisecond, 100*time.Microsecond, 5*time.Millisecond, 6*time.Millisecond)
-			o.ExecutorSeen("host-abc")
-		}
-	})
 }
 
 func BenchmarkExecutorJob(b *testing.B) {
