@@ -21,8 +21,6 @@ type Metrics struct {
 	reg     *prometheus.Registry
 	started time.Time
 
-	execOnce  sync.Once
-	executor  *Executor
 	rpcOnce   sync.Once
 	rpc       *RPC
 	queueOnce sync.Once
@@ -33,7 +31,7 @@ type Metrics struct {
 
 // New returns a Metrics with a fresh registry holding the Go runtime and
 // process collectors. Role metrics are added by the first call of Part for
-// that role (origin.MetricsOf), Executor or RPC.
+// that role (origin.MetricsOf, executor.MetricsOf) or of RPC.
 func New() *Metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -79,16 +77,6 @@ func (m *Metrics) Handler() http.Handler {
 		Registry:          m.reg, // promhttp_metric_handler_* about the scrapes themselves
 		EnableOpenMetrics: true,
 	})
-}
-
-// Executor returns the executor metrics, registering them on first use. It
-// returns nil for a nil Metrics. Every executor in a process shares them.
-func (m *Metrics) Executor() *Executor {
-	if m == nil {
-		return nil
-	}
-	m.execOnce.Do(func() { m.executor = newExecutor(m.reg) })
-	return m.executor
 }
 
 // RPC returns the RPC metrics, registering them on first use. It returns

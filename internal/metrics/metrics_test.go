@@ -44,20 +44,11 @@ func testOutcomes(m *Metrics, name string) *OutcomeCounters {
 
 func TestNilMetricsRecordNothing(t *testing.T) {
 	var m *Metrics
-	e, r := m.Executor(), m.RPC()
-	if e != nil || r != nil {
-		t.Fatalf("nil Metrics gave non-nil parts %v %v", e, r)
+	r := m.RPC()
+	if r != nil {
+		t.Fatalf("nil Metrics gave a non-nil part %v", r)
 	}
 	// None of these may panic.
-	e.Begin()
-	e.End()
-	e.Redelivered()
-	e.Retry()
-	e.Fetched(time.Millisecond)
-	e.Result()
-	e.Error(broker.CodeFetchFailed)
-	e.DeadLetter()
-	e.PublishFailed()
 	r.Called("echo", "nats", 0, time.Millisecond)
 	r.Served("echo", "nats", 400, time.Millisecond)
 	m.WatchQueue(nil)
@@ -68,28 +59,8 @@ func TestNilMetricsRecordNothing(t *testing.T) {
 	}
 }
 
-func TestExecutorAndRPCMetrics(t *testing.T) {
+func TestRPCMetrics(t *testing.T) {
 	m := New()
-	e := m.Executor()
-	e.Begin()
-	e.Begin()
-	e.End()
-	e.Redelivered()
-	e.Retry()
-	e.Fetched(10 * time.Millisecond)
-	e.Result()
-	e.Error(broker.CodeBlockedDestination)
-	e.DeadLetter()
-	e.PublishFailed()
-	want(t, m, "pipeline_executor_inflight", nil, 1)
-	want(t, m, "pipeline_executor_redeliveries_total", nil, 1)
-	want(t, m, "pipeline_executor_fetch_retries_total", nil, 1)
-	want(t, m, "pipeline_executor_fetch_seconds", nil, 1)
-	want(t, m, "pipeline_executor_jobs_total", map[string]string{"outcome": "result"}, 1)
-	want(t, m, "pipeline_executor_jobs_total", map[string]string{"outcome": "error", "code": "blocked_destination"}, 1)
-	want(t, m, "pipeline_executor_dead_letters_total", nil, 1)
-	want(t, m, "pipeline_executor_publish_failures_total", nil, 1)
-
 	r := m.RPC()
 	cases := []struct {
 		fn, via string
@@ -125,13 +96,11 @@ func TestExecutorAndRPCMetrics(t *testing.T) {
 // The recording methods run per job: they must not allocate.
 func TestRecordingDoesNotAllocate(t *testing.T) {
 	m := New()
-	e, r := m.Executor(), m.RPC()
-	oc := testOutcomes(m, "pipeline_test_outcomes_total")
+	r, oc := m.RPC(), testOutcomes(m, "pipeline_test_outcomes_total")
 	checks := map[string]func(){
 		"outcome result":  func() { oc.Result() },
 		"outcome error":   func() { oc.Error(broker.CodeFetchFailed) },
 		"outcome unknown": func() { oc.Error(broker.Code("no_such_code")) },
-		"executor job":    func() { e.Begin(); e.Fetched(time.Millisecond); e.Error(broker.CodeTimeout); e.End() },
 		"rpc call":        func() { r.Called("transform", "nats", 0, time.Millisecond) },
 		"rpc served":      func() { r.Served("compute", "http", 400, time.Millisecond) },
 	}
@@ -329,7 +298,7 @@ func TestNewReadinessValidates(t *testing.T) {
 func TestOpsServer(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	m := New()
-	m.Executor().Result()
+	testOutcomes(m, "pipeline_test_jobs_total").Result()
 	s := NewOpsServer("127.0.0.1:0", NewOpsMux(m, nil), zerolog.Nop())
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -340,7 +309,7 @@ func TestOpsServer(t *testing.T) {
 	for path, wantBody := range map[string]string{
 		"/healthz": "ok\n",
 		"/readyz":  "ready\n",
-		"/metrics": `pipeline_executor_jobs_total{code="",outcome="result"} 1`,
+		"/metrics": `pipeline_test_jobs_total{code="",outcome="result"} 1`,
 	} {
 		resp, err := http.Get("http://" + s.Addr() + path)
 		if err != nil {
@@ -358,19 +327,6 @@ func TestOpsServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	http.DefaultClient.CloseIdleConnections()
-}
-
-func BenchmarkExecutorJob(b *testing.B) {
-	e := New().Executor()
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			e.Begin()
-			e.Fetched(5 * time.Millisecond)
-			e.Result()
-			e.End()
-		}
-	})
 }
 
 func TestPartBuildsOncePerKey(t *testing.T) {
