@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pipeline-dev/pipeline/broker"
+	"github.com/pipeline-dev/pipeline/executor"
 	"github.com/pipeline-dev/pipeline/internal/metrics"
 	"github.com/pipeline-dev/pipeline/origin"
 )
@@ -86,6 +87,10 @@ func TestStatsWindows(t *testing.T) {
 	o.Error(broker.CodeTimeout)
 	o.ConnOpened()
 	o.ExecutorSeen("e1")
+	e := executor.MetricsOf(m)
+	e.Result()
+	e.Error(broker.CodeTimeout)
+	e.Redelivered()
 	st, err = d.Stats()
 	if err != nil {
 		t.Fatal(err)
@@ -95,6 +100,9 @@ func TestStatsWindows(t *testing.T) {
 	}
 	if st.JobsPerS != 10 || st.RateWindowS != 2 {
 		t.Errorf("jobs/s %v over %v s, want 10 over 2", st.JobsPerS, st.RateWindowS)
+	}
+	if st.ExecutorJobsTotal != 2 || st.RedeliveriesTotal != 1 {
+		t.Errorf("executor jobs %v redeliveries %v, want 2 and 1", st.ExecutorJobsTotal, st.RedeliveriesTotal)
 	}
 	if st.Connections != 1 || st.ExecutorsSeen != 1 {
 		t.Errorf("connections %v executors %v, want 1 and 1", st.Connections, st.ExecutorsSeen)
