@@ -82,7 +82,7 @@ type Executor struct {
 	stopped  bool
 	inflight context.Context
 	abort    context.CancelFunc
-	m        *metrics.Executor // nil: no metrics
+	m        *Metrics // nil: no metrics
 }
 
 // New returns an executor that uses nc. It does not contact the server.
@@ -117,7 +117,7 @@ func New(nc *nats.Conn, cfg Config) (*Executor, error) {
 		sem:      make(chan struct{}, cfg.Concurrency),
 		inflight: inflight,
 		abort:    abort,
-		m:        cfg.Metrics.Executor(),
+		m:        MetricsOf(cfg.Metrics),
 	}, nil
 }
 

@@ -1,6 +1,168 @@
 package executor
 
-import "github.com/pipeline-dev/pipeline/broker"
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pipeline-dev/pipeline/broker"
+	"github.com/pipeline-dev/pipeline/internal/metrics"
+)
+
+// Metric family names of the executor (what /metrics and the dashboard
+// show).
+const (
+	// MetricJobsTotal counts jobs finished by this process, labelled
+	// metrics.LabelOutcome and metrics.LabelCode.
+	MetricJobsTotal = "pipeline_executor_jobs_total"
+	// MetricInflight is the number of jobs being worked on.
+	MetricInflight = "pipeline_executor_inflight"
+	// MetricRedeliveriesTotal counts jobs received with a delivery count
+	// above 1.
+	MetricRedeliveriesTotal = "pipeline_executor_redeliveries_total"
+	// MetricFetchRetriesTotal counts in-process fetch retries.
+	MetricFetchRetriesTotal = "pipeline_executor_fetch_retries_total"
+	// MetricDeadLettersTotal counts jobs moved to the dead-letter stream.
+	MetricDeadLettersTotal = "pipeline_executor_dead_letters_total"
+	// MetricPublishFailuresTotal counts results that could not be stored.
+	MetricPublishFailuresTotal = "pipeline_executor_publish_failures_total"
+	// MetricFetchSeconds is the outbound fetch time histogram, retries
+	// included.
+	MetricFetchSeconds = "pipeline_executor_fetch_seconds"
+)
+
+// metricsPart is the key of the executors' part in a process's metrics.
+const metricsPart = "executor"
+
+// Metrics holds the metrics of the executors of a process (all of them
+// share one set), registered in the process's registry (package metrics):
+//
+//	pipeline_executor_jobs_total{outcome="result|error",code}   jobs finished by this process
+//	pipeline_executor_inflight                                  jobs being fetched
+//	pipeline_executor_redeliveries_total                        jobs received with a delivery count above 1
+//	pipeline_executor_fetch_retries_total                       in-process fetch retries
+//	pipeline_executor_dead_letters_total                        jobs moved to the dead-letter stream
+//	pipeline_executor_publish_failures_total                    results that could not be stored
+//	pipeline_executor_fetch_seconds                             outbound fetch time, retries included (histogram)
+//
+// Label children are resolved when it is made: recording a job costs a few
+// atomic adds and no allocation. A nil *Metrics records nothing. Its
+// methods are safe for concurrent use.
+type Metrics struct {
+	jobs          *metrics.OutcomeCounters
+	inflight      prometheus.Gauge
+	redeliveries  prometheus.Counter
+	retries       prometheus.Counter
+	deadLetters   prometheus.Counter
+	publishFailed prometheus.Counter
+	fetchSeconds  prometheus.Histogram
+}
+
+// MetricsOf returns the executor metrics of m, registering them in m's
+// registry on first use; every executor of a process gets the same part.
+// It returns nil for a nil m.
+func MetricsOf(m *metrics.Metrics) *Metrics {
+	return metrics.Part(m, metricsPart, newMetrics)
+}
+
+func newMetrics(reg prometheus.Registerer) *Metrics {
+	e := &Metrics{
+		jobs: metrics.NewOutcomeCounters(prometheus.CounterOpts{
+			Name: MetricJobsTotal,
+			Help: "Jobs whose result this process stored: outcome=result (any HTTP status) or outcome=error with its wire error code.",
+		}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: MetricInflight,
+			Help: "Jobs being worked on (fetch and result store) by this process.",
+		}),
+		redeliveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: MetricRedeliveriesTotal,
+			Help: "Jobs received with a delivery count above 1 (an executor crashed, timed out or could not store the result).",
+		}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: MetricFetchRetriesTotal,
+			Help: "Outbound fetches retried inside one delivery (connect failures, 502/503/504).",
+		}),
+		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: MetricDeadLettersTotal,
+			Help: "Jobs moved to the dead-letter stream after exhausting their deliveries.",
+		}),
+		publishFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: MetricPublishFailuresTotal,
+			Help: "Results that could not be stored (the job is redelivered).",
+		}),
+		fetchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    MetricFetchSeconds,
+			Help:    "Time spent fetching one job, retries and backoff included.",
+			Buckets: metrics.LatencyBuckets(),
+		}),
+	}
+	reg.MustRegister(e.jobs, e.inflight, e.redeliveries, e.retries, e.deadLetters, e.publishFailed, e.fetchSeconds)
+	return e
+}
+
+// Begin counts a job starting (in flight); End must follow.
+func (e *Metrics) Begin() {
+	if e != nil {
+		e.inflight.Inc()
+	}
+}
+
+// End counts a job no longer in flight.
+func (e *Metrics) End() {
+	if e != nil {
+		e.inflight.Dec()
+	}
+}
+
+// Redelivered counts a job received again.
+func (e *Metrics) Redelivered() {
+	if e != nil {
+		e.redeliveries.Inc()
+	}
+}
+
+// Retry counts one in-process fetch retry.
+func (e *Metrics) Retry() {
+	if e != nil {
+		e.retries.Inc()
+	}
+}
+
+// Fetched records the time one job's fetch took.
+func (e *Metrics) Fetched(d time.Duration) {
+	if e != nil {
+		e.fetchSeconds.Observe(d.Seconds())
+	}
+}
+
+// Result counts a job whose result (a response) was stored.
+func (e *Metrics) Result() {
+	if e != nil {
+		e.jobs.Result()
+	}
+}
+
+// Error counts a job whose error result with code was stored.
+func (e *Metrics) Error(code broker.Code) {
+	if e != nil {
+		e.jobs.Error(code)
+	}
+}
+
+// DeadLetter counts a job moved to the dead-letter stream.
+func (e *Metrics) DeadLetter() {
+	if e != nil {
+		e.deadLetters.Inc()
+	}
+}
+
+// PublishFailed counts a result that could not be stored.
+func (e *Metrics) PublishFailed() {
+	if e != nil {
+		e.publishFailed.Inc()
+	}
+}
 
 // count records a job whose result was stored, by outcome and error code.
 func (e *Executor) count(res *broker.Result) {

@@ -182,7 +182,7 @@ type Server struct {
 	closing  atomic.Bool
 	serveErr chan error
 
-	m         *metrics.Origin // nil: no metrics
+	m         *Metrics // nil: no metrics
 	ready     *metrics.Readiness
 	untrackIF func()
 
@@ -215,7 +215,7 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 		acks:     make(chan resultAck, 4096),
 		ackDone:  make(chan struct{}),
 		serveErr: make(chan error, 1),
-		m:        cfg.Metrics.Origin(),
+		m:        MetricsOf(cfg.Metrics),
 	}
 	ready, err := metrics.NewReadiness(metrics.ReadinessConfig{
 		// Its own results consumer rather than the results stream: that is

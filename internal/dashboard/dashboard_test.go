@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/pipeline-dev/pipeline/broker"
+	"github.com/pipeline-dev/pipeline/executor"
 	"github.com/pipeline-dev/pipeline/internal/metrics"
+	"github.com/pipeline-dev/pipeline/origin"
 )
 
 func TestQuantileInterpolatesInsideTheBucket(t *testing.T) {
@@ -56,7 +58,7 @@ func (c *clock) now() time.Time { return c.t }
 
 func TestStatsWindows(t *testing.T) {
 	m := metrics.New()
-	o := m.Origin()
+	o := origin.MetricsOf(m)
 	clk := &clock{t: time.Unix(1_700_000_000, 0)}
 	d, err := New(Config{Gatherer: m.Gatherer(), Title: "origin t", Started: clk.t, now: clk.now})
 	if err != nil {
@@ -85,6 +87,10 @@ func TestStatsWindows(t *testing.T) {
 	o.Error(broker.CodeTimeout)
 	o.ConnOpened()
 	o.ExecutorSeen("e1")
+	e := executor.MetricsOf(m)
+	e.Result()
+	e.Error(broker.CodeTimeout)
+	e.Redelivered()
 	st, err = d.Stats()
 	if err != nil {
 		t.Fatal(err)
@@ -94,6 +100,9 @@ func TestStatsWindows(t *testing.T) {
 	}
 	if st.JobsPerS != 10 || st.RateWindowS != 2 {
 		t.Errorf("jobs/s %v over %v s, want 10 over 2", st.JobsPerS, st.RateWindowS)
+	}
+	if st.ExecutorJobsTotal != 2 || st.RedeliveriesTotal != 1 {
+		t.Errorf("executor jobs %v redeliveries %v, want 2 and 1", st.ExecutorJobsTotal, st.RedeliveriesTotal)
 	}
 	if st.Connections != 1 || st.ExecutorsSeen != 1 {
 		t.Errorf("connections %v executors %v, want 1 and 1", st.Connections, st.ExecutorsSeen)
@@ -136,7 +145,7 @@ func TestStatsWindows(t *testing.T) {
 
 func TestHandlers(t *testing.T) {
 	m := metrics.New()
-	m.Origin().Result()
+	origin.MetricsOf(m).Result()
 	d, err := New(Config{Gatherer: m.Gatherer()})
 	if err != nil {
 		t.Fatal(err)

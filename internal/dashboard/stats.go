@@ -6,26 +6,15 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/pipeline-dev/pipeline/executor"
+	"github.com/pipeline-dev/pipeline/internal/metrics"
+	"github.com/pipeline-dev/pipeline/origin"
 )
 
-// Metric names the dashboard reads (see package metrics).
-const (
-	mFetches       = "pipeline_origin_fetches_total"
-	mEnqueued      = "pipeline_origin_jobs_enqueued_total"
-	mDuplicates    = "pipeline_origin_duplicates_suppressed_total"
-	mConnections   = "pipeline_origin_ws_connections"
-	mInFlight      = "pipeline_origin_inflight_fetches"
-	mExecutorsSeen = "pipeline_origin_executors_seen"
-	mPhases        = "pipeline_phase_seconds"
-	mQueueDepth    = "pipeline_jobs_queue_depth"
-	mAckPending    = "pipeline_jobs_ack_pending"
-	mExecJobs      = "pipeline_executor_jobs_total"
-	mRedeliveries  = "pipeline_executor_redeliveries_total"
-	mRPCCalls      = "pipeline_rpc_calls_total"
-)
-
-// phaseOrder is the order phases are shown in.
-func phaseOrder() []string { return []string{"enqueue", "queue", "fetch", "total"} }
+// mRPCCalls is the RPC calls counter the dashboard reads.
+// TODO(runtime names): use the name the runtime package exports.
+const mRPCCalls = "pipeline_rpc_calls_total"
 
 // Stats is the JSON document GET /api/stats returns: the live numbers of
 // the process's origin (and of its in-process executors, when it has any).
@@ -122,38 +111,38 @@ func snapshotOf(at time.Time, mfs []*dto.MetricFamily) *snapshot {
 	s := &snapshot{at: at, errors: map[string]float64{}, phases: map[string]hist{}}
 	for _, mf := range mfs {
 		switch mf.GetName() {
-		case mFetches:
+		case origin.MetricFetchesTotal:
 			for _, m := range mf.GetMetric() {
 				v := m.GetCounter().GetValue()
-				if label(m, "outcome") == "result" {
+				if label(m, metrics.LabelOutcome) == metrics.OutcomeResult {
 					s.results += v
 				} else if v > 0 {
-					s.errors[label(m, "code")] += v
+					s.errors[label(m, metrics.LabelCode)] += v
 				}
 			}
-		case mEnqueued:
+		case origin.MetricJobsEnqueuedTotal:
 			s.enqueued = sumCounter(mf)
-		case mDuplicates:
+		case origin.MetricDuplicatesSuppressedTotal:
 			s.duplicates = sumCounter(mf)
-		case mExecJobs:
+		case executor.MetricJobsTotal:
 			s.execJobs = sumCounter(mf)
-		case mRedeliveries:
+		case executor.MetricRedeliveriesTotal:
 			s.redeliveries = sumCounter(mf)
 		case mRPCCalls:
 			s.rpcCal = sumCounter(mf)
-		case mConnections:
+		case origin.MetricWSConnections:
 			s.connections = sumGauge(mf)
-		case mInFlight:
+		case origin.MetricInflightFetches:
 			s.inflight = sumGauge(mf)
-		case mExecutorsSeen:
+		case origin.MetricExecutorsSeen:
 			s.seen = sumGauge(mf)
-		case mQueueDepth:
+		case metrics.MetricJobsQueueDepth:
 			v := sumGauge(mf)
 			s.queueDepth = &v
-		case mAckPending:
+		case metrics.MetricJobsAckPending:
 			v := sumGauge(mf)
 			s.ackPending = &v
-		case mPhases:
+		case origin.MetricPhaseSeconds:
 			for _, m := range mf.GetMetric() {
 				h := m.GetHistogram()
 				var hs hist
@@ -162,7 +151,7 @@ func snapshotOf(at time.Time, mfs []*dto.MetricFamily) *snapshot {
 					hs.cum = append(hs.cum, b.GetCumulativeCount())
 				}
 				hs.count = h.GetSampleCount()
-				s.phases[label(m, "phase")] = hs
+				s.phases[label(m, origin.LabelPhase)] = hs
 			}
 		}
 	}
@@ -256,13 +245,14 @@ func statsOf(title string, started time.Time, cur, rateBase, latBase *snapshot) 
 		st.RPCPerS = round(math.Max(0, cur.rpcCal-rateBase.rpcCal)/dt, 1)
 	}
 	st.LatencyWindowS = round(cur.at.Sub(latBase.at).Seconds(), 1)
-	names := phaseOrder()
+	names := origin.Phases()
+	known := len(names)
 	for p := range cur.phases { // phases this build does not know, after the known ones
 		if !contains(names, p) {
 			names = append(names, p)
 		}
 	}
-	sort.SliceStable(names[4:], func(i, j int) bool { return names[4+i] < names[4+j] })
+	sort.Strings(names[known:])
 	for _, p := range names {
 		h, ok := cur.phases[p]
 		if !ok {

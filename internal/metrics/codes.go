@@ -6,6 +6,15 @@ import (
 	"github.com/pipeline-dev/pipeline/broker"
 )
 
+// Label names of an outcome counter (NewOutcomeCounters).
+const (
+	// LabelOutcome is OutcomeResult or OutcomeError.
+	LabelOutcome = "outcome"
+	// LabelCode is the wire error code of an error (one of broker.Codes,
+	// else CodeOther), and "" for a result.
+	LabelCode = "code"
+)
+
 // Outcome label values of the *_jobs_total and *_fetches_total counters.
 const (
 	// OutcomeResult is a fetch that got a response (any HTTP status).
@@ -14,68 +23,55 @@ const (
 	OutcomeError = "error"
 )
 
-// codeOther labels an error code outside the wire contract's closed set (it
-// should never be seen; it keeps the label set bounded if it is).
-const codeOther = "other"
+// CodeOther labels an error code outside the wire contract's closed set
+// (broker.Codes). It should never be seen; it keeps the label set bounded
+// if it is.
+const CodeOther = "other"
 
-// errorCodes is the closed set of code label values, in a fixed order;
-// codeIndex maps a code to its position.
-func errorCodes() []string {
-	return []string{
-		string(broker.CodeBadRequest),
-		string(broker.CodeInvalidURL),
-		string(broker.CodeBlockedDestination),
-		string(broker.CodeTooLarge),
-		string(broker.CodeQueueFull),
-		string(broker.CodeTimeout),
-		string(broker.CodeFetchFailed),
-		string(broker.CodeUnauthorized),
-		string(broker.CodeInternal),
-		string(broker.CodeDeadLetter),
-		codeOther,
-	}
-}
-
-// codeIndex is the position of code in errorCodes, without allocating.
-func codeIndex(code broker.Code) int {
-	switch code {
-	case broker.CodeBadRequest:
-		return 0
-	case broker.CodeInvalidURL:
-		return 1
-	case broker.CodeBlockedDestination:
-		return 2
-	case broker.CodeTooLarge:
-		return 3
-	case broker.CodeQueueFull:
-		return 4
-	case broker.CodeTimeout:
-		return 5
-	case broker.CodeFetchFailed:
-		return 6
-	case broker.CodeUnauthorized:
-		return 7
-	case broker.CodeInternal:
-		return 8
-	case broker.CodeDeadLetter:
-		return 9
-	}
-	return 10
-}
-
-// outcomeCounters are the children of an {outcome,code} counter, resolved
-// once: one for results (code="") and one per error code.
-type outcomeCounters struct {
+// OutcomeCounters is a counter family with the labels {outcome, code}: one
+// child for results (code="") and one per wire error code, all resolved
+// when it is made, so every child is exported from the start (at 0) and
+// counting allocates nothing. It is a prometheus.Collector: register it
+// once. Its methods are safe for concurrent use.
+type OutcomeCounters struct {
+	vec    *prometheus.CounterVec
 	result prometheus.Counter
-	errors []prometheus.Counter // indexed by codeIndex
+	errors map[broker.Code]prometheus.Counter // read-only once made
+	other  prometheus.Counter
 }
 
-func newOutcomeCounters(vec *prometheus.CounterVec) outcomeCounters {
-	oc := outcomeCounters{result: vec.WithLabelValues(OutcomeResult, "")}
-	for _, c := range errorCodes() {
-		oc.errors = append(oc.errors, vec.WithLabelValues(OutcomeError, c))
+// NewOutcomeCounters returns the outcome counters named by opts, with a
+// child for every code in broker.Codes and for CodeOther.
+func NewOutcomeCounters(opts prometheus.CounterOpts) *OutcomeCounters {
+	vec := prometheus.NewCounterVec(opts, []string{LabelOutcome, LabelCode})
+	codes := broker.Codes()
+	oc := &OutcomeCounters{
+		vec:    vec,
+		result: vec.WithLabelValues(OutcomeResult, ""),
+		errors: make(map[broker.Code]prometheus.Counter, len(codes)),
+		other:  vec.WithLabelValues(OutcomeError, CodeOther),
+	}
+	for _, c := range codes {
+		oc.errors[c] = vec.WithLabelValues(OutcomeError, string(c))
 	}
 	return oc
 }
 
-func (oc *outcomeCounters) err(code broker.Code) { oc.errors[codeIndex(code)].Inc() }
+// Result counts one outcome=result.
+func (oc *OutcomeCounters) Result() { oc.result.Inc() }
+
+// Error counts one outcome=error with code; a code outside broker.Codes is
+// counted as CodeOther.
+func (oc *OutcomeCounters) Error(code broker.Code) {
+	if c, ok := oc.errors[code]; ok {
+		c.Inc()
+		return
+	}
+	oc.other.Inc()
+}
+
+// Describe implements prometheus.Collector.
+func (oc *OutcomeCounters) Describe(ch chan<- *prometheus.Desc) { oc.vec.Describe(ch) }
+
+// Collect implements prometheus.Collector.
+func (oc *OutcomeCounters) Collect(ch chan<- prometheus.Metric) { oc.vec.Collect(ch) }

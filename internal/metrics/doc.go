@@ -4,10 +4,15 @@
 // reachable).
 //
 // One Metrics per process owns one *prometheus.Registry (never the global
-// default registry). Roles reach their own part through nil-safe accessors:
-// Metrics.Origin, Metrics.Executor and Metrics.RPC register that role's
-// metrics on first use, so a process exposes only the roles it runs, and a
-// nil *Metrics (or a nil part) turns every recording method into a no-op.
+// default registry). Each role owns its metrics: it declares them, with its
+// recording methods, in its own metrics.go and registers them through Part
+// on first use (origin.MetricsOf, executor.MetricsOf; RPC through
+// Metrics.RPC), so a process exposes only the roles it runs and every
+// instance of a role in a process shares one part. A nil *Metrics (or a nil
+// part) turns every recording method into a no-op. This package keeps the
+// shared plumbing: the registry and its handler, LatencyBuckets, the
+// {outcome,code} counters (OutcomeCounters, one child per broker.Codes), the
+// jobs-stream watcher (WatchQueue), readiness and the ops server.
 //
 // The recording methods are on the hot path (the pipeline targets more than
 // 10,000 jobs/s on two cores): label children are resolved once, when a part
@@ -17,27 +22,17 @@
 //
 // # Metric names
 //
-// Origin (Origin):
+// A role's metrics are listed, and their family names exported as
+// constants, in the package that defines them (the dashboard reads the names
+// from there):
 //
-//	pipeline_origin_fetches_total{outcome="result|error",code}  start-fetch requests by final frame
-//	pipeline_origin_jobs_enqueued_total                         jobs stored in JetStream
-//	pipeline_origin_duplicates_suppressed_total                 redelivered results dropped
-//	pipeline_origin_ws_connections                              open WebSocket sessions
-//	pipeline_origin_inflight_fetches                            accepted fetches without a final frame
-//	pipeline_origin_executors_seen                              distinct executors in results of the last minute
-//	pipeline_phase_seconds{phase="enqueue|queue|fetch|total"}   per-phase latency (histogram)
+//   - pipeline_origin_* and pipeline_phase_seconds: package origin
+//     (origin/metrics.go, type origin.Metrics, constants origin.Metric*).
+//   - pipeline_executor_*: package executor (executor/metrics.go, type
+//     executor.Metrics, constants executor.Metric*).
 //
-// Executor (Executor):
-//
-//	pipeline_executor_jobs_total{outcome="result|error",code}   jobs finished by this process
-//	pipeline_executor_inflight                                  jobs being fetched
-//	pipeline_executor_redeliveries_total                        jobs received with a delivery count above 1
-//	pipeline_executor_fetch_retries_total                       in-process fetch retries
-//	pipeline_executor_dead_letters_total                        jobs moved to the dead-letter stream
-//	pipeline_executor_publish_failures_total                    results that could not be stored
-//	pipeline_executor_fetch_seconds                             outbound fetch time, retries included (histogram)
-//
-// Jobs stream (WatchQueue, read from the shared consumer, cached for a second):
+// Jobs stream (WatchQueue, read from the shared consumer, cached for a
+// second; MetricJobsQueueDepth and MetricJobsAckPending):
 //
 //	pipeline_jobs_queue_depth                                   jobs waiting for an executor
 //	pipeline_jobs_ack_pending                                   jobs delivered and not yet acknowledged

@@ -21,21 +21,17 @@ type Metrics struct {
 	reg     *prometheus.Registry
 	started time.Time
 
-	originOnce sync.Once
-	origin     *Origin
-	execOnce   sync.Once
-	executor   *Executor
-	rpcOnce    sync.Once
-	rpc        *RPC
-	queueOnce  sync.Once
+	rpcOnce   sync.Once
+	rpc       *RPC
+	queueOnce sync.Once
 
 	partsMu sync.Mutex
 	parts   map[string]any // Part: key → the value its build made
 }
 
 // New returns a Metrics with a fresh registry holding the Go runtime and
-// process collectors. Role metrics are added by the first call of Origin,
-// Executor or RPC.
+// process collectors. Role metrics are added by the first call of Part for
+// that role (origin.MetricsOf, executor.MetricsOf) or of RPC.
 func New() *Metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -81,26 +77,6 @@ func (m *Metrics) Handler() http.Handler {
 		Registry:          m.reg, // promhttp_metric_handler_* about the scrapes themselves
 		EnableOpenMetrics: true,
 	})
-}
-
-// Origin returns the origin metrics, registering them on first use. It
-// returns nil for a nil Metrics.
-func (m *Metrics) Origin() *Origin {
-	if m == nil {
-		return nil
-	}
-	m.originOnce.Do(func() { m.origin = newOrigin(m.reg) })
-	return m.origin
-}
-
-// Executor returns the executor metrics, registering them on first use. It
-// returns nil for a nil Metrics. Every executor in a process shares them.
-func (m *Metrics) Executor() *Executor {
-	if m == nil {
-		return nil
-	}
-	m.execOnce.Do(func() { m.executor = newExecutor(m.reg) })
-	return m.executor
 }
 
 // RPC returns the RPC metrics, registering them on first use. It returns

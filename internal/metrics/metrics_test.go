@@ -13,91 +13,42 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
 	"github.com/pipeline-dev/pipeline/broker"
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
-// value returns the value of the series name{labels} (counter, gauge, or
-// a histogram's sample count), and whether it exists.
+// value returns the value of the series name{labels} in m, and whether it
+// exists (testutil.MetricValue).
 func value(t *testing.T, m *Metrics, name string, labels map[string]string) (float64, bool) {
 	t.Helper()
-	mfs, err := m.Gatherer().Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, s := range mf.GetMetric() {
-			for k, v := range labels {
-				if labelOf(s, k) != v {
-					continue next
-				}
-			}
-			switch {
-			case s.Counter != nil:
-				return s.GetCounter().GetValue(), true
-			case s.Gauge != nil:
-				return s.GetGauge().GetValue(), true
-			case s.Histogram != nil:
-				return float64(s.GetHistogram().GetSampleCount()), true
-			}
-		}
-	}
-	return 0, false
-}
-
-func labelOf(m *dto.Metric, name string) string {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == name {
-			return l.GetValue()
-		}
-	}
-	return ""
+	return testutil.MetricValue(t, m.Gatherer(), name, labels)
 }
 
 func want(t *testing.T, m *Metrics, name string, labels map[string]string, w float64) {
 	t.Helper()
-	got, ok := value(t, m, name, labels)
-	if !ok {
-		t.Errorf("%s%v: missing", name, labels)
-		return
-	}
-	if got != w {
-		t.Errorf("%s%v = %v, want %v", name, labels, got, w)
-	}
+	testutil.WantMetric(t, m.Gatherer(), name, labels, w)
+}
+
+// testOutcomes registers an outcome counter named name in m through Part,
+// as a role does with its own metrics.
+func testOutcomes(m *Metrics, name string) *OutcomeCounters {
+	return Part(m, name, func(reg prometheus.Registerer) *OutcomeCounters {
+		oc := NewOutcomeCounters(prometheus.CounterOpts{Name: name, Help: "test outcomes"})
+		reg.MustRegister(oc)
+		return oc
+	})
 }
 
 func TestNilMetricsRecordNothing(t *testing.T) {
 	var m *Metrics
-	o, e, r := m.Origin(), m.Executor(), m.RPC()
-	if o != nil || e != nil || r != nil {
-		t.Fatalf("nil Metrics gave non-nil parts %v %v %v", o, e, r)
+	r := m.RPC()
+	if r != nil {
+		t.Fatalf("nil Metrics gave a non-nil part %v", r)
 	}
 	// None of these may panic.
-	o.Result()
-	o.Error(broker.CodeTimeout)
-	o.Enqueued()
-	o.Duplicate()
-	o.ConnOpened()
-	o.ConnClosed()
-	o.Phases(1, 2, 3, 4)
-	o.ExecutorSeen("x")
-	o.TrackInFlight(func() int { return 1 })()
-	e.Begin()
-	e.End()
-	e.Redelivered()
-	e.Retry()
-	e.Fetched(time.Millisecond)
-	e.Result()
-	e.Error(broker.CodeFetchFailed)
-	e.DeadLetter()
-	e.PublishFailed()
 	r.Called("echo", "nats", 0, time.Millisecond)
 	r.Served("echo", "nats", 400, time.Millisecond)
 	m.WatchQueue(nil)
@@ -108,71 +59,8 @@ func TestNilMetricsRecordNothing(t *testing.T) {
 	}
 }
 
-func TestOriginMetrics(t *testing.T) {
+func TestRPCMetrics(t *testing.T) {
 	m := New()
-	o := m.Origin()
-	if m.Origin() != o {
-		t.Fatal("Origin() returned a second instance")
-	}
-	o.Result()
-	o.Result()
-	o.Error(broker.CodeInvalidURL)
-	o.Error(broker.Code("no_such_code"))
-	o.Enqueued()
-	o.Duplicate()
-	o.ConnOpened()
-	o.ConnOpened()
-	o.ConnClosed()
-	o.Phases(time.Millisecond, 2*time.Millisecond, 3*time.Millisecond, 6*time.Millisecond)
-	n := 3
-	untrack := o.TrackInFlight(func() int { return n })
-	o.TrackInFlight(func() int { return 2 })
-	o.ExecutorSeen("a")
-	o.ExecutorSeen("a")
-	o.ExecutorSeen("b")
-
-	want(t, m, "pipeline_origin_fetches_total", map[string]string{"outcome": "result", "code": ""}, 2)
-	want(t, m, "pipeline_origin_fetches_total", map[string]string{"outcome": "error", "code": "invalid_url"}, 1)
-	want(t, m, "pipeline_origin_fetches_total", map[string]string{"outcome": "error", "code": "other"}, 1)
-	want(t, m, "pipeline_origin_fetches_total", map[string]string{"outcome": "error", "code": "timeout"}, 0)
-	want(t, m, "pipeline_origin_jobs_enqueued_total", nil, 1)
-	want(t, m, "pipeline_origin_duplicates_suppressed_total", nil, 1)
-	want(t, m, "pipeline_origin_ws_connections", nil, 1)
-	want(t, m, "pipeline_origin_inflight_fetches", nil, 5)
-	want(t, m, "pipeline_origin_executors_seen", nil, 2)
-	for _, p := range Phases() {
-		want(t, m, "pipeline_phase_seconds", map[string]string{"phase": p}, 1)
-	}
-	untrack()
-	want(t, m, "pipeline_origin_inflight_fetches", nil, 2)
-	// An executor role that never ran registers nothing.
-	if _, ok := value(t, m, "pipeline_executor_jobs_total", map[string]string{"outcome": "result"}); ok {
-		t.Error("executor metrics registered without an executor")
-	}
-}
-
-func TestExecutorAndRPCMetrics(t *testing.T) {
-	m := New()
-	e := m.Executor()
-	e.Begin()
-	e.Begin()
-	e.End()
-	e.Redelivered()
-	e.Retry()
-	e.Fetched(10 * time.Millisecond)
-	e.Result()
-	e.Error(broker.CodeBlockedDestination)
-	e.DeadLetter()
-	e.PublishFailed()
-	want(t, m, "pipeline_executor_inflight", nil, 1)
-	want(t, m, "pipeline_executor_redeliveries_total", nil, 1)
-	want(t, m, "pipeline_executor_fetch_retries_total", nil, 1)
-	want(t, m, "pipeline_executor_fetch_seconds", nil, 1)
-	want(t, m, "pipeline_executor_jobs_total", map[string]string{"outcome": "result"}, 1)
-	want(t, m, "pipeline_executor_jobs_total", map[string]string{"outcome": "error", "code": "blocked_destination"}, 1)
-	want(t, m, "pipeline_executor_dead_letters_total", nil, 1)
-	want(t, m, "pipeline_executor_publish_failures_total", nil, 1)
-
 	r := m.RPC()
 	cases := []struct {
 		fn, via string
@@ -208,16 +96,13 @@ func TestExecutorAndRPCMetrics(t *testing.T) {
 // The recording methods run per job: they must not allocate.
 func TestRecordingDoesNotAllocate(t *testing.T) {
 	m := New()
-	o, e, r := m.Origin(), m.Executor(), m.RPC()
+	r, oc := m.RPC(), testOutcomes(m, "pipeline_test_outcomes_total")
 	checks := map[string]func(){
-		"origin result":  func() { o.Result() },
-		"origin error":   func() { o.Error(broker.CodeFetchFailed) },
-		"origin phases":  func() { o.Phases(time.Millisecond, time.Millisecond, time.Millisecond, time.Millisecond) },
-		"executor seen":  func() { o.ExecutorSeen("host-abc") },
-		"executor job":   func() { e.Begin(); e.Fetched(time.Millisecond); e.Error(broker.CodeTimeout); e.End() },
-		"rpc call":       func() { r.Called("transform", "nats", 0, time.Millisecond) },
-		"rpc served":     func() { r.Served("compute", "http", 400, time.Millisecond) },
-		"origin enqueue": func() { o.Enqueued() },
+		"outcome result":  func() { oc.Result() },
+		"outcome error":   func() { oc.Error(broker.CodeFetchFailed) },
+		"outcome unknown": func() { oc.Error(broker.Code("no_such_code")) },
+		"rpc call":        func() { r.Called("transform", "nats", 0, time.Millisecond) },
+		"rpc served":      func() { r.Served("compute", "http", 400, time.Millisecond) },
 	}
 	for name, f := range checks {
 		if n := testing.AllocsPerRun(200, f); n != 0 {
@@ -226,9 +111,35 @@ func TestRecordingDoesNotAllocate(t *testing.T) {
 	}
 }
 
+// Every wire code has its own child from the start (exported at 0); a code
+// outside the contract is counted as CodeOther.
+func TestOutcomeCountersCoverEveryCode(t *testing.T) {
+	m := New()
+	const name = "pipeline_test_outcomes_total"
+	oc := testOutcomes(m, name)
+	want(t, m, name, map[string]string{LabelOutcome: OutcomeResult, LabelCode: ""}, 0)
+	for _, c := range broker.Codes() {
+		want(t, m, name, map[string]string{LabelOutcome: OutcomeError, LabelCode: string(c)}, 0)
+	}
+	want(t, m, name, map[string]string{LabelOutcome: OutcomeError, LabelCode: CodeOther}, 0)
+	oc.Result()
+	oc.Error(broker.CodeTimeout)
+	oc.Error(broker.CodeTimeout)
+	oc.Error(broker.Code("no_such_code"))
+	want(t, m, name, map[string]string{LabelOutcome: OutcomeResult, LabelCode: ""}, 1)
+	want(t, m, name, map[string]string{LabelOutcome: OutcomeError, LabelCode: "timeout"}, 2)
+	want(t, m, name, map[string]string{LabelOutcome: OutcomeError, LabelCode: CodeOther}, 1)
+	want(t, m, name, map[string]string{LabelOutcome: OutcomeError, LabelCode: "internal"}, 0)
+}
+
 func TestHandlerServesExpositionFormat(t *testing.T) {
 	m := New()
-	m.Origin().Result()
+	testOutcomes(m, "pipeline_test_outcomes_total").Result()
+	Part(m, "hist", func(reg prometheus.Registerer) *prometheus.Histogram {
+		h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pipeline_test_seconds", Help: "test", Buckets: LatencyBuckets()})
+		reg.MustRegister(h)
+		return &h
+	})
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
 	resp, err := http.Get(srv.URL)
@@ -238,8 +149,8 @@ func TestHandlerServesExpositionFormat(t *testing.T) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	for _, s := range []string{
-		`pipeline_origin_fetches_total{code="",outcome="result"} 1`,
-		"# TYPE pipeline_phase_seconds histogram",
+		`pipeline_test_outcomes_total{code="",outcome="result"} 1`,
+		"# TYPE pipeline_test_seconds histogram",
 		"go_goroutines",
 		"process_cpu_seconds_total",
 	} {
@@ -390,7 +301,7 @@ func TestNewReadinessValidates(t *testing.T) {
 func TestOpsServer(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	m := New()
-	m.Executor().Result()
+	testOutcomes(m, "pipeline_test_jobs_total").Result()
 	s := NewOpsServer("127.0.0.1:0", NewOpsMux(m, nil), zerolog.Nop())
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -401,7 +312,7 @@ func TestOpsServer(t *testing.T) {
 	for path, wantBody := range map[string]string{
 		"/healthz": "ok\n",
 		"/readyz":  "ready\n",
-		"/metrics": `pipeline_executor_jobs_total{code="",outcome="result"} 1`,
+		"/metrics": `pipeline_test_jobs_total{code="",outcome="result"} 1`,
 	} {
 		resp, err := http.Get("http://" + s.Addr() + path)
 		if err != nil {
@@ -419,31 +330,6 @@ func TestOpsServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	http.DefaultClient.CloseIdleConnections()
-}
-
-func BenchmarkOriginFinishedFetch(b *testing.B) {
-	o := New().Origin()
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			o.Result()
-			o.Phases(time.Millisecond, 100*time.Microsecond, 5*time.Millisecond, 6*time.Millisecond)
-			o.ExecutorSeen("host-abc")
-		}
-	})
-}
-
-func BenchmarkExecutorJob(b *testing.B) {
-	e := New().Executor()
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			e.Begin()
-			e.Fetched(5 * time.Millisecond)
-			e.Result()
-			e.End()
-		}
-	})
 }
 
 func TestPartBuildsOncePerKey(t *testing.T) {

@@ -12,6 +12,15 @@ import (
 	"github.com/pipeline-dev/pipeline/broker"
 )
 
+// Metric family names of the jobs stream's backlog (WatchQueue).
+const (
+	// MetricJobsQueueDepth is the number of jobs waiting for an executor.
+	MetricJobsQueueDepth = "pipeline_jobs_queue_depth"
+	// MetricJobsAckPending is the number of jobs delivered to executors and
+	// not yet acknowledged.
+	MetricJobsAckPending = "pipeline_jobs_ack_pending"
+)
+
 // queueCacheTTL is how long one read of the executors consumer's state
 // serves scrapes; queueTimeout bounds the read.
 const (
@@ -19,10 +28,10 @@ const (
 	queueTimeout  = 500 * time.Millisecond
 )
 
-// WatchQueue adds pipeline_jobs_queue_depth (jobs waiting for an executor)
-// and pipeline_jobs_ack_pending (jobs delivered, not yet acknowledged),
-// read from the shared executors consumer through js at scrape time, at
-// most once a second. When the consumer cannot be read (NATS is away) the
+// WatchQueue adds MetricJobsQueueDepth (jobs waiting for an executor) and
+// MetricJobsAckPending (jobs delivered, not yet acknowledged), read from the
+// shared executors consumer through js at scrape time, at most once a
+// second. When the consumer cannot be read (NATS is away) the
 // two gauges are left out of the scrape rather than reported stale. Only the
 // first call per Metrics registers; later calls do nothing.
 func (m *Metrics) WatchQueue(js jetstream.JetStream) {
@@ -47,9 +56,9 @@ type queueCollector struct {
 func newQueueCollector(js jetstream.JetStream) *queueCollector {
 	return &queueCollector{
 		js: js,
-		depth: prometheus.NewDesc(Namespace+"_jobs_queue_depth",
+		depth: prometheus.NewDesc(MetricJobsQueueDepth,
 			"Jobs stored and not yet delivered to any executor (consumer "+broker.ExecutorsConsumer+" NumPending).", nil, nil),
-		pending: prometheus.NewDesc(Namespace+"_jobs_ack_pending",
+		pending: prometheus.NewDesc(MetricJobsAckPending,
 			"Jobs delivered to executors and not yet acknowledged (consumer "+broker.ExecutorsConsumer+" NumAckPending).", nil, nil),
 	}
 }
