@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
@@ -136,7 +137,8 @@ func (c *session) readLoop() {
 		c.srv.m.ConnClosed()
 	}()
 	cfg := c.srv.cfg
-	c.conn.SetReadLimit(int64(cfg.HardFrameBytes))
+	// No read limit in gorilla: it would close with 1009 before this
+	// session could say why. The reader below bounds every frame itself.
 	_ = c.conn.SetReadDeadline(time.Now().Add(pongWait))
 	c.conn.SetPongHandler(func(string) error {
 		return c.conn.SetReadDeadline(time.Now().Add(pongWait))
@@ -145,12 +147,8 @@ func (c *session) readLoop() {
 	for {
 		mt, r, err := c.conn.NextReader()
 		if err != nil {
-			if !websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived) &&
-				!errors.Is(err, websocket.ErrReadLimit) {
+			if !websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived) {
 				c.log.Debug().Err(err).Msg("read")
-			}
-			if errors.Is(err, websocket.ErrReadLimit) {
-				c.overHardLimit()
 			}
 			return
 		}
@@ -159,35 +157,46 @@ func (c *session) readLoop() {
 		buf.Reset()
 		n, err := buf.ReadFrom(io.LimitReader(r, int64(cfg.MaxFrameBytes)+1))
 		if err != nil {
-			if errors.Is(err, websocket.ErrReadLimit) {
-				c.overHardLimit()
-			}
 			return
 		}
-		if mt == websocket.BinaryMessage {
-			if _, err := io.Copy(io.Discard, r); err != nil {
+		if n > int64(cfg.MaxFrameBytes) {
+			// Skip the rest up to the hard cap; beyond it the frame cannot
+			// be skipped cheaply and the connection is closed with 1009.
+			rest, err := io.CopyN(io.Discard, r, int64(cfg.HardFrameBytes-cfg.MaxFrameBytes))
+			if err != nil && !errors.Is(err, io.EOF) {
 				return
 			}
-			c.queue(encodeError("", "", broker.Errorf(broker.CodeBadRequest, "binary frames are not supported; send JSON text frames")))
-			continue
-		}
-		if n > int64(cfg.MaxFrameBytes) {
-			if _, err := io.Copy(io.Discard, r); err != nil {
+			if n+rest > int64(cfg.HardFrameBytes) {
+				c.overHardLimit()
 				return
 			}
 			c.queue(encodeError("", "", broker.Errorf(broker.CodeTooLarge, "frame larger than %d bytes", cfg.MaxFrameBytes)))
 			continue
 		}
+		if mt == websocket.BinaryMessage {
+			c.queue(encodeError("", "", broker.Errorf(broker.CodeBadRequest, "binary frames are not supported; send JSON text frames")))
+			continue
+		}
+		if !utf8.Valid(buf.Bytes()) {
+			// RFC 6455 §8.1: a text frame that is not UTF-8 fails the
+			// connection (1007). It is never passed on altered.
+			c.log.Info().Msg("text frame is not valid UTF-8; connection closed with 1007")
+			c.queue(encodeError("", "", broker.Errorf(broker.CodeBadRequest, "text frame is not valid UTF-8")))
+			c.close(websocket.CloseInvalidFramePayloadData, "invalid UTF-8")
+			return
+		}
 		c.handleFrame(buf.Bytes(), received)
 	}
 }
 
-// overHardLimit runs after gorilla refused a frame beyond the hard cap and
-// sent close 1009. It discards what the client is still sending (bounded in
-// time and bytes) so closing the socket does not turn into a TCP reset that
-// would destroy the close frame before the client reads it.
+// overHardLimit answers a frame beyond the hard cap: one too_large error
+// frame, then close 1009. It discards what the client is still sending
+// (bounded in time and bytes) so closing the socket does not turn into a TCP
+// reset that would destroy the close frame before the client reads it.
 func (c *session) overHardLimit() {
 	c.log.Info().Int("hard_limit", c.srv.cfg.HardFrameBytes).Msg("frame over hard limit; connection closed with 1009")
+	c.queue(encodeError("", "", broker.Errorf(broker.CodeTooLarge, "frame larger than the hard cap of %d bytes: closing", c.srv.cfg.HardFrameBytes)))
+	c.close(websocket.CloseMessageTooBig, "frame too large")
 	raw := c.conn.UnderlyingConn()
 	_ = raw.SetReadDeadline(time.Now().Add(time.Second))
 	_, _ = io.CopyN(io.Discard, raw, int64(4*c.srv.cfg.HardFrameBytes))

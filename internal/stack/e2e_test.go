@@ -148,15 +148,61 @@ func TestFrameOverHardCapClosesWith1009(t *testing.T) {
 	big := []byte(`{"type":"start-fetch","id":"x","body":"` + strings.Repeat("a", 10000) + `"}`)
 	go func() { _ = c.conn.WriteMessage(websocket.TextMessage, big) }() // the server may stop reading midway
 	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var frames []frame
 	for {
-		_, _, err := c.conn.ReadMessage()
+		_, data, err := c.conn.ReadMessage()
 		if err == nil {
+			var f frame
+			if err := json.Unmarshal(data, &f); err != nil {
+				t.Fatalf("frame %q: %v", data, err)
+			}
+			frames = append(frames, f)
 			continue
 		}
 		if !websocket.IsCloseError(err, websocket.CloseMessageTooBig) {
 			t.Fatalf("got %v, want close 1009", err)
 		}
-		return
+		break
+	}
+	// The error frame comes first, so the client knows why.
+	if len(frames) != 1 || frames[0].Type != "error" || frames[0].Code != "too_large" {
+		t.Fatalf("frames before the close: %+v, want one too_large error", frames)
+	}
+}
+
+// TestInvalidUTF8ClosesWith1007: a text frame that is not UTF-8 gets a
+// bad_request error frame, then close 1007 (RFC 6455 §8.1); nothing is
+// fetched with an altered URL or body.
+func TestInvalidUTF8ClosesWith1007(t *testing.T) {
+	st := startStack(t, nil)
+	for name, data := range map[string]string{
+		"garbage":           "\xff\xfe\xfd",
+		"inside JSON value": `{"type":"start-fetch","id":"u","url":"` + st.TargetURL() + "/echo?q=\xff\"}",
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := dial(t, st.OriginWS())
+			c.sendRaw(websocket.TextMessage, []byte(data))
+			_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			var frames []frame
+			for {
+				_, msg, err := c.conn.ReadMessage()
+				if err == nil {
+					var f frame
+					if err := json.Unmarshal(msg, &f); err != nil {
+						t.Fatalf("frame %q: %v", msg, err)
+					}
+					frames = append(frames, f)
+					continue
+				}
+				if !websocket.IsCloseError(err, websocket.CloseInvalidFramePayloadData) {
+					t.Fatalf("got %v, want close 1007", err)
+				}
+				break
+			}
+			if len(frames) != 1 || frames[0].Type != "error" || frames[0].Code != "bad_request" {
+				t.Fatalf("frames before the close: %+v, want one bad_request error (no enqueued)", frames)
+			}
+		})
 	}
 }
 
