@@ -17,8 +17,13 @@ import (
 // Defaults used when the corresponding Config field is zero. They point at
 // what `pipeline up --embedded-nats` starts (PROTOCOL.md §6).
 const (
-	DefaultOrigin      = "ws://127.0.0.1:8080/ws"
-	DefaultTargetURL   = "http://127.0.0.1:8090/delay?ms=0"
+	DefaultOrigin = "ws://127.0.0.1:8080/ws"
+	// DefaultTargetBase is where `pipeline up` serves the test target, and
+	// DefaultTargetPath the endpoint fetched there unless told otherwise.
+	DefaultTargetBase  = "http://127.0.0.1:8090"
+	DefaultTargetPath  = "/delay?ms=0"
+	DefaultTargetURL   = DefaultTargetBase + DefaultTargetPath
+	DefaultMethod      = "GET"
 	DefaultConcurrency = 100
 	DefaultRequests    = 10000
 	DefaultTimeout     = 30 * time.Second
@@ -36,7 +41,7 @@ type Config struct {
 
 	// TargetURL is the URL the pipeline fetches. If empty, DefaultTargetURL.
 	TargetURL string
-	// Method is the fetch method. If empty, GET.
+	// Method is the fetch method. If empty, DefaultMethod (GET).
 	Method string
 	// Headers and Body are sent with every fetch when non-empty.
 	Headers map[string]string
@@ -136,7 +141,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.TargetURL = DefaultTargetURL
 	}
 	if cfg.Method == "" {
-		cfg.Method = "GET"
+		cfg.Method = DefaultMethod
 	}
 	if cfg.Concurrency == 0 {
 		cfg.Concurrency = DefaultConcurrency

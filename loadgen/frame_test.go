@@ -118,20 +118,3 @@ func TestRequestID(t *testing.T) {
 		}
 	}
 }
-
-func BenchmarkParseFrame(b *testing.B) {
-	in := []byte(`{"type":"result","id":"c3.41.1234567","job":"01J9Z8X7Y6W5V4U3T2S1R0Q9P8","status":200,` +
-		`"headers":{"content-type":"text/plain; charset=utf-8","content-length":"2"},"body":"ok","body_encoding":"utf8",` +
-		`"truncated":false,"attempt":1,"executor":"ex-1","timing":{"enqueue_ms":0.21,"queue_ms":0.08,"fetch_ms":14.3,"total_ms":14.9}}`)
-	b.ReportAllocs()
-	b.SetBytes(int64(len(in)))
-	var f frame
-	for b.Loop() {
-		if err := parseFrame(in, &f); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := parseRequestID(f.id); err != nil {
-			b.Fatal(err)
-		}
-	}
-}

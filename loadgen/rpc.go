@@ -42,6 +42,11 @@ const (
 	// DefaultRPCComputeRounds is the rounds value in compute payloads: one
 	// SHA-256 pass, so that compute measures delegation and not hashing.
 	DefaultRPCComputeRounds = 1
+	// DefaultRPCConcurrency is the number of calls in flight: one, so that
+	// latency is not queueing.
+	DefaultRPCConcurrency = 1
+	// DefaultRPCTimeout bounds each call.
+	DefaultRPCTimeout = 10 * time.Second
 )
 
 // RPCPresetIterations returns the iterations per case of a `loadgen rpc
@@ -95,9 +100,10 @@ type RPCConfig struct {
 	// Warmup is the number of unmeasured calls before each case. If zero,
 	// Iterations/5 clamped to [5, 200]; negative means none.
 	Warmup int
-	// Concurrency is the number of calls in flight (closed loop). If zero, 1.
+	// Concurrency is the number of calls in flight (closed loop). If zero,
+	// DefaultRPCConcurrency (1).
 	Concurrency int
-	// Timeout bounds each call. If zero, 10 s.
+	// Timeout bounds each call. If zero, DefaultRPCTimeout (10 s).
 	Timeout time.Duration
 	// ComputeRounds is the "rounds" of compute payloads. If zero,
 	// DefaultRPCComputeRounds (1).
@@ -286,10 +292,10 @@ func (cfg RPCConfig) withDefaults() (RPCConfig, error) {
 		cfg.Warmup = 0
 	}
 	if cfg.Concurrency == 0 {
-		cfg.Concurrency = 1
+		cfg.Concurrency = DefaultRPCConcurrency
 	}
 	if cfg.Timeout == 0 {
-		cfg.Timeout = 10 * time.Second
+		cfg.Timeout = DefaultRPCTimeout
 	}
 	if cfg.ComputeRounds == 0 {
 		cfg.ComputeRounds = DefaultRPCComputeRounds

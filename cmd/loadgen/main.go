@@ -13,7 +13,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -27,6 +26,8 @@ import (
 
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/pipeline-dev/pipeline/internal/logging"
 	"github.com/pipeline-dev/pipeline/internal/stack"
@@ -41,35 +42,71 @@ const (
 	exitInterrupted = 130 // Ctrl-C: the partial report is still written
 )
 
-// defaultTargetBase is where `pipeline up` serves the test target.
-const defaultTargetBase = "http://127.0.0.1:8090"
-
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	var code int
-	if len(os.Args) > 1 && os.Args[1] == "rpc" {
-		code = runRPC(ctx, os.Args[2:], os.Stdout, os.Stderr)
-	} else {
-		code = run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	}
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
 
-const usageText = `loadgen measures the pipeline from a client's point of view.
+// run executes the command line args (without the program name) and returns
+// the process exit code. Reports go to stdout; help, progress, diagnostics
+// and errors go to stderr.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := newRootCmd(stdout, stderr)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	var st exitStatus
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &st):
+		return int(st) // the command has said why
+	default: // flags, arguments or their combination
+		fmt.Fprintf(stderr, "%s: %v\n", cmd.CommandPath(), err)
+		fmt.Fprintf(stderr, "run '%s -h' for usage\n", cmd.CommandPath())
+		return exitUsage
+	}
+}
 
-Usage:
-  loadgen [flags]          fetch mode: start-fetch over WebSocket (PROTOCOL.md §1)
-  loadgen rpc [flags]      function delegation: direct, NATS, HTTP (see loadgen rpc -h)
+// exitStatus is returned by a command that has already reported its failure
+// on stderr; it carries the exit code.
+type exitStatus int
+
+func (s exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(s)) }
+
+// status turns an exit code into a command's result.
+func status(code int) error {
+	if code == exitOK {
+		return nil
+	}
+	return exitStatus(code)
+}
+
+// noArgs rejects positional arguments, which are most often a flag written
+// with one dash too few or a value without its flag.
+func noArgs(_ *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return fmt.Errorf("unexpected argument %q (flags start with --)", args[0])
+	}
+	return nil
+}
+
+const rootLong = `loadgen measures the pipeline from a client's point of view.
+
+Fetch mode (this command) sends start-fetch frames over WebSocket (PROTOCOL.md §1)
+and reports end-to-end latency percentiles, the pipeline's phases, throughput
+and errors by code as a table, JSON (--json) and a self-contained HTML page with
+plots (--html). loadgen rpc measures function delegation: direct, NATS, HTTP
+(see loadgen rpc -h).
 
 Load models:
   closed loop (default)  --concurrency fetches always in flight; each reply sends the next.
   open loop (--rate R)   R fetches per second on a fixed schedule, latency measured from
                          each fetch's intended send time (no coordinated omission);
-                         --concurrency then caps fetches in flight (default max(100, R/10)).
+                         --concurrency then caps fetches in flight (default max(100, R/10)).`
 
-Examples:
-  # one-command demo: start the whole pipeline in-process and load it
+const rootExample = `  # one-command demo: start the whole pipeline in-process and load it
   loadgen --embedded --concurrency 100 --requests 20000 --html report.html
 
   # against 'pipeline up --embedded-nats' on this machine
@@ -80,10 +117,37 @@ Examples:
 
   # 5000 fetches/s for 30 s over two origins, with a direct-fetch baseline
   loadgen --rate 5000 --duration 30s --origin ws://a:8080/ws --origin ws://b:8080/ws \
-          --baseline --json result.json
+          --baseline --json result.json`
 
-Flags:
-`
+// newRootCmd returns the loadgen command: fetch mode, with `rpc` beneath it.
+// Help goes to stderr with the other diagnostics, so that stdout carries
+// only reports.
+func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	o := &options{}
+	root := &cobra.Command{
+		Use:           "loadgen",
+		Short:         "Measure the pipeline from a client's point of view",
+		Long:          rootLong,
+		Example:       rootExample,
+		Args:          noArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		// No completion command: loadgen had none, and `completion` would
+		// write its script to stderr along with the help.
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.validate(cmd.Flags()); err != nil {
+				return err
+			}
+			return status(runFetch(cmd.Context(), o, stdout, stderr))
+		},
+	}
+	o.register(root.Flags())
+	root.SetOut(stderr)
+	root.SetErr(stderr)
+	root.AddCommand(newRPCCmd(stdout, stderr))
+	return root
+}
 
 // options are the parsed command-line flags.
 type options struct {
@@ -110,10 +174,8 @@ type options struct {
 	embeddedExecs  int
 	quiet          bool
 	noProgress     bool
-	logLevel       string
-	logFormat      string
+	log            logFlags
 	cpuProfile     string
-	setFlags       map[string]bool
 	sweepLevels    []int
 	warmupRequests int
 	warmupDuration time.Duration
@@ -139,14 +201,22 @@ func (l listFlag) Set(v string) error {
 	return nil
 }
 
-func parseFlags(args []string, stderr io.Writer) (*options, error) {
-	o := &options{}
-	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usageText)
-		fs.PrintDefaults()
-	}
+// Type names the value in help when the usage string does not.
+func (l listFlag) Type() string { return "list" }
+
+// logFlags are the logging flags every loadgen command has.
+type logFlags struct{ level, format string }
+
+func (l *logFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&l.level, "log-level", "warn", "log level: debug, info, warn, error")
+	fs.StringVar(&l.format, "log-format", "auto", "log format: auto, json or console")
+}
+
+// jsonUsage is the help of --json, the same for every mode.
+const jsonUsage = "write the JSON report (PROTOCOL.md §5) to `FILE`; - for stdout (replaces the table)"
+
+// register defines the fetch-mode flags on fs, with their defaults.
+func (o *options) register(fs *pflag.FlagSet) {
 	fs.Var(listFlag{&o.origins}, "origin", "origin WebSocket `URL`, repeatable or comma-separated; load is spread round robin (default "+loadgen.DefaultOrigin+")")
 	fs.IntVar(&o.concurrency, "concurrency", loadgen.DefaultConcurrency, "fetches in flight (closed loop), or the cap on fetches in flight (open loop)")
 	fs.IntVar(&o.connections, "connections", 0, "WebSocket connections to spread the fetches over; 0 = one per 100 in flight, at least 4 and one per origin, at most 64 and --concurrency")
@@ -154,8 +224,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.duration, "duration", 0, "measure for this long instead of a fixed --requests (with --rate: rate × duration fetches)")
 	fs.StringVar(&o.warmup, "warmup", "auto", "unmeasured fetches first, drained before measuring: a count (500), a duration (2s), 0 for none, or auto = min(1000, max(requests/10, concurrency)) fetches, or min(1s, duration/10)")
 	fs.Float64Var(&o.rate, "rate", 0, "open loop: fetches per `second` on a fixed schedule; 0 = closed loop")
-	fs.StringVar(&o.targetURL, "target-url", "", "`URL` the pipeline fetches; a value starting with / is relative to the test target (default "+defaultTargetBase+"/delay?ms=0, or the embedded target)")
-	fs.StringVar(&o.method, "method", "GET", "HTTP method of the fetches")
+	fs.StringVar(&o.targetURL, "target-url", "", "`URL` the pipeline fetches; a value starting with / is relative to the test target (default "+loadgen.DefaultTargetURL+", or the embedded target)")
+	fs.StringVar(&o.method, "method", loadgen.DefaultMethod, "HTTP method of the fetches")
 	fs.Var(listFlag{&o.headers}, "header", "request header `Name: value` for the fetches, repeatable")
 	fs.StringVar(&o.body, "body", "", "request body of the fetches")
 	fs.DurationVar(&o.fetchTimeout, "fetch-timeout", 0, "sent as the fetch's timeout_ms; 0 = the origin's default")
@@ -164,29 +234,19 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.sweep, "sweep", "", "comma-separated concurrency `levels`, e.g. 10,100,1000: one run each, one table")
 	fs.IntVar(&o.sweepRounds, "sweep-rounds", 1, "with --sweep and no --requests/--duration: fetches per slot per level (1 = one burst of `level` fetches, as in the original study)")
 	fs.BoolVar(&o.baseline, "baseline", false, "also fetch the target directly (no pipeline) and report the latency the pipeline adds")
-	fs.StringVar(&o.jsonPath, "json", "", "write the JSON report (PROTOCOL.md §5) to `FILE`; - for stdout (replaces the table)")
+	fs.StringVar(&o.jsonPath, "json", "", jsonUsage)
 	fs.StringVar(&o.htmlPath, "html", "", "write a self-contained HTML report with plots to `FILE`")
 	fs.BoolVar(&o.embedded, "embedded", false, "start the whole pipeline (NATS, origin, executor, target) in-process on free ports and load it")
 	fs.IntVar(&o.embeddedExecs, "embedded-executors", 0, "with --embedded: executor workers; 0 = the stack's default")
 	fs.BoolVar(&o.quiet, "quiet", false, "do not print the table")
 	fs.BoolVar(&o.noProgress, "no-progress", false, "no live progress line (it is shown only when stderr is a terminal)")
-	fs.StringVar(&o.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
-	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: auto, json or console")
+	o.log.register(fs)
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of loadgen (and, with --embedded, the pipeline) to `FILE`")
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
-	}
-	o.setFlags = map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { o.setFlags[f.Name] = true })
-	return o, o.validate()
 }
 
 // validate checks flag combinations and derives the values that depend on
-// several flags.
-func (o *options) validate() error {
+// several flags; fs is the flag set o was registered on, after parsing.
+func (o *options) validate(fs *pflag.FlagSet) error {
 	if o.embedded && len(o.origins) > 0 {
 		return errors.New("--embedded starts its own origin; do not combine it with --origin")
 	}
@@ -199,10 +259,10 @@ func (o *options) validate() error {
 	if o.rate < 0 || math.IsNaN(o.rate) || math.IsInf(o.rate, 0) {
 		return fmt.Errorf("--rate %v: must be a positive number", o.rate)
 	}
-	if o.rate > 0 && !o.setFlags["concurrency"] {
+	if o.rate > 0 && !fs.Changed("concurrency") {
 		o.concurrency = max(loadgen.DefaultConcurrency, int(math.Ceil(o.rate/10)))
 	}
-	if o.duration > 0 && !o.setFlags["requests"] {
+	if o.duration > 0 && !fs.Changed("requests") {
 		o.requests = 0
 	}
 	if o.sweep != "" {
@@ -213,7 +273,7 @@ func (o *options) validate() error {
 			}
 			o.sweepLevels = append(o.sweepLevels, n)
 		}
-		if !o.setFlags["requests"] {
+		if !fs.Changed("requests") {
 			o.requests = 0 // per level: level × rounds, unless --duration
 		}
 		if o.sweepRounds <= 0 {
@@ -250,7 +310,7 @@ func (o *options) validate() error {
 func (o *options) targetFor(base string) string {
 	switch t := o.targetURL; {
 	case t == "":
-		return base + "/delay?ms=0"
+		return base + loadgen.DefaultTargetPath
 	case strings.HasPrefix(t, "/"):
 		return base + t
 	default:
@@ -270,18 +330,10 @@ func (o *options) warmupFor(concurrency, requests int) (int, time.Duration) {
 	return min(1000, max(requests/10, concurrency)), 0
 }
 
-// run is the fetch-mode command; it returns the process exit code.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	o, err := parseFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return exitOK
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "loadgen:", err)
-		fmt.Fprintln(stderr, "run 'loadgen -h' for usage")
-		return exitUsage
-	}
-	log, err := logging.New(stderr, o.logLevel, o.logFormat)
+// runFetch is fetch mode with the options validated; it returns the process
+// exit code after saying on stderr why it is not exitOK.
+func runFetch(ctx context.Context, o *options, stdout, stderr io.Writer) int {
+	log, err := logging.New(stderr, o.log.level, o.log.format)
 	if err != nil {
 		fmt.Fprintln(stderr, "loadgen:", err)
 		return exitUsage
@@ -296,7 +348,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		defer stopProfile()
 	}
 
-	targetBase := defaultTargetBase
+	targetBase := loadgen.DefaultTargetBase
 	if o.embedded {
 		s, err := startEmbedded(ctx, o, log, stderr)
 		if err != nil {

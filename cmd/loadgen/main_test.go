@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/pipeline-dev/pipeline/internal/testutil"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
 	"go.uber.org/goleak"
 
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 	"github.com/pipeline-dev/pipeline/loadgen"
 )
 
@@ -23,6 +24,21 @@ func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	var out, errb bytes.Buffer
 	code = run(context.Background(), args, &out, &errb)
 	return code, out.String(), errb.String()
+}
+
+// parseFlags parses args as fetch mode does: the same flag definitions
+// (defaults included) and the same validation, without running anything.
+func parseFlags(args []string) (*options, error) {
+	o := &options{}
+	fs := pflag.NewFlagSet("loadgen", pflag.ContinueOnError)
+	o.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, noArgs(nil, fs.Args())
+	}
+	return o, o.validate(fs)
 }
 
 func noLeaks(t *testing.T) {
@@ -161,7 +177,7 @@ func TestOptionDefaults(t *testing.T) {
 		{[]string{"--warmup", "42"}, 100, 10000, 42},
 	}
 	for _, tc := range tests {
-		o, err := parseFlags(tc.args, &bytes.Buffer{})
+		o, err := parseFlags(tc.args)
 		if err != nil {
 			t.Fatalf("%v: %v", tc.args, err)
 		}
@@ -171,7 +187,7 @@ func TestOptionDefaults(t *testing.T) {
 				o.concurrency, o.requests, n, tc.wantConcurrency, tc.wantRequests, tc.wantWarmupN)
 		}
 	}
-	o, err := parseFlags([]string{"--duration", "10s", "--origin", "ws://a/ws,ws://b/ws", "--origin", "ws://c/ws"}, &bytes.Buffer{})
+	o, err := parseFlags([]string{"--duration", "10s", "--origin", "ws://a/ws,ws://b/ws", "--origin", "ws://c/ws"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,20 +3,21 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/pipeline-dev/pipeline/internal/logging"
 	"github.com/pipeline-dev/pipeline/internal/stack"
 	"github.com/pipeline-dev/pipeline/loadgen"
 )
 
-const rpcUsageText = `loadgen rpc measures what it costs to delegate a function call from the caller
+const rpcLong = `loadgen rpc measures what it costs to delegate a function call from the caller
 (the origin's POST /call/<fn>) to the shared runtime, against running it inline:
 
   direct    the caller runs the function itself (the baseline)
@@ -29,13 +30,9 @@ Every function x payload x via is one case: a warm-up, then --iterations calls
 overhead against direct for the same function and payload (+p50, +p99).
 Payloads: echo gets N random bytes; transform {"data":"<letters>"} and compute
 {"data":"<letters>","rounds":R} (R = --rounds, default 1, so compute measures
-delegation rather than hashing), each N bytes in total.
+delegation rather than hashing), each N bytes in total.`
 
-Usage:
-  loadgen rpc [flags]
-
-Examples:
-  # against 'pipeline up --embedded-nats' on this machine
+const rpcExample = `  # against 'pipeline up --embedded-nats' on this machine
   loadgen rpc
 
   # 1000 calls per case, the broker's own cost too, JSON for later
@@ -45,10 +42,7 @@ Examples:
   loadgen rpc --fn echo --payload 1KB --via direct,nats --concurrency 16 --iterations 5000
 
   # start the whole pipeline in-process and measure it
-  loadgen rpc --embedded --preset quick
-
-Flags:
-`
+  loadgen rpc --embedded --preset quick`
 
 // rpcOptions are the parsed flags of `loadgen rpc`.
 type rpcOptions struct {
@@ -60,18 +54,32 @@ type rpcOptions struct {
 	timeout                 time.Duration
 	jsonPath                string
 	embedded, quiet         bool
-	logLevel, logFormat     string
+	log                     logFlags
 	payloadSizes            []int
 }
 
-func parseRPCFlags(args []string, stderr io.Writer) (*rpcOptions, error) {
+// newRPCCmd returns `loadgen rpc`.
+func newRPCCmd(stdout, stderr io.Writer) *cobra.Command {
 	o := &rpcOptions{}
-	fs := flag.NewFlagSet("loadgen rpc", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), rpcUsageText)
-		fs.PrintDefaults()
+	cmd := &cobra.Command{
+		Use:     "rpc",
+		Short:   "Measure function delegation: direct, NATS, HTTP",
+		Long:    rpcLong,
+		Example: rpcExample,
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.validate(cmd.Flags()); err != nil {
+				return err
+			}
+			return status(runRPC(cmd.Context(), o, stdout, stderr))
+		},
 	}
+	o.register(cmd.Flags())
+	return cmd
+}
+
+// register defines the flags of `loadgen rpc` on fs, with their defaults.
+func (o *rpcOptions) register(fs *pflag.FlagSet) {
 	fs.StringVar(&o.caller, "caller", loadgen.DefaultCallerURL, "base `URL` of the caller (the origin serving /call/<fn>)")
 	fs.Var(listFlag{&o.fns}, "fn", "functions, comma-separated: echo, transform, compute (default all)")
 	fs.Var(listFlag{&o.payloads}, "payload", "payload sizes, comma-separated, e.g. 100B,1KB,10KB,100KB (the default)")
@@ -79,71 +87,58 @@ func parseRPCFlags(args []string, stderr io.Writer) (*rpcOptions, error) {
 	fs.StringVar(&o.preset, "preset", "standard", "iterations per case: quick (20), standard (100) or full (1000)")
 	fs.IntVar(&o.iterations, "iterations", 0, "measured calls per case (instead of --preset)")
 	fs.IntVar(&o.warmup, "warmup", 0, "unmeasured calls before each case; 0 = iterations/5 within [5, 200], -1 = none")
-	fs.IntVar(&o.concurrency, "concurrency", 1, "calls in flight")
+	fs.IntVar(&o.concurrency, "concurrency", loadgen.DefaultRPCConcurrency, "calls in flight")
 	fs.IntVar(&o.rounds, "rounds", loadgen.DefaultRPCComputeRounds, "\"rounds\" of compute payloads")
-	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "deadline of one call")
-	fs.StringVar(&o.jsonPath, "json", "", "write the JSON report (PROTOCOL.md §5) to `FILE`; - for stdout (replaces the table)")
+	fs.DurationVar(&o.timeout, "timeout", loadgen.DefaultRPCTimeout, "deadline of one call")
+	fs.StringVar(&o.jsonPath, "json", "", jsonUsage)
 	fs.StringVar(&o.natsURL, "nats", nats.DefaultURL, "NATS `URL` for --via nats-raw")
 	fs.StringVar(&o.prefix, "subject-prefix", "", "runtime subject prefix for nats-raw (default pipeline)")
 	fs.BoolVar(&o.embedded, "embedded", false, "start the whole pipeline in-process on free ports and measure it (ignores --caller and --nats)")
 	fs.BoolVar(&o.quiet, "quiet", false, "no table and no per-case progress")
-	fs.StringVar(&o.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
-	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: auto, json or console")
-	if err := fs.Parse(args); err != nil {
-		return nil, err
+	o.log.register(fs)
+}
+
+// validate checks the flags of `loadgen rpc` and derives iterations and
+// payload sizes; fs is the flag set o was registered on, after parsing.
+func (o *rpcOptions) validate(fs *pflag.FlagSet) error {
+	if fs.Changed("preset") && fs.Changed("iterations") {
+		return errors.New("--preset and --iterations both set: choose one")
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if set["preset"] && set["iterations"] {
-		return nil, errors.New("--preset and --iterations both set: choose one")
-	}
-	if !set["iterations"] {
+	if !fs.Changed("iterations") {
 		n, err := loadgen.RPCPresetIterations(o.preset)
 		if err != nil {
-			return nil, fmt.Errorf("--preset: %w", err)
+			return fmt.Errorf("--preset: %w", err)
 		}
 		o.iterations = n
 	}
 	if o.iterations <= 0 {
-		return nil, fmt.Errorf("--iterations %d: must be positive", o.iterations)
+		return fmt.Errorf("--iterations %d: must be positive", o.iterations)
 	}
 	if o.concurrency <= 0 {
-		return nil, fmt.Errorf("--concurrency %d: must be positive", o.concurrency)
+		return fmt.Errorf("--concurrency %d: must be positive", o.concurrency)
 	}
 	if o.rounds <= 0 {
-		return nil, fmt.Errorf("--rounds %d: must be positive", o.rounds)
+		return fmt.Errorf("--rounds %d: must be positive", o.rounds)
 	}
 	if o.timeout <= 0 {
-		return nil, fmt.Errorf("--timeout %s: must be positive", o.timeout)
+		return fmt.Errorf("--timeout %s: must be positive", o.timeout)
 	}
 	if len(o.payloads) > 0 {
 		sizes, err := loadgen.ParseRPCPayloads(strings.Join(o.payloads, ","))
 		if err != nil {
-			return nil, fmt.Errorf("--payload: %w", err)
+			return fmt.Errorf("--payload: %w", err)
 		}
 		o.payloadSizes = sizes
 	}
-	return o, nil
+	return nil
 }
 
-// runRPC is `loadgen rpc`: it parses args, runs loadgen.RunRPC and prints the
-// report. It returns the process exit code: 0 when every call succeeded, 1
-// when the caller or runtime is unreachable or calls failed, 2 for bad flags,
-// 130 when interrupted (the partial report is still printed).
-func runRPC(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	o, err := parseRPCFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return exitOK
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "loadgen rpc:", err)
-		fmt.Fprintln(stderr, "run 'loadgen rpc -h' for usage")
-		return exitUsage
-	}
-	log, err := logging.New(stderr, o.logLevel, o.logFormat)
+// runRPC is `loadgen rpc` with the options validated: it runs
+// loadgen.RunRPC and prints the report. It returns the process exit code: 0
+// when every call succeeded, 1 when the caller or runtime is unreachable or
+// calls failed, 130 when interrupted (the partial report is still printed).
+func runRPC(ctx context.Context, o *rpcOptions, stdout, stderr io.Writer) int {
+	log, err := logging.New(stderr, o.log.level, o.log.format)
 	if err != nil {
 		fmt.Fprintln(stderr, "loadgen rpc:", err)
 		return exitUsage
