@@ -5,8 +5,8 @@
 //
 // One Metrics per process owns one *prometheus.Registry (never the global
 // default registry). Roles reach their own part through nil-safe accessors:
-// Metrics.Origin, Metrics.Executor and Metrics.RPC register that role's
-// metrics on first use, so a process exposes only the roles it runs, and a
+// Metrics.Origin and Metrics.Executor register that role's metrics on first
+// use (the runtime and the origin's /call caller own theirs through Part), so a process exposes only the roles it runs, and a
 // nil *Metrics (or a nil part) turns every recording method into a no-op.
 //
 // The recording methods are on the hot path (the pipeline targets more than
@@ -42,7 +42,8 @@
 //	pipeline_jobs_queue_depth                                   jobs waiting for an executor
 //	pipeline_jobs_ack_pending                                   jobs delivered and not yet acknowledged
 //
-// RPC (RPC):
+// RPC (Part: the caller's in origin/caller_metrics.go, the runtime's in
+// runtime/metrics.go):
 //
 //	pipeline_rpc_calls_total{fn,via="direct|nats|http",outcome} calls made by the /call caller
 //	pipeline_rpc_seconds{fn,via}                                caller-side call latency (histogram)

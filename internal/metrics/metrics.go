@@ -25,8 +25,6 @@ type Metrics struct {
 	origin     *Origin
 	execOnce   sync.Once
 	executor   *Executor
-	rpcOnce    sync.Once
-	rpc        *RPC
 	queueOnce  sync.Once
 
 	partsMu sync.Mutex
@@ -35,7 +33,7 @@ type Metrics struct {
 
 // New returns a Metrics with a fresh registry holding the Go runtime and
 // process collectors. Role metrics are added by the first call of Origin,
-// Executor or RPC.
+// Executor or Part.
 func New() *Metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -101,16 +99,6 @@ func (m *Metrics) Executor() *Executor {
 	}
 	m.execOnce.Do(func() { m.executor = newExecutor(m.reg) })
 	return m.executor
-}
-
-// RPC returns the RPC metrics, registering them on first use. It returns
-// nil for a nil Metrics.
-func (m *Metrics) RPC() *RPC {
-	if m == nil {
-		return nil
-	}
-	m.rpcOnce.Do(func() { m.rpc = newRPC(m.reg) })
-	return m.rpc
 }
 
 // Part returns the metrics part registered under key, building it with build

@@ -75,9 +75,9 @@ func want(t *testing.T, m *Metrics, name string, labels map[string]string, w flo
 
 func TestNilMetricsRecordNothing(t *testing.T) {
 	var m *Metrics
-	o, e, r := m.Origin(), m.Executor(), m.RPC()
-	if o != nil || e != nil || r != nil {
-		t.Fatalf("nil Metrics gave non-nil parts %v %v %v", o, e, r)
+	o, e := m.Origin(), m.Executor()
+	if o != nil || e != nil {
+		t.Fatalf("nil Metrics gave non-nil parts %v %v", o, e)
 	}
 	// None of these may panic.
 	o.Result()
@@ -98,8 +98,6 @@ func TestNilMetricsRecordNothing(t *testing.T) {
 	e.Error(broker.CodeFetchFailed)
 	e.DeadLetter()
 	e.PublishFailed()
-	r.Called("echo", "nats", 0, time.Millisecond)
-	r.Served("echo", "nats", 400, time.Millisecond)
 	m.WatchQueue(nil)
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -172,51 +170,18 @@ func TestExecutorAndRPCMetrics(t *testing.T) {
 	want(t, m, "pipeline_executor_jobs_total", map[string]string{"outcome": "error", "code": "blocked_destination"}, 1)
 	want(t, m, "pipeline_executor_dead_letters_total", nil, 1)
 	want(t, m, "pipeline_executor_publish_failures_total", nil, 1)
-
-	r := m.RPC()
-	cases := []struct {
-		fn, via string
-		status  int
-		outcome string
-	}{
-		{"echo", "nats", 0, RPCOK},
-		{"transform", "http", 200, RPCOK},
-		{"compute", "direct", 400, RPCBadInput},
-		{"echo", "nats", 413, RPCBadInput},
-		{"echo", "nats", 499, RPCCancelled},
-		{"echo", "http", 502, RPCUnavailable},
-		{"echo", "http", 504, RPCTimeout},
-		{"echo", "http", 500, RPCError},
-		{"nope", "pigeon", 0, RPCOK},
-	}
-	for _, c := range cases {
-		r.Called(c.fn, c.via, c.status, time.Millisecond)
-	}
-	r.Served("compute", "nats", 0, time.Millisecond)
-	want(t, m, "pipeline_rpc_calls_total", map[string]string{"fn": "echo", "via": "nats", "outcome": "ok"}, 1)
-	want(t, m, "pipeline_rpc_calls_total", map[string]string{"fn": "echo", "via": "nats", "outcome": "bad_input"}, 1)
-	want(t, m, "pipeline_rpc_calls_total", map[string]string{"fn": "compute", "via": "direct", "outcome": "bad_input"}, 1)
-	want(t, m, "pipeline_rpc_calls_total", map[string]string{"fn": "echo", "via": "nats", "outcome": "cancelled"}, 1)
-	want(t, m, "pipeline_rpc_calls_total", map[string]string{"fn": "echo", "via": "http", "outcome": "unavailable"}, 1)
-	want(t, m, "pipeline_rpc_calls_total", map[string]string{"fn": "echo", "via": "http", "outcome": "timeout"}, 1)
-	want(t, m, "pipeline_rpc_calls_total", map[string]string{"fn": "echo", "via": "http", "outcome": "error"}, 1)
-	want(t, m, "pipeline_rpc_calls_total", map[string]string{"fn": "other", "via": "other", "outcome": "ok"}, 1)
-	want(t, m, "pipeline_rpc_seconds", map[string]string{"fn": "echo", "via": "http"}, 3)
-	want(t, m, "pipeline_rpc_served_total", map[string]string{"fn": "compute", "via": "nats", "outcome": "ok"}, 1)
 }
 
 // The recording methods run per job: they must not allocate.
 func TestRecordingDoesNotAllocate(t *testing.T) {
 	m := New()
-	o, e, r := m.Origin(), m.Executor(), m.RPC()
+	o, e := m.Origin(), m.Executor()
 	checks := map[string]func(){
 		"origin result":  func() { o.Result() },
 		"origin error":   func() { o.Error(broker.CodeFetchFailed) },
 		"origin phases":  func() { o.Phases(time.Millisecond, time.Millisecond, time.Millisecond, time.Millisecond) },
 		"executor seen":  func() { o.ExecutorSeen("host-abc") },
 		"executor job":   func() { e.Begin(); e.Fetched(time.Millisecond); e.Error(broker.CodeTimeout); e.End() },
-		"rpc call":       func() { r.Called("transform", "nats", 0, time.Millisecond) },
-		"rpc served":     func() { r.Served("compute", "http", 400, time.Millisecond) },
 		"origin enqueue": func() { o.Enqueued() },
 	}
 	for name, f := range checks {

@@ -24,6 +24,7 @@ import (
 	"github.com/pipeline-dev/pipeline/internal/netpolicy"
 	"github.com/pipeline-dev/pipeline/internal/target"
 	"github.com/pipeline-dev/pipeline/origin"
+	"github.com/pipeline-dev/pipeline/runtime"
 )
 
 // Stack is a set of running roles. Shutdown stops them in the documented
@@ -42,6 +43,7 @@ type Stack struct {
 	conts     []namedCont
 	// runtimeHTTP is the in-process runtime's HTTP base URL.
 	runtimeHTTP string
+	registry    *runtime.Registry // see functions()
 	// metrics is shared by every role of the process (see ops.go).
 	metrics *metrics.Metrics
 	ops     *metrics.OpsServer
@@ -234,7 +236,7 @@ func (s *Stack) start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		handlers, err := s.withOriginOps(s.originHandlers(onc, subjects))
+		handlers, err := s.withOriginOps(nil)
 		if err != nil {
 			return err
 		}
@@ -258,6 +260,7 @@ func (s *Stack) start(ctx context.Context) error {
 			AuthToken:      cfg.Origin.AuthToken,
 			AllowedOrigins: cfg.Origin.AllowedOrigins,
 			Handlers:       handlers,
+			Call:           s.callConfig(),
 			Metrics:        s.metrics,
 			Logger:         s.log,
 		})
