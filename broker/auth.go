@@ -350,7 +350,7 @@ func RuntimePermissions(s Subjects) *server.Permissions {
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{}},
 		Subscribe: &server.SubjectPermission{Allow: []string{
-			s.RPCGroup() + ".> runtime",
+			s.RPCGroup() + ".> " + RPCQueueGroup,
 			"$SRV.>",
 			inboxSub(RoleRuntime, ""),
 		}},

@@ -15,6 +15,9 @@ const (
 	ExecutorsConsumer = "executors"
 	// DefaultPrefix is the default subject prefix.
 	DefaultPrefix = "pipeline"
+	// RPCQueueGroup is the queue group every runtime endpoint subscribes in,
+	// so that each request goes to exactly one runtime instance.
+	RPCQueueGroup = "runtime"
 )
 
 // Subjects derives every subject name from one prefix. The zero value uses
@@ -58,6 +61,10 @@ func (s Subjects) ResultsWildcard() string { return s.prefix() + ".results.*" }
 
 // RPCGroup is the micro service endpoint group for runtime functions.
 func (s Subjects) RPCGroup() string { return s.prefix() + ".rpc" }
+
+// RPC is the subject runtime function fn is served on: "<prefix>.rpc.<fn>".
+// fn should be a valid token (see ValidateToken); RPC does not check it.
+func (s Subjects) RPC(fn string) string { return s.prefix() + ".rpc." + fn }
 
 // OriginConsumer is the durable consumer name origin originID reads its
 // results through.

@@ -22,17 +22,24 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
-	"github.com/pipeline-dev/pipeline/internal/rpc"
+	"github.com/pipeline-dev/pipeline/broker"
 )
 
 // Delegation paths measured by RunRPC. The first three go through the
 // caller's POST /call/<fn>?via=...; RPCViaNATSRaw has loadgen itself request
 // the runtime's micro endpoint, with no HTTP hop.
 const (
-	RPCViaDirect  = rpc.ViaDirect
-	RPCViaNATS    = rpc.ViaNATS
-	RPCViaHTTP    = rpc.ViaHTTP
+	RPCViaDirect  = "direct"
+	RPCViaNATS    = "nats"
+	RPCViaHTTP    = "http"
 	RPCViaNATSRaw = "nats-raw"
+)
+
+// The runtime's built-in functions (PROTOCOL.md §3) RunRPC measures.
+const (
+	fnEcho      = "echo"
+	fnTransform = "transform"
+	fnCompute   = "compute"
 )
 
 // Defaults of RPCConfig.
@@ -182,10 +189,10 @@ func RPCPayload(fn string, size, rounds int) []byte {
 		return b
 	}
 	switch fn {
-	case rpc.FnTransform:
+	case fnTransform:
 		const wrap = len(`{"data":""}`)
 		return fmt.Appendf(nil, `{"data":"%s"}`, letters(size-wrap))
-	case rpc.FnCompute:
+	case fnCompute:
 		tail := `","rounds":` + strconv.Itoa(rounds) + `}`
 		return fmt.Appendf(nil, `{"data":"%s%s`, letters(size-len(`{"data":"`)-len(tail)), tail)
 	default:
@@ -254,10 +261,10 @@ func (cfg RPCConfig) withDefaults() (RPCConfig, error) {
 		cfg.NATSURL = nats.DefaultURL
 	}
 	if len(cfg.Fns) == 0 {
-		cfg.Fns = rpc.Functions()
+		cfg.Fns = []string{fnEcho, fnTransform, fnCompute}
 	}
 	for _, fn := range cfg.Fns {
-		if fn != rpc.FnEcho && fn != rpc.FnTransform && fn != rpc.FnCompute {
+		if fn != fnEcho && fn != fnTransform && fn != fnCompute {
 			return cfg, fmt.Errorf("unknown function %q (want echo, transform, compute)", fn)
 		}
 	}
@@ -441,7 +448,7 @@ func (r *rpcRunner) preflight(ctx context.Context) error {
 			}
 		}
 		r.nc = nc
-		subject := rpc.Subject(r.cfg.SubjectPrefix, rpc.FnEcho)
+		subject := broker.Subjects{Prefix: r.cfg.SubjectPrefix}.RPC(fnEcho)
 		if _, err := nc.RequestWithContext(pctx, subject, []byte("ping")); err != nil {
 			if nc != r.cfg.NATSConn {
 				nc.Close()
@@ -560,7 +567,7 @@ func (r *rpcRunner) httpCall(fn string, body []byte, via string) rpcCall {
 		if resp.StatusCode != http.StatusOK {
 			return "http_" + strconv.Itoa(resp.StatusCode), fmt.Errorf("HTTP %d: %.200s", resp.StatusCode, buf.Bytes())
 		}
-		if fn == rpc.FnEcho && buf.Len() != len(body) {
+		if fn == fnEcho && buf.Len() != len(body) {
 			return "bad_reply", fmt.Errorf("echo returned %d bytes, sent %d", buf.Len(), len(body))
 		}
 		return "", nil
@@ -569,7 +576,7 @@ func (r *rpcRunner) httpCall(fn string, body []byte, via string) rpcCall {
 
 // natsCall requests the runtime's micro endpoint directly.
 func (r *rpcRunner) natsCall(fn string, body []byte) rpcCall {
-	subject := rpc.Subject(r.cfg.SubjectPrefix, fn)
+	subject := broker.Subjects{Prefix: r.cfg.SubjectPrefix}.RPC(fn)
 	return func(ctx context.Context, _ *bytes.Buffer) (string, error) {
 		ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 		defer cancel()
@@ -585,7 +592,7 @@ func (r *rpcRunner) natsCall(fn string, body []byte) rpcCall {
 		if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" {
 			return "nats_" + code, fmt.Errorf("runtime error %s: %s", code, msg.Header.Get(micro.ErrorHeader))
 		}
-		if fn == rpc.FnEcho && len(msg.Data) != len(body) {
+		if fn == fnEcho && len(msg.Data) != len(body) {
 			return "bad_reply", fmt.Errorf("echo returned %d bytes, sent %d", len(msg.Data), len(body))
 		}
 		return "", nil

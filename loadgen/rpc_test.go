@@ -16,8 +16,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
 
-	"github.com/pipeline-dev/pipeline/internal/rpc"
 	"github.com/pipeline-dev/pipeline/loadgen"
+	"github.com/pipeline-dev/pipeline/origin"
+	"github.com/pipeline-dev/pipeline/runtime"
 )
 
 // rpcTestStack is an embedded NATS server, a runtime service (NATS and HTTP
@@ -53,12 +54,15 @@ func startRPCTestStack(t *testing.T, withService bool) *rpcTestStack {
 
 	var runtimeURL string
 	if withService {
-		svc, err := rpc.NewService(conn(), rpc.ServiceConfig{})
+		svc, err := runtime.New(conn(), runtime.Config{})
 		if err != nil {
 			t.Fatalf("runtime service: %v", err)
 		}
-		t.Cleanup(func() { _ = svc.Stop() })
-		hs := rpc.NewHTTPServer(rpc.HTTPConfig{Addr: "127.0.0.1:0"})
+		if err := svc.Start(context.Background()); err != nil {
+			t.Fatalf("runtime service: %v", err)
+		}
+		t.Cleanup(func() { _ = svc.Shutdown(context.Background()) })
+		hs := runtime.NewHTTPServer(runtime.HTTPConfig{Addr: "127.0.0.1:0"})
 		if err := hs.Start(context.Background()); err != nil {
 			t.Fatalf("runtime http: %v", err)
 		}
@@ -69,7 +73,7 @@ func startRPCTestStack(t *testing.T, withService bool) *rpcTestStack {
 		})
 		runtimeURL = hs.URL()
 	}
-	caller := rpc.NewCaller(rpc.CallerConfig{NC: conn(), RuntimeHTTP: runtimeURL})
+	caller := origin.NewCaller(conn(), origin.CallConfig{Functions: runtime.NewRegistry(runtime.Limits{}), RuntimeHTTP: runtimeURL})
 	t.Cleanup(caller.Close)
 	mux := http.NewServeMux()
 	mux.Handle("/call/", caller)
@@ -147,7 +151,8 @@ func TestRunRPCReportHasOneCasePerCombination(t *testing.T) {
 		}
 	}
 	want := 0
-	for _, fn := range rpc.Functions() {
+	reg := runtime.NewRegistry(runtime.Limits{})
+	for _, fn := range reg.Names() {
 		for _, p := range payloads {
 			for _, via := range vias {
 				want++
@@ -252,7 +257,8 @@ func TestRunRPCConfigErrors(t *testing.T) {
 }
 
 func TestRPCPayload(t *testing.T) {
-	for _, fn := range rpc.Functions() {
+	reg := runtime.NewRegistry(runtime.Limits{})
+	for _, fn := range reg.Names() {
 		for _, size := range []int{100, 1 << 10, 10 << 10, 100 << 10} {
 			body := loadgen.RPCPayload(fn, size, 3)
 			if len(body) != size {
@@ -261,7 +267,7 @@ func TestRPCPayload(t *testing.T) {
 			if !bytes.Equal(body, loadgen.RPCPayload(fn, size, 3)) {
 				t.Errorf("%s %d: not deterministic", fn, size)
 			}
-			if _, err := rpc.Call(fn, body); err != nil {
+			if _, err := reg.Call(context.Background(), fn, body); err != nil {
 				t.Errorf("%s %d: the runtime rejects it: %v", fn, size, err)
 			}
 		}
@@ -270,7 +276,7 @@ func TestRPCPayload(t *testing.T) {
 		t.Error("compute payload does not carry its rounds")
 	}
 	// Below the JSON wrapper's size the body is the smallest valid one.
-	if _, err := rpc.Call("compute", loadgen.RPCPayload("compute", 1, 1)); err != nil {
+	if _, err := reg.Call(context.Background(), "compute", loadgen.RPCPayload("compute", 1, 1)); err != nil {
 		t.Errorf("tiny compute payload: %v", err)
 	}
 }

@@ -92,8 +92,12 @@ type Config struct {
 	// to open a WebSocket; "*" allows any. Empty: same host only. Requests
 	// without an Origin header (non-browser clients) are always allowed.
 	AllowedOrigins []string `yaml:"allowed_origins"`
-	// Handlers are extra HTTP routes served next to /ws (e.g. "/call/").
+	// Handlers are extra HTTP routes served next to /ws (e.g. "/metrics").
 	Handlers map[string]http.Handler `yaml:"-"`
+	// Call configures the /call/<fn> caller the origin serves (behind
+	// AuthToken like Handlers); see CallConfig. Its Subjects, Logger and
+	// Metrics are the origin's.
+	Call CallConfig `yaml:"-"`
 	// Metrics, when set, receives the origin's metrics (connections, fetch
 	// outcomes, phase latencies, ...). Default: none. Serving them is up to
 	// the caller (e.g. a "/metrics" entry in Handlers).
@@ -182,6 +186,7 @@ type Server struct {
 	closing  atomic.Bool
 	serveErr chan error
 
+	caller    *Caller
 	m         *Metrics // nil: no metrics
 	ready     *metrics.Readiness
 	untrackIF func()
@@ -234,6 +239,9 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 	}
 	s.upgrader.CheckOrigin = s.checkOrigin
 	s.conts[ResultToClient] = s.resultToClient
+	cc := cfg.Call
+	cc.Subjects, cc.Logger, cc.Metrics = cfg.Subjects, cfg.Logger, cfg.Metrics
+	s.caller = NewCaller(nc, cc)
 	return s, nil
 }
 
@@ -300,6 +308,7 @@ func (s *Server) Start(ctx context.Context) error {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", s.serveReady)
+	mux.Handle("/call/", s.requireAuth(s.caller))
 	for pattern, h := range s.cfg.Handlers {
 		mux.Handle(pattern, s.requireAuth(h))
 	}
@@ -570,6 +579,7 @@ closeSessions:
 		<-s.ackDone
 	}
 	s.untrackIF()
+	s.caller.Close()
 	s.log.Info().Int64("finished", s.finishedN.Load()).Int64("duplicates", s.duplicates.Load()).Msg("origin stopped")
 	return firstErr
 }

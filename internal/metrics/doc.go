@@ -6,8 +6,8 @@
 // One Metrics per process owns one *prometheus.Registry (never the global
 // default registry). Each role owns its metrics: it declares them, with its
 // recording methods, in its own metrics.go and registers them through Part
-// on first use (origin.MetricsOf, executor.MetricsOf; RPC through
-// Metrics.RPC), so a process exposes only the roles it runs and every
+// on first use (origin.MetricsOf, executor.MetricsOf, and the runtime's and the
+// /call caller's own), so a process exposes only the roles it runs and every
 // instance of a role in a process shares one part. A nil *Metrics (or a nil
 // part) turns every recording method into a no-op. This package keeps the
 // shared plumbing: the registry and its handler, LatencyBuckets, the
@@ -37,7 +37,8 @@
 //	pipeline_jobs_queue_depth                                   jobs waiting for an executor
 //	pipeline_jobs_ack_pending                                   jobs delivered and not yet acknowledged
 //
-// RPC (RPC):
+// RPC (Part: the caller's in origin/caller_metrics.go, the runtime's in
+// runtime/metrics.go):
 //
 //	pipeline_rpc_calls_total{fn,via="direct|nats|http",outcome} calls made by the /call caller
 //	pipeline_rpc_seconds{fn,via}                                caller-side call latency (histogram)

@@ -21,8 +21,6 @@ type Metrics struct {
 	reg     *prometheus.Registry
 	started time.Time
 
-	rpcOnce   sync.Once
-	rpc       *RPC
 	queueOnce sync.Once
 
 	partsMu sync.Mutex
@@ -31,7 +29,8 @@ type Metrics struct {
 
 // New returns a Metrics with a fresh registry holding the Go runtime and
 // process collectors. Role metrics are added by the first call of Part for
-// that role (origin.MetricsOf, executor.MetricsOf) or of RPC.
+// that role (origin.MetricsOf, executor.MetricsOf, the runtime's and the
+// /call caller's own).
 func New() *Metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -77,16 +76,6 @@ func (m *Metrics) Handler() http.Handler {
 		Registry:          m.reg, // promhttp_metric_handler_* about the scrapes themselves
 		EnableOpenMetrics: true,
 	})
-}
-
-// RPC returns the RPC metrics, registering them on first use. It returns
-// nil for a nil Metrics.
-func (m *Metrics) RPC() *RPC {
-	if m == nil {
-		return nil
-	}
-	m.rpcOnce.Do(func() { m.rpc = newRPC(m.reg) })
-	return m.rpc
 }
 
 // Part returns the metrics part registered under key, building it with build

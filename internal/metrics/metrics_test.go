@@ -44,13 +44,6 @@ func testOutcomes(m *Metrics, name string) *OutcomeCounters {
 
 func TestNilMetricsRecordNothing(t *testing.T) {
 	var m *Metrics
-	r := m.RPC()
-	if r != nil {
-		t.Fatalf("nil Metrics gave a non-nil part %v", r)
-	}
-	// None of these may panic.
-	r.Called("echo", "nats", 0, time.Millisecond)
-	r.Served("echo", "nats", 400, time.Millisecond)
 	m.WatchQueue(nil)
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -59,50 +52,14 @@ func TestNilMetricsRecordNothing(t *testing.T) {
 	}
 }
 
-func TestRPCMetrics(t *testing.T) {
-	m := New()
-	r := m.RPC()
-	cases := []struct {
-		fn, via string
-		status  int
-		outcome string
-	}{
-		{"echo", "nats", 0, RPCOK},
-		{"transform", "http", 200, RPCOK},
-		{"compute", "direct", 400, RPCBadInput},
-		{"echo", "nats", 413, RPCBadInput},
-		{"echo", "nats", 499, RPCCancelled},
-		{"echo", "http", 502, RPCUnavailable},
-		{"echo", "http", 504, RPCTimeout},
-		{"echo", "http", 500, RPCError},
-		{"nope", "pigeon", 0, RPCOK},
-	}
-	for _, c := range cases {
-		r.Called(c.fn, c.via, c.status, time.Millisecond)
-	}
-	r.Served("compute", "nats", 0, time.Millisecond)
-	want(t, m, "pipeline_rpc_calls_total", map[string]string{"fn": "echo", "via": "nats", "outcome": "ok"}, 1)
-	want(t, m, "pipeline_rpc_calls_total", map[string]string{"fn": "echo", "via": "nats", "outcome": "bad_input"}, 1)
-	want(t, m, "pipeline_rpc_calls_total", map[string]string{"fn": "compute", "via": "direct", "outcome": "bad_input"}, 1)
-	want(t, m, "pipeline_rpc_calls_total", map[string]string{"fn": "echo", "via": "nats", "outcome": "cancelled"}, 1)
-	want(t, m, "pipeline_rpc_calls_total", map[string]string{"fn": "echo", "via": "http", "outcome": "unavailable"}, 1)
-	want(t, m, "pipeline_rpc_calls_total", map[string]string{"fn": "echo", "via": "http", "outcome": "timeout"}, 1)
-	want(t, m, "pipeline_rpc_calls_total", map[string]string{"fn": "echo", "via": "http", "outcome": "error"}, 1)
-	want(t, m, "pipeline_rpc_calls_total", map[string]string{"fn": "other", "via": "other", "outcome": "ok"}, 1)
-	want(t, m, "pipeline_rpc_seconds", map[string]string{"fn": "echo", "via": "http"}, 3)
-	want(t, m, "pipeline_rpc_served_total", map[string]string{"fn": "compute", "via": "nats", "outcome": "ok"}, 1)
-}
-
 // The recording methods run per job: they must not allocate.
 func TestRecordingDoesNotAllocate(t *testing.T) {
 	m := New()
-	r, oc := m.RPC(), testOutcomes(m, "pipeline_test_outcomes_total")
+	oc := testOutcomes(m, "pipeline_test_outcomes_total")
 	checks := map[string]func(){
 		"outcome result":  func() { oc.Result() },
 		"outcome error":   func() { oc.Error(broker.CodeFetchFailed) },
 		"outcome unknown": func() { oc.Error(broker.Code("no_such_code")) },
-		"rpc call":        func() { r.Called("transform", "nats", 0, time.Millisecond) },
-		"rpc served":      func() { r.Served("compute", "http", 400, time.Millisecond) },
 	}
 	for name, f := range checks {
 		if n := testing.AllocsPerRun(200, f); n != 0 {

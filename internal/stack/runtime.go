@@ -3,16 +3,19 @@ package stack
 import (
 	"context"
 	"fmt"
-	"net/http"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/pipeline-dev/pipeline/broker"
-	"github.com/pipeline-dev/pipeline/internal/rpc"
+	"github.com/pipeline-dev/pipeline/origin"
+	"github.com/pipeline-dev/pipeline/runtime"
 )
 
-func (s *Stack) rpcLimits() rpc.Limits {
-	return rpc.Limits{MaxPayload: s.cfg.Runtime.MaxPayload, MaxRounds: s.cfg.Runtime.MaxRounds}
+// functions is the process's function registry: the runtime serves it and
+// the origin's /call?via=direct runs it inline. Made on first use.
+func (s *Stack) functions() *runtime.Registry {
+	if s.registry == nil {
+		s.registry = runtime.NewRegistry(runtime.Limits{MaxPayload: s.cfg.Runtime.MaxPayload, MaxRounds: s.cfg.Runtime.MaxRounds})
+	}
+	return s.registry
 }
 
 // startRuntime starts the runtime micro service (NATS) and its HTTP side when
@@ -25,47 +28,47 @@ func (s *Stack) startRuntime(ctx context.Context, subjects broker.Subjects) erro
 	if err != nil {
 		return err
 	}
-	svc, err := rpc.NewService(nc, rpc.ServiceConfig{
-		SubjectPrefix: subjects.Prefix,
-		Limits:        s.rpcLimits(),
-		Metrics:       s.metrics,
-		Logger:        s.log,
+	svc, err := runtime.New(nc, runtime.Config{
+		Registry: s.functions(),
+		Subjects: subjects,
+		Metrics:  s.metrics,
+		Logger:   s.log,
 	})
 	if err != nil {
 		return fmt.Errorf("stack: runtime service: %w", err)
 	}
-	s.closers = append(s.closers, func(context.Context) error { return svc.Stop() })
+	if err := svc.Start(ctx); err != nil {
+		return fmt.Errorf("stack: runtime service: %w", err)
+	}
+	s.closers = append(s.closers, svc.Shutdown)
 	ops, err := s.runtimeOps(nc)
 	if err != nil {
 		return err
 	}
-	hs := rpc.NewHTTPServer(rpc.HTTPConfig{Addr: s.cfg.Runtime.Listen, Limits: s.rpcLimits(), Metrics: s.metrics, Handlers: ops, Logger: s.log})
+	hs := runtime.NewHTTPServer(runtime.HTTPConfig{Addr: s.cfg.Runtime.Listen, Registry: s.functions(), Metrics: s.metrics, Handlers: ops, Logger: s.log})
 	if err := hs.Start(ctx); err != nil {
 		return fmt.Errorf("stack: runtime http: %w", err)
 	}
 	s.runtimeHTTP = hs.URL()
 	s.closers = append(s.closers, hs.Shutdown)
-	s.log.Info().Str("http", hs.URL()+"/rpc/<fn>").Str("nats", subjects.RPCGroup()+".<fn>").Msg("runtime service running")
+	s.log.Info().Str("http", hs.URL()+"/rpc/<fn>").Str("nats", subjects.RPC("<fn>")).Msg("runtime service running")
 	return nil
 }
 
-// originHandlers are the extra routes the origin serves: the /call caller.
-func (s *Stack) originHandlers(nc *nats.Conn, subjects broker.Subjects) map[string]http.Handler {
+// callConfig configures the origin's /call caller: via=direct runs the
+// process's registry, via=http goes to the runtime's HTTP side (in this
+// process, or at runtime.listen).
+func (s *Stack) callConfig() origin.CallConfig {
 	runtimeURL := s.runtimeHTTP
 	if runtimeURL == "" {
 		runtimeURL = "http://" + s.cfg.Runtime.Listen
 	}
-	c := rpc.NewCaller(rpc.CallerConfig{
-		NC:            nc,
-		RuntimeHTTP:   runtimeURL,
-		SubjectPrefix: subjects.Prefix,
-		Timeout:       s.cfg.Runtime.Timeout,
-		Limits:        s.rpcLimits(),
-		Metrics:       s.metrics,
-		Logger:        s.log,
-	})
-	s.closers = append(s.closers, func(context.Context) error { c.Close(); return nil })
-	return map[string]http.Handler{"/call/": c}
+	return origin.CallConfig{
+		Functions:   s.functions(),
+		RuntimeHTTP: runtimeURL,
+		Timeout:     s.cfg.Runtime.Timeout,
+		MaxPayload:  s.functions().Limits().MaxPayload,
+	}
 }
 
 // RuntimeHTTP is the runtime's HTTP base URL when it runs in this process.

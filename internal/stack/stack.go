@@ -23,6 +23,7 @@ import (
 	"github.com/pipeline-dev/pipeline/internal/metrics"
 	"github.com/pipeline-dev/pipeline/internal/target"
 	"github.com/pipeline-dev/pipeline/origin"
+	"github.com/pipeline-dev/pipeline/runtime"
 )
 
 // Stack is a set of running roles. Shutdown stops them in the documented
@@ -41,6 +42,7 @@ type Stack struct {
 	conts     []namedCont
 	// runtimeHTTP is the in-process runtime's HTTP base URL.
 	runtimeHTTP string
+	registry    *runtime.Registry // see functions()
 	// metrics is shared by every role of the process (see ops.go).
 	metrics *metrics.Metrics
 	ops     *metrics.OpsServer
@@ -198,13 +200,13 @@ func (s *Stack) start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		handlers, err := s.withOriginOps(s.originHandlers(onc, subjects))
+		handlers, err := s.withOriginOps(nil)
 		if err != nil {
 			return err
 		}
 		ocfg := cfg.Origin.Config
 		ocfg.Subjects, ocfg.Replicas, ocfg.ResultAckWait = subjects, cfg.Streams.Replicas, cfg.Streams.AckWait
-		ocfg.Handlers, ocfg.Metrics, ocfg.Logger = handlers, s.metrics, s.log
+		ocfg.Handlers, ocfg.Call, ocfg.Metrics, ocfg.Logger = handlers, s.callConfig(), s.metrics, s.log
 		o, err := origin.New(onc, ocfg)
 		if err != nil {
 			return err

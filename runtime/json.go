@@ -1,4 +1,4 @@
-package rpc
+package runtime
 
 import (
 	"encoding/binary"
@@ -7,6 +7,8 @@ import (
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/pipeline-dev/pipeline/broker"
 )
 
 // The request bodies of transform and compute are small JSON objects whose
@@ -40,7 +42,7 @@ type jsonScanner struct {
 // "rounds" members. wantRounds says whether "rounds" is of interest. A
 // member of the wrong type is not an error here (a later duplicate may
 // replace it): the badData/badRounds flags record it.
-func parseFields(body []byte, wantRounds bool) (fields, *Error) {
+func parseFields(body []byte, wantRounds bool) (fields, *broker.Error) {
 	var f fields
 	s := jsonScanner{b: body}
 	s.ws()
@@ -132,7 +134,7 @@ func parseFields(body []byte, wantRounds bool) (fields, *Error) {
 }
 
 // parseRounds reads a rounds number token: an integer in [1, max].
-func parseRounds(tok []byte, max int) (int, *Error) {
+func parseRounds(tok []byte, max int) (int, *broker.Error) {
 	for _, c := range tok {
 		if c == '.' || c == 'e' || c == 'E' {
 			return 0, badInput(`"rounds" must be an integer`)
@@ -164,7 +166,7 @@ func (s *jsonScanner) ws() {
 }
 
 // end checks that only whitespace follows the top-level value.
-func (s *jsonScanner) end() *Error {
+func (s *jsonScanner) end() *broker.Error {
 	s.ws()
 	if s.i != len(s.b) {
 		return s.syntax("unexpected data after the JSON object")
@@ -172,7 +174,7 @@ func (s *jsonScanner) end() *Error {
 	return nil
 }
 
-func (s *jsonScanner) syntax(what string) *Error {
+func (s *jsonScanner) syntax(what string) *broker.Error {
 	if s.i >= len(s.b) {
 		return badInput("invalid JSON: unexpected end of input (%s)", what)
 	}
@@ -182,7 +184,7 @@ func (s *jsonScanner) syntax(what string) *Error {
 // rawString reads a string starting at the opening quote and returns its
 // undecoded contents and whether they contain escape sequences or bytes that
 // are not valid UTF-8 (both need decodeString).
-func (s *jsonScanner) rawString() (raw []byte, needsDecode bool, err *Error) {
+func (s *jsonScanner) rawString() (raw []byte, needsDecode bool, err *broker.Error) {
 	s.i++ // opening quote
 	start := s.i
 	for s.i < len(s.b) {
@@ -229,7 +231,7 @@ func (s *jsonScanner) rawString() (raw []byte, needsDecode bool, err *Error) {
 }
 
 // number reads a JSON number token.
-func (s *jsonScanner) number() ([]byte, *Error) {
+func (s *jsonScanner) number() ([]byte, *broker.Error) {
 	start := s.i
 	if s.peek() == '-' {
 		s.i++
@@ -268,7 +270,7 @@ func (s *jsonScanner) digits() {
 	}
 }
 
-func (s *jsonScanner) literal(word string) *Error {
+func (s *jsonScanner) literal(word string) *broker.Error {
 	if len(s.b)-s.i < len(word) || string(s.b[s.i:s.i+len(word)]) != word {
 		return s.syntax("invalid literal")
 	}
@@ -277,7 +279,7 @@ func (s *jsonScanner) literal(word string) *Error {
 }
 
 // skipValue validates and skips one JSON value of any kind.
-func (s *jsonScanner) skipValue(depth int) *Error {
+func (s *jsonScanner) skipValue(depth int) *broker.Error {
 	if depth > maxDepth {
 		return badInput("invalid JSON: nesting deeper than %d", maxDepth)
 	}

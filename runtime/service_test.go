@@ -1,8 +1,9 @@
-package rpc
+package runtime
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+
+	"github.com/pipeline-dev/pipeline/broker"
 )
 
 func request(t *testing.T, nc *nats.Conn, subject string, body []byte) *nats.Msg {
@@ -28,7 +31,7 @@ func TestServiceFunctions(t *testing.T) {
 	for _, inProcess := range []bool{true, false} {
 		t.Run(fmt.Sprintf("inprocess=%v", inProcess), func(t *testing.T) {
 			ns := startNATS(t)
-			startService(t, connect(t, ns, inProcess), ServiceConfig{})
+			startService(t, connect(t, ns, inProcess), Config{})
 			nc := connect(t, ns, inProcess)
 			for _, tc := range validCases() {
 				t.Run(tc.name, func(t *testing.T) {
@@ -45,7 +48,7 @@ func TestServiceFunctions(t *testing.T) {
 
 func TestServiceBadInput(t *testing.T) {
 	ns := startNATS(t)
-	startService(t, connect(t, ns, false), ServiceConfig{Limits: testLimits})
+	startService(t, connect(t, ns, false), Config{Registry: testRegistry()})
 	nc := connect(t, ns, false)
 	for _, tc := range badCases() {
 		t.Run(tc.name, func(t *testing.T) {
@@ -64,23 +67,23 @@ func TestServiceBadInput(t *testing.T) {
 
 func TestServiceSubjectPrefix(t *testing.T) {
 	ns := startNATS(t)
-	startService(t, connect(t, ns, true), ServiceConfig{SubjectPrefix: "acme"})
+	startService(t, connect(t, ns, true), Config{Subjects: broker.Subjects{Prefix: "acme"}})
 	nc := connect(t, ns, true)
 	msg := request(t, nc, "acme.rpc.echo", []byte("hi"))
 	if string(msg.Data) != "hi" {
 		t.Fatalf("got %q, want %q", msg.Data, "hi")
 	}
-	if got := Subject("acme", FnCompute); got != "acme.rpc.compute" {
+	if got := (broker.Subjects{Prefix: "acme"}).RPC(FnCompute); got != "acme.rpc.compute" {
 		t.Fatalf("Subject: got %q", got)
 	}
-	if got := Subject("", FnEcho); got != "pipeline.rpc.echo" {
+	if got := (broker.Subjects{}).RPC(FnEcho); got != "pipeline.rpc.echo" {
 		t.Fatalf("Subject: got %q", got)
 	}
 }
 
 func TestServiceDiscovery(t *testing.T) {
 	ns := startNATS(t)
-	svc := startService(t, connect(t, ns, false), ServiceConfig{Workers: 3})
+	svc := startService(t, connect(t, ns, false), Config{Workers: 3})
 	nc := connect(t, ns, false)
 
 	for _, subject := range []string{"$SRV.PING", "$SRV.PING.runtime", "$SRV.PING.runtime." + svc.ID()} {
@@ -151,8 +154,8 @@ func TestServiceDiscovery(t *testing.T) {
 
 func TestServiceInstancesShareRequests(t *testing.T) {
 	ns := startNATS(t)
-	a := startService(t, connect(t, ns, false), ServiceConfig{})
-	b := startService(t, connect(t, ns, false), ServiceConfig{})
+	a := startService(t, connect(t, ns, false), Config{})
+	b := startService(t, connect(t, ns, false), Config{})
 	nc := connect(t, ns, false)
 	const n = 200
 	for i := range n {
@@ -183,7 +186,7 @@ func TestServiceInstancesShareRequests(t *testing.T) {
 	t.Logf("instance A served %d, instance B %d", ca, cb)
 
 	// Stopping one instance leaves the other serving everything.
-	if err := a.Stop(); err != nil {
+	if err := a.Shutdown(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	for range 20 {
@@ -201,14 +204,16 @@ func TestServiceRunsRequestsConcurrently(t *testing.T) {
 	arrived := make(chan struct{}, workers)
 	release := make(chan struct{})
 	ns := startNATS(t)
-	startService(t, connect(t, ns, true), ServiceConfig{
-		Workers: workers,
-		call: func(fn string, body []byte) ([]byte, error) {
-			arrived <- struct{}{}
-			<-release
-			return Call(fn, body)
-		},
-	})
+	reg := NewRegistry(Limits{})
+	// A user function that blocks, then echoes.
+	if err := reg.Register("wait", func(ctx context.Context, body []byte) ([]byte, error) {
+		arrived <- struct{}{}
+		<-release
+		return Echo(ctx, body)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	startService(t, connect(t, ns, true), Config{Workers: workers, Registry: reg})
 	nc := connect(t, ns, true)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -218,7 +223,7 @@ func TestServiceRunsRequestsConcurrently(t *testing.T) {
 	for i := range workers {
 		wg.Go(func() {
 			body := fmt.Appendf(nil, "%d", i)
-			msg, err := nc.RequestWithContext(ctx, "pipeline.rpc.echo", body)
+			msg, err := nc.RequestWithContext(ctx, "pipeline.rpc.wait", body)
 			if err == nil && string(msg.Data) != string(body) {
 				err = fmt.Errorf("got %q, want %q", msg.Data, body)
 			}
@@ -246,17 +251,26 @@ func TestServiceRunsRequestsConcurrently(t *testing.T) {
 
 func TestServiceStop(t *testing.T) {
 	ns := startNATS(t)
-	svc, err := NewService(connect(t, ns, true), ServiceConfig{})
+	svc, err := New(connect(t, ns, true), Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := svc.Start(t.Context()); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	if err := svc.Start(t.Context()); !errors.Is(err, ErrStarted) {
+		t.Fatalf("second start: got %v, want ErrStarted", err)
+	}
 	nc := connect(t, ns, true)
 	request(t, nc, "pipeline.rpc.echo", []byte("x"))
-	if err := svc.Stop(); err != nil {
+	if err := svc.Shutdown(t.Context()); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
-	if err := svc.Stop(); err != nil {
+	if err := svc.Shutdown(t.Context()); err != nil {
 		t.Fatalf("second stop: %v", err)
+	}
+	if err := svc.Start(t.Context()); !errors.Is(err, ErrStopped) {
+		t.Fatalf("start after shutdown: got %v, want ErrStopped", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -266,11 +280,22 @@ func TestServiceStop(t *testing.T) {
 }
 
 func TestNewServiceErrors(t *testing.T) {
-	if _, err := NewService(nil, ServiceConfig{}); err == nil {
+	if _, err := New(nil, Config{}); err == nil {
 		t.Fatal("nil conn: want an error")
 	}
 	ns := startNATS(t)
-	if _, err := NewService(connect(t, ns, true), ServiceConfig{Version: "not-semver"}); err == nil {
+	if _, err := New(connect(t, ns, true), Config{Version: "not-semver"}); err == nil {
 		t.Fatal("bad version: want an error")
+	}
+	// Shut down before Start: Start then fails with ErrStopped.
+	svc, err := New(connect(t, ns, true), Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Shutdown(t.Context()); err != nil {
+		t.Fatalf("shutdown before start: %v", err)
+	}
+	if err := svc.Start(t.Context()); !errors.Is(err, ErrStopped) {
+		t.Fatalf("start after shutdown: got %v, want ErrStopped", err)
 	}
 }

@@ -1,4 +1,4 @@
-package rpc
+package runtime
 
 import (
 	"bytes"
@@ -14,9 +14,9 @@ import (
 
 // startHTTP runs the runtime's HTTP side on a free loopback port, shut down
 // by tb.Cleanup.
-func startHTTP(tb testing.TB, limits Limits) *HTTPServer {
+func startHTTP(tb testing.TB, reg *Registry) *HTTPServer {
 	tb.Helper()
-	srv := NewHTTPServer(HTTPConfig{Addr: "127.0.0.1:0", Limits: limits})
+	srv := NewHTTPServer(HTTPConfig{Addr: "127.0.0.1:0", Registry: reg})
 	if err := srv.Start(context.Background()); err != nil {
 		tb.Fatalf("start http: %v", err)
 	}
@@ -68,7 +68,7 @@ func checkErrorReply(t *testing.T, status int, h http.Header, body []byte, wantS
 }
 
 func TestHTTPFunctions(t *testing.T) {
-	srv := startHTTP(t, Limits{})
+	srv := startHTTP(t, nil)
 	c := testClient(t)
 	for _, tc := range validCases() {
 		t.Run(tc.name, func(t *testing.T) {
@@ -76,8 +76,8 @@ func TestHTTPFunctions(t *testing.T) {
 			if status != http.StatusOK {
 				t.Fatalf("status %d: %s", status, out)
 			}
-			if ct := h.Get("Content-Type"); ct != ContentType(tc.fn) {
-				t.Fatalf("content type %q, want %q", ct, ContentType(tc.fn))
+			if ct := h.Get("Content-Type"); ct != contentType(tc.fn) {
+				t.Fatalf("content type %q, want %q", ct, contentType(tc.fn))
 			}
 			checkReply(t, tc.fn, tc.body, out)
 		})
@@ -85,7 +85,7 @@ func TestHTTPFunctions(t *testing.T) {
 }
 
 func TestHTTPErrors(t *testing.T) {
-	srv := startHTTP(t, testLimits)
+	srv := startHTTP(t, testRegistry())
 	c := testClient(t)
 	for _, tc := range badCases() {
 		t.Run(tc.name, func(t *testing.T) {
@@ -123,18 +123,24 @@ func TestHTTPErrors(t *testing.T) {
 }
 
 func TestHTTPServerLifecycle(t *testing.T) {
+	// Shutdown before Start is a no-op, and stops the server for good
+	// (as net/http's Server): Start then fails with ErrStopped.
+	early := NewHTTPServer(HTTPConfig{Addr: "127.0.0.1:0"})
+	if err := early.Shutdown(context.Background()); err != nil {
+		t.Fatalf("Shutdown before Start: %v", err)
+	}
+	if err := early.Start(context.Background()); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Start after Shutdown: got %v, want ErrStopped", err)
+	}
 	srv := NewHTTPServer(HTTPConfig{Addr: "127.0.0.1:0"})
 	if srv.Addr() != "" {
 		t.Fatalf("Addr before Start: got %q", srv.Addr())
 	}
-	if err := srv.Shutdown(context.Background()); err != nil {
-		t.Fatalf("Shutdown before Start: %v", err)
-	}
 	if err := srv.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.Start(context.Background()); !errors.Is(err, ErrServerStarted) {
-		t.Fatalf("second Start: got %v, want ErrServerStarted", err)
+	if err := srv.Start(context.Background()); !errors.Is(err, ErrStarted) {
+		t.Fatalf("second Start: got %v, want ErrStarted", err)
 	}
 	addr := srv.Addr()
 	if strings.HasSuffix(addr, ":0") || !strings.HasPrefix(addr, "127.0.0.1:") {
@@ -150,6 +156,9 @@ func TestHTTPServerLifecycle(t *testing.T) {
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background()); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Start after Shutdown: got %v, want ErrStopped", err)
 	}
 	if NewHTTPServer(HTTPConfig{}).cfg.Addr != DefaultHTTPAddr {
 		t.Fatal("default address is not DefaultHTTPAddr")

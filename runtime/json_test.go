@@ -1,4 +1,4 @@
-package rpc
+package runtime
 
 import (
 	"bytes"
@@ -37,19 +37,5 @@ func TestSWARHelpers(t *testing.T) {
 	}
 	if n := plainRun([]byte(`0123456789abcdef"rest`)); n != 16 {
 		t.Fatalf("plainRun: got %d, want 16", n)
-	}
-}
-
-func TestErrorMessage(t *testing.T) {
-	for _, tc := range []struct{ body, want string }{
-		{`{"error":"bad \"x\""}`, `bad "x"`},
-		{`{"other":[1,2],"error":"e"}`, "e"},
-		{`not json`, "fallback"},
-		{`{"error":42}`, "fallback"},
-		{``, "fallback"},
-	} {
-		if got := errorMessage([]byte(tc.body), "fallback"); got != tc.want {
-			t.Errorf("errorMessage(%q): got %q, want %q", tc.body, got, tc.want)
-		}
 	}
 }

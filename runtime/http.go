@@ -1,8 +1,9 @@
-package rpc
+package runtime
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	stdlog "log"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/pipeline-dev/pipeline/broker"
 	"github.com/pipeline-dev/pipeline/internal/httpserve"
 	"github.com/pipeline-dev/pipeline/internal/metrics"
 )
@@ -20,47 +22,60 @@ import (
 // DefaultHTTPAddr is where the runtime's HTTP side listens by default.
 const DefaultHTTPAddr = "127.0.0.1:8788"
 
-// NewHTTPHandler returns the runtime's HTTP side: POST /rpc/<fn> runs fn on
-// the request body and replies 200 with the function's reply body. Errors are
-// JSON {"error":"..."} with status 400 (bad input), 404 (unknown function or
-// path), 405 (not POST) or 413 (body over limits.MaxPayload). The handler is
-// safe for concurrent use.
-func NewHTTPHandler(limits Limits) http.Handler {
-	return &rpcHandler{limits: limits.withDefaults()}
+// NewHTTPHandler returns the runtime's HTTP side for reg's functions (nil:
+// NewRegistry(Limits{})): POST /rpc/<fn> runs fn on the request body and
+// replies 200 with the function's reply body. Errors are JSON
+// {"error":"..."} with status 400 (bad input), 404 (unknown function or
+// path), 405 (not POST), 413 (body over the registry's MaxPayload) or 500
+// (any other function error; see Func). The request's context is the
+// function's. The handler is safe for concurrent use.
+func NewHTTPHandler(reg *Registry) http.Handler {
+	return newRPCHandler(reg, nil)
+}
+
+func newRPCHandler(reg *Registry, m *servedMetrics) *rpcHandler {
+	if reg == nil {
+		reg = NewRegistry(Limits{})
+	}
+	return &rpcHandler{reg: reg, maxPayload: reg.Limits().MaxPayload, m: m}
 }
 
 type rpcHandler struct {
-	limits Limits
-	bufs   bodyPool
-	m      *metrics.RPC // nil: no metrics
+	reg        *Registry
+	maxPayload int
+	bufs       bodyPool
+	m          *servedMetrics // nil: no metrics
 }
 
 func (h *rpcHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fn, ok := strings.CutPrefix(r.URL.Path, "/rpc/")
 	if !ok || strings.Contains(fn, "/") {
-		writeError(w, errorf(http.StatusNotFound, "not found: use POST /rpc/<fn>"))
+		writeError(w, http.StatusNotFound, "not found: use POST /rpc/<fn>")
 		return
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, errorf(http.StatusMethodNotAllowed, "method %s not allowed: use POST", r.Method))
+		writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed: use POST")
 		return
 	}
-	if !knownFunction(fn) {
-		writeError(w, unknownFunction(fn))
+	if !h.reg.Has(fn) {
+		code, msg := status(&unknownFunctionError{fn: fn, known: h.reg.Names()})
+		writeError(w, code, msg)
 		return
 	}
-	buf, err := h.bufs.read(w, r, h.limits.MaxPayload)
+	buf, err := h.bufs.read(w, r, h.maxPayload)
 	if err != nil {
-		writeError(w, err)
+		code, msg := status(err)
+		writeError(w, code, msg)
 		return
 	}
 	defer buf.release()
 	start := time.Now()
-	out, cerr := h.limits.Call(fn, buf.b)
-	h.m.Served(fn, ViaHTTP, statusOf(cerr), time.Since(start))
+	out, cerr := h.reg.Call(r.Context(), fn, buf.b)
+	code, msg := status(cerr)
+	h.m.served(fn, viaHTTP, code, time.Since(start))
 	if cerr != nil {
-		writeError(w, AsError(cerr))
+		writeError(w, code, msg)
 		return
 	}
 	writeReply(w, fn, out)
@@ -94,9 +109,10 @@ func (b *body) release() {
 }
 
 // read reads r's body, at most max bytes, into a pooled buffer. A body over
-// max fails with a 413 *Error, a failed read with a 400 *Error. The caller
+// max fails with a CodeTooLarge *broker.Error, a failed read with a
+// CodeBadRequest one. The caller
 // releases the buffer once nothing refers to its bytes any longer.
-func (p *bodyPool) read(w http.ResponseWriter, r *http.Request, max int) (*body, *Error) {
+func (p *bodyPool) read(w http.ResponseWriter, r *http.Request, max int) (*body, error) {
 	if r.ContentLength > int64(max) {
 		return nil, tooLarge(int(r.ContentLength), max)
 	}
@@ -117,7 +133,7 @@ func (p *bodyPool) read(w http.ResponseWriter, r *http.Request, max int) (*body,
 		if err != nil {
 			buf.release()
 			if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-				return nil, errorf(http.StatusRequestEntityTooLarge, "payload is over the %d-byte limit", max)
+				return nil, broker.Errorf(broker.CodeTooLarge, "payload is over the %d-byte limit", max)
 			}
 			return nil, badInput("cannot read request body: %v", err)
 		}
@@ -127,20 +143,20 @@ func (p *bodyPool) read(w http.ResponseWriter, r *http.Request, max int) (*body,
 // writeReply writes a function's successful reply.
 func writeReply(w http.ResponseWriter, fn string, out []byte) {
 	h := w.Header()
-	h["Content-Type"] = []string{ContentType(fn)}
+	h["Content-Type"] = []string{contentType(fn)}
 	h["Content-Length"] = []string{strconv.Itoa(len(out))}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(out) // a failed write means the client went away
 }
 
-// writeError writes e as {"error":"..."} with status e.Code.
-func writeError(w http.ResponseWriter, e *Error) {
-	b := appendErrorJSON(make([]byte, 0, len(e.Message)+16), e.Message)
+// writeError writes {"error":msg} with status code.
+func writeError(w http.ResponseWriter, code int, msg string) {
+	b := appendErrorJSON(make([]byte, 0, len(msg)+16), msg)
 	h := w.Header()
 	h["Content-Type"] = []string{"application/json"}
 	h["Content-Length"] = []string{strconv.Itoa(len(b))}
 	h["X-Content-Type-Options"] = []string{"nosniff"}
-	w.WriteHeader(e.Code)
+	w.WriteHeader(code)
 	_, _ = w.Write(b)
 }
 
@@ -150,8 +166,9 @@ type HTTPConfig struct {
 	// (127.0.0.1:8788) is used; port 0 picks a free port (see
 	// HTTPServer.Addr).
 	Addr string
-	// Limits bound the accepted requests; the zero value uses DefaultLimits.
-	Limits Limits
+	// Registry holds the functions served at /rpc/<fn>. If nil,
+	// NewRegistry(Limits{}) is used.
+	Registry *Registry
 	// ReadTimeout bounds reading one request, headers and body. If zero, 30 s.
 	ReadTimeout time.Duration
 	// WriteTimeout bounds handling a request and writing its reply. If zero,
@@ -170,16 +187,17 @@ type HTTPConfig struct {
 	Handlers map[string]http.Handler
 }
 
-// ErrServerStarted is returned by HTTPServer.Start when called twice.
-var ErrServerStarted = httpserve.ErrStarted
-
-// HTTPServer serves NewHTTPHandler on a TCP address: Start, Addr, URL and
-// Shutdown come from httpserve.Server. Its methods are safe for concurrent
+// HTTPServer serves the runtime's HTTP side (NewHTTPHandler plus
+// HTTPConfig.Handlers) on a TCP address. Create it with NewHTTPServer, then
+// Start; Shutdown stops it for good. Its methods are safe for concurrent
 // use.
 type HTTPServer struct {
-	*httpserve.Server
+	srv *httpserve.Server
 	cfg HTTPConfig
 	log zerolog.Logger
+
+	mu      sync.Mutex
+	stopped bool
 }
 
 // NewHTTPServer returns a server for the runtime's HTTP side; Start runs it.
@@ -206,16 +224,60 @@ func NewHTTPServer(cfg HTTPConfig) *HTTPServer {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          stdlog.New(log, "", 0),
 	}
-	return &HTTPServer{Server: httpserve.New("runtime http server", cfg.Addr, srv, log), cfg: cfg, log: log}
+	return &HTTPServer{srv: httpserve.New("runtime http server", cfg.Addr, srv, log), cfg: cfg, log: log}
+}
+
+// serverHandler is the HTTPServer's handler: the functions under /rpc/ (and
+// their JSON 404 for any other path), plus cfg.Handlers.
+func serverHandler(cfg HTTPConfig) http.Handler {
+	h := newRPCHandler(cfg.Registry, newServedMetrics(cfg.Metrics))
+	if len(cfg.Handlers) == 0 {
+		return h
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	for pattern, extra := range cfg.Handlers {
+		mux.Handle(pattern, extra)
+	}
+	return mux
 }
 
 // Start binds the listen address and serves in the background. It returns
-// once the address is bound (use Addr for the actual address), or an error if
-// binding fails or ctx is done first.
+// once the address is bound (Addr tells the actual address), or an error:
+// ErrStarted when it runs already, ErrStopped after Shutdown, or the listen
+// error (ctx bounds only the start).
 func (s *HTTPServer) Start(ctx context.Context) error {
-	if err := s.Server.Start(ctx); err != nil {
-		return err
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return ErrStopped
 	}
-	s.log.Info().Str("addr", s.Addr()).Msg("runtime http listening")
+	if err := s.srv.Start(ctx); err != nil {
+		if errors.Is(err, httpserve.ErrStarted) {
+			return ErrStarted
+		}
+		return fmt.Errorf("runtime: %w", err)
+	}
+	s.log.Info().Str("addr", s.srv.Addr()).Msg("runtime http listening")
+	return nil
+}
+
+// Addr is the bound address (host:port) after Start, or "" before.
+func (s *HTTPServer) Addr() string { return s.srv.Addr() }
+
+// URL is the base URL of the bound address ("http://host:port"), or "".
+func (s *HTTPServer) URL() string { return s.srv.URL() }
+
+// Shutdown stops accepting connections and waits, at most until ctx is
+// done, for requests in flight; what is left then is cut off and ctx's error
+// returned. After Shutdown, Start fails with ErrStopped. Before Start it
+// only marks the server stopped.
+func (s *HTTPServer) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
+	if err := s.srv.Shutdown(ctx); err != nil {
+		return fmt.Errorf("runtime: %w", err)
+	}
 	return nil
 }

@@ -1,17 +1,21 @@
-package rpc
+package runtime
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/pipeline-dev/pipeline/broker"
 )
 
 func TestFunctionsMatchIndependentComputation(t *testing.T) {
+	reg := NewRegistry(Limits{})
 	for _, tc := range validCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			out, err := Call(tc.fn, tc.body)
+			out, err := reg.Call(t.Context(), tc.fn, tc.body)
 			if err != nil {
 				t.Fatalf("Call(%s): %v", tc.fn, err)
 			}
@@ -24,9 +28,9 @@ func TestFunctionsMatchIndependentComputation(t *testing.T) {
 }
 
 func TestExportedFunctions(t *testing.T) {
-	fns := map[string]func([]byte) ([]byte, error){FnEcho: Echo, FnTransform: Transform, FnCompute: Compute}
+	fns := map[string]Func{FnEcho: Echo, FnTransform: Transform, FnCompute: Compute}
 	for _, tc := range validCases() {
-		out, err := fns[tc.fn](tc.body)
+		out, err := fns[tc.fn](t.Context(), tc.body)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
@@ -39,7 +43,7 @@ func TestTransformProtocolExamples(t *testing.T) {
 		{"ǆ", "Ǆ"}, {"é", "É"}, {"ß", "ß"}, {"abc", "ABC"}, {"<a&b>", "<A&B>"},
 	} {
 		body, _ := json.Marshal(map[string]string{"data": tc.in})
-		out, err := Transform(body)
+		out, err := Transform(t.Context(), body)
 		if err != nil {
 			t.Fatalf("Transform(%q): %v", tc.in, err)
 		}
@@ -57,33 +61,43 @@ func TestTransformProtocolExamples(t *testing.T) {
 }
 
 func TestFunctionErrors(t *testing.T) {
+	reg := testRegistry()
 	for _, tc := range badCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := testLimits.Call(tc.fn, tc.body)
-			var e *Error
+			_, err := reg.Call(t.Context(), tc.fn, tc.body)
+			var e *broker.Error
 			if !errors.As(err, &e) {
-				t.Fatalf("got error %v (%T), want *Error", err, err)
+				t.Fatalf("got error %v (%T), want *broker.Error", err, err)
 			}
-			if e.Code != tc.code || !strings.Contains(e.Message, tc.msg) {
-				t.Fatalf("got %d %q, want %d containing %q", e.Code, e.Message, tc.code, tc.msg)
+			if code, msg := status(err); code != tc.code || !strings.Contains(msg, tc.msg) {
+				t.Fatalf("got %d %q, want %d containing %q", code, msg, tc.code, tc.msg)
 			}
 		})
 	}
+	def := NewRegistry(Limits{})
 	t.Run("unknown-function", func(t *testing.T) {
-		_, err := Call("nope", nil)
-		if e := AsError(err); e == nil || e.Code != 404 {
-			t.Fatalf("got %v, want a 404 *Error", err)
+		_, err := def.Call(t.Context(), "nope", nil)
+		if code, msg := status(err); !errors.Is(err, ErrUnknownFunction) || code != 404 ||
+			msg != `unknown function "nope" (want echo, transform or compute)` {
+			t.Fatalf("got %v (%d %q), want a 404 ErrUnknownFunction", err, code, msg)
 		}
 	})
 	t.Run("default-limits", func(t *testing.T) {
-		if _, err := Call(FnEcho, make([]byte, DefaultMaxPayload)); err != nil {
+		if _, err := def.Call(t.Context(), FnEcho, make([]byte, DefaultMaxPayload)); err != nil {
 			t.Fatalf("1 MiB echo: %v", err)
 		}
-		if _, err := Call(FnEcho, make([]byte, DefaultMaxPayload+1)); AsError(err).Code != 413 {
+		if _, err := def.Call(t.Context(), FnEcho, make([]byte, DefaultMaxPayload+1)); statusOf(err) != 413 {
 			t.Fatalf("1 MiB + 1 echo: got %v, want 413", err)
 		}
-		if _, err := Call(FnCompute, []byte(`{"data":"x","rounds":1000001}`)); AsError(err).Code != 400 {
+		if _, err := def.Call(t.Context(), FnCompute, []byte(`{"data":"x","rounds":1000001}`)); statusOf(err) != 400 {
 			t.Fatalf("1,000,001 rounds: got %v, want 400", err)
+		}
+	})
+	t.Run("compute-cancelled", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		if _, err := def.Call(ctx, FnCompute, []byte(`{"data":"x","rounds":1000000}`)); !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled compute: got %v, want context.Canceled", err)
 		}
 	})
 }
@@ -106,7 +120,7 @@ func FuzzTransform(f *testing.F) {
 	f.Add([]byte(`{"data":"x","data":[1]}`))
 	f.Add([]byte("{\"data\":\"\xff\xfe\xc3\"}"))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		out, err := Transform(body)
+		out, err := Transform(context.Background(), body)
 		var members map[string]json.RawMessage
 		var want *string
 		if json.Unmarshal(body, &members) == nil {
@@ -121,7 +135,7 @@ func FuzzTransform(f *testing.F) {
 			if err == nil {
 				t.Fatalf("accepted %q (reply %q), encoding/json finds no string data", body, out)
 			}
-			if AsError(err).Code != 400 {
+			if statusOf(err) != 400 {
 				t.Fatalf("%q: got %v, want a 400", body, err)
 			}
 			return

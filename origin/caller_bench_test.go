@@ -1,4 +1,4 @@
-package rpc
+package origin_test
 
 import (
 	"context"
@@ -6,6 +6,10 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/pipeline-dev/pipeline/internal/testutil"
+	"github.com/pipeline-dev/pipeline/origin"
+	"github.com/pipeline-dev/pipeline/runtime"
 )
 
 // benchSizes are the payload sizes of the issue (PROTOCOL.md §5's loadgen rpc
@@ -15,48 +19,30 @@ var benchSizes = []struct {
 	n    int
 }{{"100B", 100}, {"1KB", 1 << 10}, {"10KB", 10 << 10}, {"100KB", 100 << 10}}
 
-// BenchmarkFunction measures each function inline (no delegation).
-func BenchmarkFunction(b *testing.B) {
-	for _, fn := range Functions() {
-		for _, size := range benchSizes {
-			body := payload(fn, size.n)
-			b.Run(fn+"/"+size.name, func(b *testing.B) {
-				b.ReportAllocs()
-				b.SetBytes(int64(len(body)))
-				for b.Loop() {
-					if _, err := Call(fn, body); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
-		}
-	}
-}
-
 // benchPath sets up one way of running a function and returns a Caller and
 // the via to call it with.
 type benchPath struct {
 	name  string
-	setup func(b *testing.B) (*Caller, string)
+	setup func(b *testing.B) (*origin.Caller, string)
 }
 
 var benchPaths = []benchPath{
-	{"direct", func(b *testing.B) (*Caller, string) {
-		return NewCaller(CallerConfig{}), ViaDirect
+	{"direct", func(b *testing.B) (*origin.Caller, string) {
+		return origin.NewCaller(nil, origin.CallConfig{Functions: runtime.NewRegistry(runtime.Limits{})}), ViaDirect
 	}},
-	{"nats-inprocess", func(b *testing.B) (*Caller, string) {
+	{"nats-inprocess", func(b *testing.B) (*origin.Caller, string) {
 		ns := startNATS(b)
-		startService(b, connect(b, ns, true), ServiceConfig{})
-		return NewCaller(CallerConfig{NC: connect(b, ns, true)}), ViaNATS
+		startService(b, connect(b, ns, true), nil)
+		return origin.NewCaller(connect(b, ns, true), origin.CallConfig{}), ViaNATS
 	}},
-	{"nats-tcp", func(b *testing.B) (*Caller, string) {
+	{"nats-tcp", func(b *testing.B) (*origin.Caller, string) {
 		ns := startNATS(b)
-		startService(b, connect(b, ns, false), ServiceConfig{})
-		return NewCaller(CallerConfig{NC: connect(b, ns, false)}), ViaNATS
+		startService(b, connect(b, ns, false), nil)
+		return origin.NewCaller(connect(b, ns, false), origin.CallConfig{}), ViaNATS
 	}},
-	{"http", func(b *testing.B) (*Caller, string) {
-		rt := startHTTP(b, Limits{})
-		return NewCaller(CallerConfig{RuntimeHTTP: rt.URL()}), ViaHTTP
+	{"http", func(b *testing.B) (*origin.Caller, string) {
+		rt := startHTTP(b, nil)
+		return origin.NewCaller(nil, origin.CallConfig{RuntimeHTTP: rt.URL()}), ViaHTTP
 	}},
 }
 
@@ -71,9 +57,9 @@ func BenchmarkDelegation(b *testing.B) {
 			caller, via := path.setup(b)
 			b.Cleanup(caller.Close)
 			ctx := context.Background()
-			for _, fn := range Functions() {
+			for _, fn := range []string{runtime.FnEcho, runtime.FnTransform, runtime.FnCompute} {
 				for _, size := range benchSizes {
-					body := payload(fn, size.n)
+					body := testutil.RPCPayload(fn, size.n)
 					b.Run(fn+"/"+size.name, func(b *testing.B) {
 						h := hdrhistogram.New(1, int64(10*time.Second), 3)
 						// Warm up connections and pools outside the measurement.
@@ -113,8 +99,8 @@ func BenchmarkDelegationParallel(b *testing.B) {
 				fn   string
 				size int
 				name string
-			}{{FnEcho, 1 << 10, "echo/1KB"}, {FnTransform, 10 << 10, "transform/10KB"}} {
-				body := payload(tc.fn, tc.size)
+			}{{runtime.FnEcho, 1 << 10, "echo/1KB"}, {runtime.FnTransform, 10 << 10, "transform/10KB"}} {
+				body := testutil.RPCPayload(tc.fn, tc.size)
 				b.Run(tc.name, func(b *testing.B) {
 					b.ReportAllocs()
 					b.SetBytes(int64(len(body)))
