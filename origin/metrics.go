@@ -27,6 +27,12 @@ const (
 	// MetricExecutorsSeen is the number of distinct executors in results of
 	// the last minute.
 	MetricExecutorsSeen = "pipeline_origin_executors_seen"
+	// MetricWSRefusedTotal counts WebSocket upgrades refused, labelled
+	// LabelReason (RefusedMaxConnections).
+	MetricWSRefusedTotal = "pipeline_origin_ws_refused_total"
+	// MetricSlowClientsTotal counts sessions closed with 1008 because their
+	// send queue was full (a client that does not read).
+	MetricSlowClientsTotal = "pipeline_origin_slow_clients_closed_total"
 	// MetricPhaseSeconds is the per-phase latency histogram, labelled
 	// LabelPhase.
 	MetricPhaseSeconds = "pipeline_phase_seconds"
@@ -34,6 +40,13 @@ const (
 
 // LabelPhase is the label of MetricPhaseSeconds; its values are Phases.
 const LabelPhase = "phase"
+
+// LabelReason is the label of MetricWSRefusedTotal.
+const LabelReason = "reason"
+
+// RefusedMaxConnections is the reason for an upgrade refused because the
+// origin holds origin.max_connections sessions.
+const RefusedMaxConnections = "max_connections"
 
 // Phase label values of MetricPhaseSeconds (PROTOCOL.md §1 timing).
 const (
@@ -60,6 +73,8 @@ const executorsSeenWindow = time.Minute
 //	pipeline_origin_jobs_enqueued_total                         jobs stored in JetStream
 //	pipeline_origin_duplicates_suppressed_total                 redelivered results dropped
 //	pipeline_origin_ws_connections                              open WebSocket sessions
+//	pipeline_origin_ws_refused_total{reason="max_connections"}  WebSocket upgrades refused (HTTP 503)
+//	pipeline_origin_slow_clients_closed_total                   sessions closed (1008): send queue full
 //	pipeline_origin_inflight_fetches                            accepted fetches without a final frame
 //	pipeline_origin_executors_seen                              distinct executors in results of the last minute
 //	pipeline_phase_seconds{phase="enqueue|queue|fetch|total"}   per-phase latency (histogram)
@@ -72,6 +87,8 @@ type Metrics struct {
 	enqueued   prometheus.Counter
 	duplicates prometheus.Counter
 	conns      prometheus.Gauge
+	refusedMax prometheus.Counter
+	slow       prometheus.Counter
 	phases     [4]prometheus.Observer // enqueue, queue, fetch, total
 
 	mu       sync.Mutex
@@ -110,6 +127,15 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		Name: MetricWSConnections,
 		Help: "Open WebSocket sessions.",
 	})
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: MetricWSRefusedTotal,
+		Help: "WebSocket upgrades refused with HTTP 503 before any WebSocket work, by reason.",
+	}, []string{LabelReason})
+	o.refusedMax = refused.WithLabelValues(RefusedMaxConnections)
+	o.slow = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: MetricSlowClientsTotal,
+		Help: "WebSocket sessions closed with 1008 because their send queue was full (the client did not read); their results stay available with get-result.",
+	})
 	phases := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    MetricPhaseSeconds,
 		Help:    "Latency of each phase of a fetch, measured at the origin: enqueue (frame received to job stored), queue (stored to picked up), fetch (outbound call), total (frame received to result).",
@@ -118,7 +144,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	for i, p := range Phases() {
 		o.phases[i] = phases.WithLabelValues(p)
 	}
-	reg.MustRegister(o.fetches, o.enqueued, o.duplicates, o.conns, phases,
+	reg.MustRegister(o.fetches, o.enqueued, o.duplicates, o.conns, refused, o.slow, phases,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: MetricInflightFetches,
 			Help: "Accepted fetches whose final frame has not been sent yet.",
@@ -171,6 +197,21 @@ func (o *Metrics) ConnOpened() {
 func (o *Metrics) ConnClosed() {
 	if o != nil {
 		o.conns.Dec()
+	}
+}
+
+// Refused counts a WebSocket upgrade refused because the origin is at
+// origin.max_connections.
+func (o *Metrics) Refused() {
+	if o != nil {
+		o.refusedMax.Inc()
+	}
+}
+
+// SlowClient counts a session closed because its send queue was full.
+func (o *Metrics) SlowClient() {
+	if o != nil {
+		o.slow.Inc()
 	}
 }
 

@@ -1,6 +1,7 @@
 package origin
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -70,6 +71,15 @@ type Config struct {
 	// SendQueue is the number of frames buffered for a slow client before the
 	// connection is closed. Default 4 × MaxInFlight.
 	SendQueue int `yaml:"send_queue"`
+	// SendQueueBytes bounds the bytes buffered for one client. Past half of
+	// it (or of SendQueue) the origin stops reading that client's frames
+	// until the client has read its replies; a client whose queue is full
+	// (it does not read) is closed with 1008, and its results stay available
+	// with get-result. Default 8 MiB.
+	SendQueueBytes int `yaml:"send_queue_bytes"`
+	// MaxConnections caps open WebSocket sessions; beyond it an upgrade is
+	// refused with HTTP 503 before any WebSocket work. Default 50,000.
+	MaxConnections int `yaml:"max_connections"`
 	// WriteTimeout bounds one frame write. Default 10 s.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// PublishTimeout bounds storing a job. Default 5 s.
@@ -137,6 +147,12 @@ func (c Config) withDefaults() Config {
 	if c.SendQueue <= 0 {
 		c.SendQueue = 4 * c.MaxInFlight
 	}
+	if c.SendQueueBytes <= 0 {
+		c.SendQueueBytes = 8 << 20
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = 50_000
+	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
 	}
@@ -176,7 +192,11 @@ type Server struct {
 
 	sessMu   sync.Mutex
 	sessions map[string]*session
-	sessWG   sync.WaitGroup
+	// refusedLogAt is when a refused upgrade was last logged (UnixNano).
+	refusedLogAt atomic.Int64
+	// writers are the sessions' buffered writers, held only while writing.
+	writers sync.Pool
+	sessWG  sync.WaitGroup
 
 	dedup    *dedup
 	finished *finished
@@ -234,10 +254,14 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 	s.ready = ready
 	s.untrackIF = s.m.TrackInFlight(s.pendingFetches)
 	s.upgrader = websocket.Upgrader{
-		ReadBufferSize:  4096,
-		WriteBufferSize: 4096,
+		ReadBufferSize: 4096,
+		// Sessions frame their writes themselves (wswriter.go); gorilla's
+		// write buffer is used only for the rare control frames it writes,
+		// so it comes from a pool instead of being held by every session.
+		WriteBufferPool: &sync.Pool{},
 	}
 	s.upgrader.CheckOrigin = s.checkOrigin
+	s.writers.New = func() any { return bufio.NewWriterSize(nil, writeBatchBytes) }
 	s.conts[ResultToClient] = s.resultToClient
 	cc := cfg.Call
 	cc.Subjects, cc.Logger, cc.Metrics = cfg.Subjects, cfg.Logger, cfg.Metrics

@@ -25,19 +25,28 @@ import (
 const (
 	pingEvery = 30 * time.Second
 	pongWait  = 75 * time.Second
+	// ackQueue bounds the stored-job confirmations a session waits for at
+	// once; beyond it the reader waits (JetStream confirms in ~0.1 ms).
+	ackQueue = 64
+	// maxIdleReadBuf is the largest read buffer a session keeps between
+	// frames; a larger one (a big frame) is dropped after use.
+	maxIdleReadBuf = 64 << 10
 )
 
 // session is one WebSocket connection. Frames to the client go through a
-// bounded queue drained by one writer goroutine; a client that does not read
-// fast enough to keep the queue from filling is disconnected, so it cannot
-// stall anyone else.
+// queue bounded in frames and bytes (outbox) drained by one writer
+// goroutine. While the queue is past half full the session stops reading
+// the client's frames, so a client that reads is never dropped because of
+// replies to its own frames; a client that does not read at all fills the
+// queue and is closed with 1008, so it cannot take memory or time from
+// anyone else.
 type session struct {
 	id   string
 	srv  *Server
 	conn *websocket.Conn
 	log  zerolog.Logger
 
-	send  chan []byte
+	out   *outbox
 	pongs chan []byte
 	acks  chan *pendingFetch
 	done  chan struct{}
@@ -74,6 +83,18 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "origin shutting down", http.StatusServiceUnavailable)
 		return
 	}
+	s.sessMu.Lock()
+	full := len(s.sessions) >= s.cfg.MaxConnections
+	s.sessMu.Unlock()
+	if full {
+		s.m.Refused()
+		if now, last := time.Now().UnixNano(), s.refusedLogAt.Load(); now-last > int64(10*time.Second) && s.refusedLogAt.CompareAndSwap(last, now) {
+			s.log.Warn().Int("max_connections", s.cfg.MaxConnections).Msg("websocket refused: origin.max_connections reached (logged at most every 10 s; see " + MetricWSRefusedTotal + ")")
+		}
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "too many connections", http.StatusServiceUnavailable)
+		return
+	}
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		s.log.Debug().Err(err).Str("remote", r.RemoteAddr).Msg("websocket upgrade failed")
@@ -83,9 +104,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		id:       nuid.Next(),
 		srv:      s,
 		conn:     conn,
-		send:     make(chan []byte, s.cfg.SendQueue),
+		out:      newOutbox(s.cfg.SendQueue, s.cfg.SendQueueBytes),
 		pongs:    make(chan []byte, 1),
-		acks:     make(chan *pendingFetch, s.cfg.MaxInFlight),
+		acks:     make(chan *pendingFetch, min(s.cfg.MaxInFlight, ackQueue)),
 		done:     make(chan struct{}),
 		pending:  make(map[string]*pendingFetch),
 		byClient: make(map[string]struct{}),
@@ -143,8 +164,11 @@ func (c *session) readLoop() {
 	c.conn.SetPongHandler(func(string) error {
 		return c.conn.SetReadDeadline(time.Now().Add(pongWait))
 	})
-	buf := bytes.NewBuffer(make([]byte, 0, 4096))
+	var buf bytes.Buffer
 	for {
+		if !c.waitForRoom() {
+			return
+		}
 		mt, r, err := c.conn.NextReader()
 		if err != nil {
 			if !websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived) {
@@ -186,7 +210,44 @@ func (c *session) readLoop() {
 			return
 		}
 		c.handleFrame(buf.Bytes(), received)
+		if buf.Cap() > maxIdleReadBuf {
+			buf = bytes.Buffer{}
+		}
 	}
+}
+
+// waitForRoom is read-side backpressure: while the send queue, counting
+// the replies still owed to fetches in flight (enqueued and final frame),
+// is past half of its bounds, it stops reading the client's frames (TCP
+// then pushes back on the client) until the writer has drained it. A
+// client that reads is so never dropped because of replies to its own
+// frames (only a result larger than the byte bound allows can still
+// overflow it). It returns false when the session closed meanwhile.
+func (c *session) waitForRoom() bool {
+	if !c.congested() {
+		return true
+	}
+	c.log.Debug().Msg("send queue high: pausing reads")
+	for c.congested() {
+		select {
+		case <-c.out.drained:
+		case <-c.done:
+			return false
+		}
+	}
+	// The client's pings went unread meanwhile.
+	_ = c.conn.SetReadDeadline(time.Now().Add(pongWait))
+	return true
+}
+
+// congested reports whether the queued frames plus the frames owed to
+// fetches in flight pass half of the queue's bounds.
+func (c *session) congested() bool {
+	c.mu.Lock()
+	owed := 2 * len(c.pending)
+	c.mu.Unlock()
+	frames, bytes := c.out.size()
+	return 2*(frames+owed) > c.out.maxFrames || 2*bytes > c.out.maxBytes
 }
 
 // overHardLimit answers a frame beyond the hard cap: one too_large error
@@ -456,10 +517,10 @@ func (c *session) queueLocked(frame []byte) {
 	if c.closed {
 		return
 	}
-	select {
-	case c.send <- frame:
-	default:
-		c.log.Warn().Int("queue", cap(c.send)).Msg("client too slow: send queue full, closing")
+	if !c.out.push(frame) {
+		frames, bytes := c.out.size()
+		c.log.Warn().Int("frames", frames).Int("bytes", bytes).Int("in_flight", len(c.pending)).Msg("client too slow: send queue full, closing; its results stay available with get-result")
+		c.srv.m.SlowClient()
 		c.closeLocked(websocket.ClosePolicyViolation, "send queue full: client too slow")
 	}
 }
@@ -479,5 +540,10 @@ func (c *session) closeLocked(code int, reason string) {
 	close(c.done)
 	// Unblock the reader; the writer closes the connection after its close frame.
 	_ = c.conn.SetReadDeadline(time.Now())
+	if code == websocket.ClosePolicyViolation {
+		// A client that does not read may hold the writer in a write until
+		// WriteTimeout: cut it short. The close frame is then best effort.
+		_ = c.conn.NetConn().SetWriteDeadline(time.Now())
+	}
 	c.log.Debug().Int("code", code).Str("reason", reason).Int("in_flight", len(c.pending)).Msg("session closed")
 }

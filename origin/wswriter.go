@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"io"
+	"net"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -71,59 +72,82 @@ func (c *session) installControlHandlers() {
 }
 
 // writeLoop writes queued frames, batching whatever is queued into one
-// write, plus pings, pongs and finally the close frame.
+// write, plus pings, pongs and finally the close frame. Its buffered writer
+// comes from the server's pool only while there is something to write, so
+// an idle session holds no write buffer.
 func (c *session) writeLoop() {
 	defer c.srv.sessWG.Done()
-	defer c.conn.Close()
 	raw := c.conn.NetConn()
-	bw := bufio.NewWriterSize(raw, writeBatchBytes)
+	defer c.closeConn(raw)
 	ping := time.NewTicker(pingEvery)
 	defer ping.Stop()
 	wt := c.srv.cfg.WriteTimeout
+	var bw *bufio.Writer
+	writer := func() *bufio.Writer {
+		if bw == nil {
+			bw = c.srv.writers.Get().(*bufio.Writer)
+			bw.Reset(raw)
+		}
+		return bw
+	}
+	release := func() {
+		if bw != nil {
+			bw.Reset(nil)
+			c.srv.writers.Put(bw)
+			bw = nil
+		}
+	}
+	defer release()
+	fail := func(err error) {
+		c.log.Debug().Err(err).Msg("write")
+		c.close(websocket.CloseAbnormalClosure, "")
+	}
 	flush := func() bool {
 		_ = raw.SetWriteDeadline(time.Now().Add(wt))
-		if err := bw.Flush(); err != nil {
-			c.log.Debug().Err(err).Msg("write")
-			c.close(websocket.CloseAbnormalClosure, "")
+		if err := writer().Flush(); err != nil {
+			fail(err)
 			return false
 		}
 		return true
 	}
-	// batch writes frame and every frame already queued behind it.
-	batch := func(frame []byte) bool {
-		_ = raw.SetWriteDeadline(time.Now().Add(wt))
-		if err := writeFrame(bw, opText, frame); err != nil {
-			c.close(websocket.CloseAbnormalClosure, "")
-			return false
-		}
-		for bw.Buffered() < writeBatchBytes {
-			select {
-			case f := <-c.send:
-				if err := writeFrame(bw, opText, f); err != nil {
-					c.close(websocket.CloseAbnormalClosure, "")
+	var batch [][]byte
+	// drain writes every queued frame, one buffered write per batch.
+	drain := func() bool {
+		for {
+			batch = c.out.take(batch[:0], writeBatchBytes)
+			if len(batch) == 0 {
+				return true
+			}
+			_ = raw.SetWriteDeadline(time.Now().Add(wt))
+			for _, f := range batch {
+				if err := writeFrame(writer(), opText, f); err != nil {
+					fail(err)
 					return false
 				}
-				continue
-			default:
 			}
-			break
+			clear(batch)
+			if !flush() {
+				return false
+			}
 		}
-		return flush()
 	}
 	for {
 		select {
-		case frame := <-c.send:
-			if !batch(frame) {
+		case <-c.out.ready:
+			if !drain() {
 				return
 			}
+			release()
 		case data := <-c.pongs:
-			if writeFrame(bw, opPong, data) != nil || !flush() {
+			if writeFrame(writer(), opPong, data) != nil || !flush() {
 				return
 			}
+			release()
 		case <-ping.C:
-			if writeFrame(bw, opPing, nil) != nil || !flush() {
+			if writeFrame(writer(), opPing, nil) != nil || !flush() {
 				return
 			}
+			release()
 		case <-c.done:
 			c.mu.Lock()
 			code, reason := c.closeCode, c.closeReason
@@ -133,27 +157,25 @@ func (c *session) writeLoop() {
 			}
 			// Flush what is queued (the final frames of a drain), then close;
 			// a client dropped for being too slow gets no flush.
-			if code != websocket.ClosePolicyViolation {
-				for {
-					select {
-					case frame := <-c.send:
-						if writeFrame(bw, opText, frame) != nil {
-							return
-						}
-						continue
-					default:
-					}
-					break
-				}
+			if code != websocket.ClosePolicyViolation && !drain() {
+				return
 			}
 			_ = raw.SetWriteDeadline(time.Now().Add(time.Second))
-			if writeFrame(bw, opClose, websocket.FormatCloseMessage(code, reason)) == nil && bw.Flush() == nil {
-				// Give the client a moment to answer the close before the
-				// socket goes away (a reset could destroy the close frame).
-				_ = raw.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
-				_, _ = io.Copy(io.Discard, io.LimitReader(raw, 1<<16))
-			}
+			_ = writeFrame(writer(), opClose, websocket.FormatCloseMessage(code, reason))
+			_ = writer().Flush()
 			return
 		}
 	}
+}
+
+// closeConn closes the socket without a TCP reset. Frames the client sent
+// that nobody read (the reader paused, or stopped) would make the kernel
+// answer the close with RST, which destroys what the client has not read
+// yet, the close frame included; so what is pending is read and dropped
+// first, for at most 250 ms and 1 MiB. This also gives a client a moment to
+// answer a close frame.
+func (c *session) closeConn(raw net.Conn) {
+	_ = raw.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
+	_, _ = io.Copy(io.Discard, io.LimitReader(raw, 1<<20))
+	_ = c.conn.Close()
 }
