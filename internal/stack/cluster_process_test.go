@@ -142,12 +142,12 @@ func TestClusterExecutorProcessJoinsAndLeavesMidLoad(t *testing.T) {
 	cfg.Executor.ID = "in-process"
 	st := startClusterStack(t, cfg)
 
-	l := newLedger()
-	lcs := []*loadConn{dialLoad(t, st.OriginWS(), l), dialLoad(t, st.OriginWS(), l)}
+	l := testutil.NewLedger()
+	lcs := []*testutil.LedgerConn{testutil.DialLedger(t, st.OriginWS(), l), testutil.DialLedger(t, st.OriginWS(), l)}
 	const n = 300
 	send := func(from, to int) {
 		for i := from; i < to; i++ {
-			if err := lcs[i%2].startFetch(l, fmt.Sprintf("j%d", i), st.TargetURL(), 40); err != nil {
+			if err := startDelayed(lcs[i%2], fmt.Sprintf("j%d", i), st.TargetURL(), 40); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -159,10 +159,10 @@ func TestClusterExecutorProcessJoinsAndLeavesMidLoad(t *testing.T) {
 	proc := startExecutorProcess(t, bin, st, cl.URL(), "extra-proc", 16)
 	proc.waitReady(t, 30*time.Second)
 	send(n/2, n)
-	if !l.waitDone(30 * time.Second) {
-		t.Fatalf("%d fetches without a final frame", l.pending())
+	if !l.WaitDone(30 * time.Second) {
+		t.Fatalf("%d fetches without a final frame", l.Pending())
 	}
-	joined := l.byExecutor("j")
+	joined := l.ByExecutor("j")
 	t.Logf("backlog of %d: results by executor %v", n, joined)
 	if joined["extra-proc"] < n/10 {
 		out, _ := os.ReadFile(proc.logs)
@@ -171,28 +171,28 @@ func TestClusterExecutorProcessJoinsAndLeavesMidLoad(t *testing.T) {
 
 	// Remove it mid-load: SIGTERM stops its pulls and drains its fetches.
 	for i := 0; i < 200; i++ {
-		if err := lcs[i%2].startFetch(l, fmt.Sprintf("r%d", i), st.TargetURL(), 40); err != nil {
+		if err := startDelayed(lcs[i%2], fmt.Sprintf("r%d", i), st.TargetURL(), 40); err != nil {
 			t.Fatal(err)
 		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for l.byExecutor("r")["extra-proc"] < 10 {
+	for l.ByExecutor("r")["extra-proc"] < 10 {
 		if time.Now().After(deadline) {
-			t.Fatalf("executor process took no job of the second batch: %v", l.byExecutor("r"))
+			t.Fatalf("executor process took no job of the second batch: %v", l.ByExecutor("r"))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	proc.stop(t)
-	if !l.waitDone(30 * time.Second) {
-		t.Fatalf("%d fetches without a final frame after the executor process left", l.pending())
+	if !l.WaitDone(30 * time.Second) {
+		t.Fatalf("%d fetches without a final frame after the executor process left", l.Pending())
 	}
-	left := l.byExecutor("r")
+	left := l.ByExecutor("r")
 	t.Logf("second batch: results by executor %v", left)
 	if left["in-process"] == 0 {
 		t.Errorf("the remaining executor took no job after the process left: %v", left)
 	}
-	sum := l.check(t)
-	if sum.results != sum.sent {
-		t.Errorf("%d of %d fetches got a result, want all (codes %v)", sum.results, sum.sent, sum.codes)
+	sum := l.Check(t)
+	if sum.Results != sum.Sent {
+		t.Errorf("%d of %d fetches got a result, want all (codes %v)", sum.Results, sum.Sent, sum.Outcomes)
 	}
 }

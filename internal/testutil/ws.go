@@ -59,6 +59,10 @@ func DialWS(t testing.TB, wsURL string) *WSClient {
 	return c
 }
 
+// SetT makes the client report failures to t, e.g. to a subtest that uses
+// a connection its parent opened.
+func (c *WSClient) SetT(t testing.TB) { c.t = t }
+
 // SendJSON writes v as one text frame.
 func (c *WSClient) SendJSON(v any) {
 	c.t.Helper()
