@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -26,11 +27,20 @@ type Ledger struct {
 	frames  map[string][]Frame // fetch id → frames received, in order
 	stray   []Frame            // frames for ids never sent
 	changed chan struct{}      // signalled (without blocking) on every frame
+	// Counted as frames arrive, so Summary and Pending stay cheap enough
+	// to call for every frame a load sends.
+	job   map[string]string // fetch id → job id from its enqueued frame
+	nfin  map[string]int    // fetch id → final frames
+	count Summary           // all but Sent and Lost
+	done  int               // sent fetches with a final frame
 }
 
 // NewLedger returns an empty ledger.
 func NewLedger() *Ledger {
-	return &Ledger{sent: map[string]string{}, frames: map[string][]Frame{}, changed: make(chan struct{}, 1)}
+	return &Ledger{
+		sent: map[string]string{}, frames: map[string][]Frame{}, changed: make(chan struct{}, 1),
+		job: map[string]string{}, nfin: map[string]int{}, count: Summary{Outcomes: map[string]int{}},
+	}
 }
 
 // getPrefix marks get-result ids (GetResultID).
@@ -65,6 +75,7 @@ func (l *Ledger) Record(f Frame) {
 		l.stray = append(l.stray, f)
 	} else {
 		l.frames[f.ID] = append(l.frames[f.ID], f)
+		l.countLocked(f)
 	}
 	select {
 	case l.changed <- struct{}{}:
@@ -76,13 +87,7 @@ func (l *Ledger) Record(f Frame) {
 func (l *Ledger) Pending() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	n := 0
-	for id := range l.sent {
-		if finals(l.frames[id]) == 0 {
-			n++
-		}
-	}
-	return n
+	return len(l.sent) - l.done
 }
 
 // Unfinished maps each enqueued fetch without a final frame to its job id.
@@ -145,47 +150,57 @@ func (l *Ledger) Summary() Summary {
 }
 
 func (l *Ledger) summaryLocked() Summary {
-	s := Summary{Sent: len(l.sent), Outcomes: map[string]int{}}
-	for id := range l.sent {
-		fs := l.frames[id]
-		var first *Frame
-		for i, f := range fs {
-			switch f.Type {
-			case "result":
-				s.Outcomes[fmt.Sprintf("status_%d", f.Status)]++
-				if f.Attempt > 1 {
-					s.Redelivered++
-				}
-			case "error":
-				s.Outcomes[f.Code]++
-			default:
-				continue
-			}
-			if first == nil {
-				first = &fs[i]
-			}
-		}
-		n := finals(fs)
-		switch {
-		case enqueuedJob(fs) == "":
-			if first != nil && first.Type == "error" && first.Job == "" {
-				s.Refused++
-			}
-		case n == 0:
-			s.Enqueued++
-			s.Lost++
-		default:
-			s.Enqueued++
-			s.Finished++
-			s.Duplicates += n - 1
-			if first.Type == "result" {
-				s.Results++
-			} else {
-				s.ErrorsAfterEnqueued++
-			}
-		}
+	s := l.count
+	s.Sent = len(l.sent)
+	s.Lost = s.Enqueued - s.Finished
+	s.Outcomes = make(map[string]int, len(l.count.Outcomes))
+	for k, v := range l.count.Outcomes {
+		s.Outcomes[k] = v
 	}
 	return s
+}
+
+// countLocked updates the counts for frame f of a sent fetch, in arrival
+// order.
+func (l *Ledger) countLocked(f Frame) {
+	c := &l.count
+	switch f.Type {
+	case "enqueued":
+		if _, dup := l.job[f.ID]; !dup {
+			l.job[f.ID] = f.Job
+			c.Enqueued++
+		}
+		return
+	case "result":
+		c.Outcomes["status_"+strconv.Itoa(f.Status)]++
+		if f.Attempt > 1 {
+			c.Redelivered++
+		}
+	case "error":
+		c.Outcomes[f.Code]++
+	default:
+		return
+	}
+	n := l.nfin[f.ID]
+	l.nfin[f.ID] = n + 1
+	if n == 0 {
+		l.done++
+	}
+	_, enqueued := l.job[f.ID]
+	switch {
+	case !enqueued:
+		if n == 0 && f.Type == "error" && f.Job == "" {
+			c.Refused++
+		}
+	case n > 0:
+		c.Duplicates++
+	case f.Type == "result":
+		c.Finished++
+		c.Results++
+	default:
+		c.Finished++
+		c.ErrorsAfterEnqueued++
+	}
 }
 
 // Check asserts the exactly-once contract strictly and returns the summary:
