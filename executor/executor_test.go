@@ -195,7 +195,7 @@ func wantOneResult(t *testing.T, results []*broker.Result, job string, attempt i
 // AckWait: the executor's in-progress acks must keep the server from
 // handing the job to anyone else, so it is delivered and fetched once.
 func TestInProgressKeepsLongFetchFromRedelivery(t *testing.T) {
-	const ackWait = time.Second
+	const ackWait = 1500 * time.Millisecond
 	b := newBench(t, broker.StreamsConfig{Memory: true, AckWait: ackWait, MaxDeliver: 5})
 	tg := newTarget(t, func(w http.ResponseWriter, r *http.Request, _ int64) {
 		select {
