@@ -62,7 +62,7 @@ type ClusterConfig struct {
 	// number of routes sets the JetStream cluster size a new node expects
 	// before it elects a meta leader.
 	Routes []string
-	// NoMetaWait makes StartServer return once the node accepts connections,
+	// NoMetaWait makes Start return once the node accepts connections,
 	// without waiting for a JetStream meta leader. A meta leader needs a
 	// quorum of nodes, so a node started alone (the first of three started
 	// one at a time) would otherwise fail after ReadyTimeout.

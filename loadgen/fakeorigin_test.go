@@ -16,6 +16,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
+
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
 // This file holds a small origin that speaks the client side of
@@ -182,10 +184,7 @@ func newTestTarget(t testing.TB) *testTarget {
 // closedPortURL returns an http URL on 127.0.0.1 where nothing listens.
 func closedPortURL(t testing.TB) string {
 	t.Helper()
-	srv := httptest.NewServer(http.NotFoundHandler())
-	u := srv.URL
-	srv.Close()
-	return u
+	return "http://127.0.0.1:" + strconv.Itoa(testutil.FreePort(t))
 }
 
 // noLeaks fails the test if goroutines started during it are still running

@@ -25,6 +25,9 @@ type finished struct {
 	storing map[string][]byte
 }
 
+// enabled reports whether finished results are kept (the bucket exists).
+func (f *finished) enabled() bool { return f.kv != nil }
+
 // put stores a finished result (its wire form) asynchronously.
 func (f *finished) put(jobID string, data []byte) (jetstream.PubAckFuture, error) {
 	if f.kv == nil {

@@ -290,8 +290,12 @@ func (s *Server) Register(name string, fn ContinuationFunc) error {
 
 // Start provisions this origin's results consumer, starts consuming results
 // and starts serving HTTP on cfg.Listen. It returns once the listener is
-// bound; Addr tells where.
+// bound; Addr tells where. After Shutdown it returns ErrServerClosed.
 func (s *Server) Start(ctx context.Context) error {
+	if s.closing.Load() {
+		// Its results channel is closed: consuming again would panic.
+		return ErrServerClosed
+	}
 	cons, err := s.js.CreateOrUpdateConsumer(ctx, broker.ResultsStream,
 		broker.OriginConsumerConfig(s.cfg.Subjects, s.cfg.ID, s.cfg.Replicas, s.cfg.ResultAckWait))
 	if err != nil {

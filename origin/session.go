@@ -284,6 +284,10 @@ func (c *session) getResult(f *clientFrame) {
 		c.queue(encodeError(f.ID, "", broker.Errorf(broker.CodeBadRequest, "get-result needs a job id")))
 		return
 	}
+	if !c.srv.finished.enabled() {
+		c.queue(encodeError(f.ID, f.Job, broker.Errorf(broker.CodeBadRequest, "get-result is disabled: this origin keeps no finished results (streams.result_retention < 0)")))
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	res, err := c.srv.finished.get(ctx, f.Job)
 	cancel()

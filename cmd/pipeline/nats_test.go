@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pipeline-dev/pipeline/internal/config"
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
 // TestShippedClusterConfigs checks configs/cluster/: three nodes with
@@ -102,7 +102,7 @@ func TestNATSCommandFormsCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-node cluster: skipped with -short")
 	}
-	ports := freeTCPPorts(t, 6)
+	ports := testutil.FreePorts(t, 6)
 	client, route := ports[:3], ports[3:]
 	var routes []string
 	for _, p := range route {
@@ -183,24 +183,4 @@ func TestNATSCommandFormsCluster(t *testing.T) {
 			t.Fatal("pipeline nats did not stop 20 s after its context ended")
 		}
 	}
-}
-
-// freeTCPPorts returns n distinct 127.0.0.1 ports that were free a moment
-// ago.
-func freeTCPPorts(t *testing.T, n int) []int {
-	t.Helper()
-	var lns []net.Listener
-	var ports []int
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return ports
 }

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
 // sendLoad sends n start-fetch frames round-robin over conns, keeping at most
@@ -13,11 +15,11 @@ import (
 // finished fetches; once it returns true the fault has happened. sendLoad
 // returns the first send error.
 // With stopAtFault, sending ends once the fault happened.
-func sendLoad(l *ledger, conns []*wsConn, n, window int, url string, stopAtFault bool, at func(finished int) bool) error {
+func sendLoad(l *testutil.Ledger, conns []*testutil.LedgerConn, n, window int, url string, stopAtFault bool, at func(finished int) bool) error {
 	fired := false
 	for i := 0; i < n; i++ {
-		waitUntil(l, 30*time.Second, func() bool {
-			s := l.summary()
+		l.WaitFor(30*time.Second, func() bool {
+			s := l.Summary()
 			if !fired && at(s.Finished) {
 				fired = true
 			}
@@ -26,11 +28,8 @@ func sendLoad(l *ledger, conns []*wsConn, n, window int, url string, stopAtFault
 		if fired && stopAtFault {
 			return nil
 		}
-		l.mu.Lock()
-		l.sent++
-		l.mu.Unlock()
 		c := conns[i%len(conns)]
-		if err := c.send(map[string]any{"type": "start-fetch", "id": "f" + strconv.Itoa(i), "url": url}); err != nil {
+		if err := c.StartFetch("f"+strconv.Itoa(i), url, ""); err != nil {
 			return fmt.Errorf("send f%d: %w", i, err)
 		}
 	}
@@ -57,8 +56,8 @@ func TestExecutorKilledMidLoad(t *testing.T) {
 	e1 := d.executor(t, "e1")
 	d.executor(t, "e2")
 
-	l := newLedger()
-	conns := []*wsConn{dialLedger(t, d.wsURL(), l), dialLedger(t, d.wsURL(), l), dialLedger(t, d.wsURL(), l), dialLedger(t, d.wsURL(), l)}
+	l := testutil.NewLedger()
+	conns := []*testutil.LedgerConn{testutil.DialLedger(t, d.wsURL(), l), testutil.DialLedger(t, d.wsURL(), l), testutil.DialLedger(t, d.wsURL(), l), testutil.DialLedger(t, d.wsURL(), l)}
 	n := jobCount()
 	killed := false
 	start := time.Now()
@@ -72,14 +71,14 @@ func TestExecutorKilledMidLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !waitUntil(l, 90*time.Second, func() bool { s := l.summary(); return s.Finished == s.Enqueued && s.Enqueued+s.Refused == n }) {
-		t.Logf("unfinished: %d", len(l.unfinished()))
+	if !l.WaitFor(90*time.Second, func() bool { s := l.Summary(); return s.Finished == s.Enqueued && s.Enqueued+s.Refused == n }) {
+		t.Logf("unfinished: %d", len(l.Unfinished()))
 	}
 	elapsed := time.Since(start)
 	if err := up.term(30 * time.Second); err != nil {
 		t.Errorf("pipeline up exit: %v", err)
 	}
-	s := l.summary()
+	s := l.Summary()
 	suppressed := -1
 	if m := up.logLine("origin stopped"); m != nil {
 		if v, ok := m["duplicates"].(float64); ok {
@@ -108,8 +107,8 @@ func TestOriginRestartMidLoad(t *testing.T) {
 	up := d.up(t, []string{"PIPELINE_ORIGIN_ENABLED=false"}, "--executors", "2")
 	_ = up
 	o := d.startOrigin(t)
-	l := newLedger()
-	conns := []*wsConn{dialLedger(t, d.wsURL(), l), dialLedger(t, d.wsURL(), l)}
+	l := testutil.NewLedger()
+	conns := []*testutil.LedgerConn{testutil.DialLedger(t, d.wsURL(), l), testutil.DialLedger(t, d.wsURL(), l)}
 	const n = 600
 	restarted := false
 	_ = sendLoad(l, conns, n, 300, d.targetURL()+"/delay?ms=20", true, func(finished int) bool {
@@ -125,18 +124,18 @@ func TestOriginRestartMidLoad(t *testing.T) {
 	// Frames sent to the dead origin after the kill were never accepted.
 	o.kill()
 	d.startOrigin(t)
-	c := dialLedger(t, d.wsURL(), l)
-	ok := waitUntil(l, 60*time.Second, func() bool {
-		missing := l.unfinished()
+	c := testutil.DialLedger(t, d.wsURL(), l)
+	ok := l.WaitFor(60*time.Second, func() bool {
+		missing := l.Unfinished()
 		for id, job := range missing {
-			_ = c.send(map[string]any{"type": "get-result", "id": "get:" + id, "job": job})
+			_ = c.Send(map[string]any{"type": "get-result", "id": testutil.GetResultID(id), "job": job})
 		}
 		if len(missing) > 0 {
 			time.Sleep(200 * time.Millisecond)
 		}
 		return len(missing) == 0
 	})
-	s := l.summary()
+	s := l.Summary()
 	t.Logf("origin restart: sent=%d enqueued=%d final=%d lost=%d duplicates=%d outcomes=%v", s.Sent, s.Enqueued, s.Finished, s.Lost, s.Duplicates, s.Outcomes)
 	if !ok || s.Lost != 0 {
 		t.Errorf("%d accepted fetches never got a final frame", s.Lost)
@@ -156,23 +155,20 @@ func TestSIGTERMDrainsInFlightWork(t *testing.T) {
 	needBinary(t)
 	d := newDeployment(t)
 	up := d.up(t, nil, "--executors", "1")
-	l := newLedger()
-	c := dialLedger(t, d.wsURL(), l)
+	l := testutil.NewLedger()
+	c := testutil.DialLedger(t, d.wsURL(), l)
 	const n = 50
 	for i := 0; i < n; i++ {
-		l.mu.Lock()
-		l.sent++
-		l.mu.Unlock()
-		if err := c.send(map[string]any{"type": "start-fetch", "id": "f" + strconv.Itoa(i), "url": d.targetURL() + "/delay?ms=400"}); err != nil {
+		if err := c.StartFetch("f"+strconv.Itoa(i), d.targetURL()+"/delay?ms=400", ""); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitUntil(l, 10*time.Second, func() bool { return l.summary().Enqueued == n })
+	l.WaitFor(10*time.Second, func() bool { return l.Summary().Enqueued == n })
 	if err := up.term(30 * time.Second); err != nil {
 		t.Fatalf("exit after SIGTERM: %v (want status 0)", err)
 	}
-	<-c.done // the origin closed the connection after the drain
-	s := l.summary()
+	<-c.Done() // the origin closed the connection after the drain
+	s := l.Summary()
 	if s.Enqueued != n || s.Finished != n || s.Lost != 0 || s.Outcomes["status_200"] != n {
 		t.Fatalf("after drain: %+v, want %d results with status 200", s, n)
 	}

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"github.com/pipeline-dev/pipeline/internal/testutil"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
 // pipelineBin is the binary built once by TestMain.
@@ -47,17 +47,6 @@ func needBinary(t *testing.T) {
 	if pipelineBin == "" {
 		t.Skip("process-level fault test: skipped in -short mode")
 	}
-}
-
-// freePort returns a 127.0.0.1 port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // proc is a pipeline role running as an OS process.
@@ -172,7 +161,8 @@ type deployment struct {
 }
 
 func newDeployment(t *testing.T) *deployment {
-	d := &deployment{nats: freePort(t), origin: freePort(t), target: freePort(t), dataDir: t.TempDir()}
+	ports := testutil.FreePorts(t, 3)
+	d := &deployment{nats: ports[0], origin: ports[1], target: ports[2], dataDir: t.TempDir()}
 	d.env = []string{
 		"PIPELINE_LOG_FORMAT=json",
 		"PIPELINE_LOG_LEVEL=info",

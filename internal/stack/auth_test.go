@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/pipeline-dev/pipeline/internal/config"
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
 func TestBearerTokenOnWebSocketAndCall(t *testing.T) {
@@ -23,7 +24,7 @@ func TestBearerTokenOnWebSocketAndCall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var f frame
+	var f testutil.Frame
 	_ = json.Unmarshal(data, &f)
 	if f.Type != "error" || f.Code != "unauthorized" {
 		t.Fatalf("got %s, want an unauthorized error frame", data)
@@ -48,7 +49,7 @@ func TestBearerTokenOnWebSocketAndCall(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
-		var f frame
+		var f testutil.Frame
 		if err := conn.ReadJSON(&f); err != nil || f.Type != tc.want {
 			t.Errorf("%s: first frame %+v (%v), want %s", tc.name, f, err, tc.want)
 		}

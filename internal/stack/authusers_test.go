@@ -13,6 +13,7 @@ import (
 
 	"github.com/pipeline-dev/pipeline/broker"
 	"github.com/pipeline-dev/pipeline/internal/config"
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
 func authConfig() broker.AuthConfig {
@@ -30,13 +31,13 @@ func authConfig() broker.AuthConfig {
 // /call via NATS work. An anonymous client is refused.
 func TestPerRoleUsersFromConfig(t *testing.T) {
 	st := startStack(t, func(c *config.Config) { c.NATS.Auth = authConfig() })
-	c := dial(t, st.OriginWS())
-	enq, res := c.fetch("a1", st.TargetURL()+"/echo?x=1", nil)
+	c := testutil.DialWS(t, st.OriginWS())
+	enq, res := c.Fetch("a1", st.TargetURL()+"/echo?x=1", nil)
 	if res.Type != "result" || res.Status != 200 {
 		t.Fatalf("fetch under auth: %+v", res)
 	}
-	c.sendJSON(map[string]any{"type": "get-result", "id": "g1", "job": enq.Job})
-	if f := c.read(); f.Type != "result" {
+	c.SendJSON(map[string]any{"type": "get-result", "id": "g1", "job": enq.Job})
+	if f := c.Read(); f.Type != "result" {
 		t.Fatalf("get-result under auth: %+v", f)
 	}
 	resp, err := http.Post(st.OriginHTTP()+"/call/echo?via=nats", "text/plain", strings.NewReader("ping"))
@@ -85,8 +86,8 @@ func TestRoleProcessWithoutAdminDoesNotProvision(t *testing.T) {
 		t.Fatalf("executor-only stack under auth: %v", err)
 	}
 	defer ex.Shutdown(context.Background())
-	c := dial(t, st.OriginWS())
-	if _, res := c.fetch("e1", st.TargetURL()+"/delay", nil); res.Type != "result" || res.Status != 200 {
+	c := testutil.DialWS(t, st.OriginWS())
+	if _, res := c.Fetch("e1", st.TargetURL()+"/delay", nil); res.Type != "result" || res.Status != 200 {
 		t.Fatalf("fetch through the separate executor: %+v", res)
 	}
 }

@@ -49,7 +49,7 @@ func TestReadingClientIsNeverDroppedByItsOwnReplies(t *testing.T) {
 		if err != nil {
 			t.Fatalf("after %d final frames: %v (the reading client was dropped)", len(final), err)
 		}
-		var f frame
+		var f testutil.Frame
 		if err := json.Unmarshal(data, &f); err != nil {
 			t.Fatalf("frame %q: %v", data, err)
 		}
@@ -99,14 +99,14 @@ func TestClientThatStopsReadingIsClosedAndItsResultsKept(t *testing.T) {
 		c.Origin.WriteTimeout = time.Second
 		c.Executor.Policy.Allow = append(c.Executor.Policy.Allow, strings.TrimPrefix(big.URL, "http://"))
 	})
-	slow := dial(t, st.OriginWS())
+	slow := testutil.DialWS(t, st.OriginWS())
 	const n = 60
 	for i := 0; i < n; i++ {
-		slow.sendJSON(map[string]any{"type": "start-fetch", "id": "s" + itoa(i), "url": big.URL + "/"})
+		slow.SendJSON(map[string]any{"type": "start-fetch", "id": "s" + itoa(i), "url": big.URL + "/"})
 	}
 	jobs := make([]string, 0, n)
 	for len(jobs) < n {
-		f := slow.read()
+		f := slow.Read()
 		if f.Type != "enqueued" {
 			t.Fatalf("got %+v, want enqueued", f)
 		}
@@ -114,10 +114,10 @@ func TestClientThatStopsReadingIsClosedAndItsResultsKept(t *testing.T) {
 	}
 	once.Do(func() { close(release) }) // ~16 MB of result frames, never read
 
-	fast := dial(t, st.OriginWS())
+	fast := testutil.DialWS(t, st.OriginWS())
 	for i := 0; i < 10; i++ {
 		start := time.Now()
-		if _, res := fast.fetch("x"+itoa(i), st.TargetURL()+"/delay?ms=0", nil); res.Type != "result" {
+		if _, res := fast.Fetch("x"+itoa(i), st.TargetURL()+"/delay?ms=0", nil); res.Type != "result" {
 			t.Fatalf("bystander got %+v", res)
 		}
 		if d := time.Since(start); d > 5*time.Second {
@@ -126,13 +126,13 @@ func TestClientThatStopsReadingIsClosedAndItsResultsKept(t *testing.T) {
 	}
 
 	// The slow client is closed: its queue (1 MiB) cannot hold its results.
-	waitUntil(t, 30*time.Second, func() bool {
+	testutil.Eventually(t, 30*time.Second, func() bool {
 		v, _ := testutil.MetricValue(t, st.Metrics().Gatherer(), origin.MetricSlowClientsTotal, nil)
 		return v >= 1
 	})
-	_ = slow.conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	_ = slow.Conn.SetReadDeadline(time.Now().Add(15 * time.Second))
 	for {
-		if _, _, err := slow.conn.ReadMessage(); err != nil {
+		if _, _, err := slow.Conn.ReadMessage(); err != nil {
 			var ce *websocket.CloseError
 			// 1008 when the close frame gets through; 1006 when the
 			// client's receive buffer was still full of unread frames.
@@ -144,10 +144,10 @@ func TestClientThatStopsReadingIsClosedAndItsResultsKept(t *testing.T) {
 	}
 
 	// Every result is still there for a client that comes back.
-	back := dial(t, st.OriginWS())
+	back := testutil.DialWS(t, st.OriginWS())
 	for i, job := range jobs {
-		back.sendJSON(map[string]any{"type": "get-result", "id": "g" + itoa(i), "job": job})
-		f := back.read()
+		back.SendJSON(map[string]any{"type": "get-result", "id": "g" + itoa(i), "job": job})
+		f := back.Read()
 		if f.Type != "result" || f.Job != job || f.Status != 200 {
 			t.Fatalf("get-result %s: got %+v, want its result", job, f)
 		}
@@ -159,8 +159,8 @@ func TestClientThatStopsReadingIsClosedAndItsResultsKept(t *testing.T) {
 // slot is usable again.
 func TestMaxConnectionsRefusesWith503(t *testing.T) {
 	st := startStack(t, func(c *config.Config) { c.Origin.MaxConnections = 2 })
-	a := dial(t, st.OriginWS())
-	dial(t, st.OriginWS())
+	a := testutil.DialWS(t, st.OriginWS())
+	testutil.DialWS(t, st.OriginWS())
 	_, resp, err := websocket.DefaultDialer.Dial(st.OriginWS(), nil)
 	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
 		status := 0
@@ -170,8 +170,8 @@ func TestMaxConnectionsRefusesWith503(t *testing.T) {
 		t.Fatalf("third connection: err %v, status %d; want HTTP 503", err, status)
 	}
 	testutil.WantMetric(t, st.Metrics().Gatherer(), origin.MetricWSRefusedTotal, map[string]string{origin.LabelReason: origin.RefusedMaxConnections}, 1)
-	a.conn.Close()
-	waitUntil(t, 10*time.Second, func() bool {
+	a.Conn.Close()
+	testutil.Eventually(t, 10*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		c, _, err := websocket.DefaultDialer.DialContext(ctx, st.OriginWS(), nil)
@@ -183,14 +183,3 @@ func TestMaxConnectionsRefusesWith503(t *testing.T) {
 	})
 }
 
-// waitUntil polls cond until it holds, failing the test after timeout.
-func waitUntil(t *testing.T, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}

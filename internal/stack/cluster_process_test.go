@@ -2,6 +2,7 @@ package stack
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
 // buildPipeline builds cmd/pipeline into a temporary directory and returns
@@ -32,6 +35,7 @@ func buildPipeline(t *testing.T) string {
 type executorProcess struct {
 	cmd     *exec.Cmd
 	logs    string
+	ops     string        // ops listener address (/readyz)
 	exited  chan struct{} // closed when the process has exited
 	exitErr error         // cmd.Wait's result, set before exited is closed
 }
@@ -39,6 +43,7 @@ type executorProcess struct {
 // startExecutorProcess starts `pipeline executor` with id against cfg's NATS
 // URLs and the same streams settings (every role provisions the streams, so
 // a mismatch would rescale them), allowed to fetch from the test target.
+// Its ops listener is on a free port (waitReady polls its /readyz).
 func startExecutorProcess(t *testing.T, bin string, st *Stack, natsURL, id string, concurrency int) *executorProcess {
 	t.Helper()
 	logs := filepath.Join(t.TempDir(), id+".log")
@@ -46,8 +51,10 @@ func startExecutorProcess(t *testing.T, bin string, st *Stack, natsURL, id strin
 	if err != nil {
 		t.Fatal(err)
 	}
+	ops := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	cmd := exec.Command(bin, "executor", "--nats", natsURL, "--id", id,
-		"--concurrency", fmt.Sprint(concurrency), "--log-level", "warn", "--log-format", "json")
+		"--concurrency", fmt.Sprint(concurrency), "--log-level", "warn", "--log-format", "json",
+		"--ops-listen", ops)
 	cmd.Env = append(os.Environ(),
 		"PIPELINE_STREAMS_REPLICAS="+fmt.Sprint(st.cfg.Streams.Replicas),
 		"PIPELINE_STREAMS_ACK_WAIT="+st.cfg.Streams.AckWait.String(),
@@ -58,7 +65,7 @@ func startExecutorProcess(t *testing.T, bin string, st *Stack, natsURL, id strin
 		f.Close()
 		t.Fatalf("start %s: %v", bin, err)
 	}
-	p := &executorProcess{cmd: cmd, logs: logs, exited: make(chan struct{})}
+	p := &executorProcess{cmd: cmd, logs: logs, ops: ops, exited: make(chan struct{})}
 	go func() {
 		p.exitErr = cmd.Wait()
 		f.Close()
@@ -73,6 +80,32 @@ func startExecutorProcess(t *testing.T, bin string, st *Stack, natsURL, id strin
 		}
 	})
 	return p
+}
+
+// waitReady waits until the process answers 200 on /readyz: its ops
+// listener starts only after its executors are consuming jobs.
+func (p *executorProcess) waitReady(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	client := &http.Client{Timeout: time.Second}
+	exited := false
+	ready := testutil.WaitFor(timeout, func() bool {
+		select {
+		case <-p.exited:
+			exited = true
+			return true
+		default:
+		}
+		resp, err := client.Get("http://" + p.ops + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if exited || !ready {
+		out, _ := os.ReadFile(p.logs)
+		t.Fatalf("executor process not ready within %v (exited: %v, %v); logs:\n%s", timeout, exited, p.exitErr, out)
+	}
 }
 
 // stop sends SIGTERM and waits for a clean exit (drained in-flight jobs).
@@ -94,9 +127,9 @@ func (p *executorProcess) stop(t *testing.T) {
 
 // TestClusterExecutorProcessJoinsAndLeavesMidLoad starts an executor OS
 // process while a backlog is being worked off by one slow in-process
-// executor: it must take a share of the jobs. Then, during a second batch,
-// it is stopped with SIGTERM: it drains, exits 0, and every fetch of both
-// batches still ends exactly once.
+// executor: once it is consuming, it must take a share of the jobs. Then,
+// during a second batch, it is stopped with SIGTERM: it drains, exits 0, and
+// every fetch of both batches still ends exactly once.
 func TestClusterExecutorProcessJoinsAndLeavesMidLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the pipeline binary and starts a cluster: skipped with -short")
@@ -109,19 +142,27 @@ func TestClusterExecutorProcessJoinsAndLeavesMidLoad(t *testing.T) {
 	cfg.Executor.ID = "in-process"
 	st := startClusterStack(t, cfg)
 
-	l := newLedger()
-	lcs := []*loadConn{dialLoad(t, st.OriginWS(), l), dialLoad(t, st.OriginWS(), l)}
+	l := testutil.NewLedger()
+	lcs := []*testutil.LedgerConn{testutil.DialLedger(t, st.OriginWS(), l), testutil.DialLedger(t, st.OriginWS(), l)}
 	const n = 300
-	for i := 0; i < n; i++ {
-		if err := lcs[i%2].startFetch(l, fmt.Sprintf("j%d", i), st.TargetURL(), 40); err != nil {
-			t.Fatal(err)
+	send := func(from, to int) {
+		for i := from; i < to; i++ {
+			if err := startDelayed(lcs[i%2], fmt.Sprintf("j%d", i), st.TargetURL(), 40); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
+	// Half the backlog, then the process joins; the other half goes out
+	// only once it consumes, so a slow process start on a busy machine
+	// cannot let the in-process executor finish everything alone.
+	send(0, n/2)
 	proc := startExecutorProcess(t, bin, st, cl.URL(), "extra-proc", 16)
-	if !l.waitDone(30 * time.Second) {
-		t.Fatalf("%d fetches without a final frame", l.pending())
+	proc.waitReady(t, 30*time.Second)
+	send(n/2, n)
+	if !l.WaitDone(30 * time.Second) {
+		t.Fatalf("%d fetches without a final frame", l.Pending())
 	}
-	joined := l.byExecutor("j")
+	joined := l.ByExecutor("j")
 	t.Logf("backlog of %d: results by executor %v", n, joined)
 	if joined["extra-proc"] < n/10 {
 		out, _ := os.ReadFile(proc.logs)
@@ -130,28 +171,28 @@ func TestClusterExecutorProcessJoinsAndLeavesMidLoad(t *testing.T) {
 
 	// Remove it mid-load: SIGTERM stops its pulls and drains its fetches.
 	for i := 0; i < 200; i++ {
-		if err := lcs[i%2].startFetch(l, fmt.Sprintf("r%d", i), st.TargetURL(), 40); err != nil {
+		if err := startDelayed(lcs[i%2], fmt.Sprintf("r%d", i), st.TargetURL(), 40); err != nil {
 			t.Fatal(err)
 		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for l.byExecutor("r")["extra-proc"] < 10 {
+	for l.ByExecutor("r")["extra-proc"] < 10 {
 		if time.Now().After(deadline) {
-			t.Fatalf("executor process took no job of the second batch: %v", l.byExecutor("r"))
+			t.Fatalf("executor process took no job of the second batch: %v", l.ByExecutor("r"))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	proc.stop(t)
-	if !l.waitDone(30 * time.Second) {
-		t.Fatalf("%d fetches without a final frame after the executor process left", l.pending())
+	if !l.WaitDone(30 * time.Second) {
+		t.Fatalf("%d fetches without a final frame after the executor process left", l.Pending())
 	}
-	left := l.byExecutor("r")
+	left := l.ByExecutor("r")
 	t.Logf("second batch: results by executor %v", left)
 	if left["in-process"] == 0 {
 		t.Errorf("the remaining executor took no job after the process left: %v", left)
 	}
-	sum := l.check(t)
-	if sum.results != sum.sent {
-		t.Errorf("%d of %d fetches got a result, want all (codes %v)", sum.results, sum.sent, sum.codes)
+	sum := l.Check(t)
+	if sum.Results != sum.Sent {
+		t.Errorf("%d of %d fetches got a result, want all (codes %v)", sum.Results, sum.Sent, sum.Outcomes)
 	}
 }

@@ -2,22 +2,19 @@ package stack
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/pipeline-dev/pipeline/broker"
 	"github.com/pipeline-dev/pipeline/internal/config"
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
 // testCluster is a 3-node NATS JetStream cluster of embedded servers on free
@@ -33,7 +30,7 @@ type testCluster struct {
 // a node started alone would wait for the others) and stops them at test end.
 func startCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
-	ports := freePorts(t, n)
+	ports := testutil.FreePorts(t, n)
 	routes := make([]string, n)
 	for i, p := range ports {
 		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", p)
@@ -108,25 +105,6 @@ func (c *testCluster) stopAll() {
 	}
 }
 
-// freePorts returns n distinct 127.0.0.1 ports that were free a moment ago.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	ports := make([]int, 0, n)
-	var lns []net.Listener
-	for len(ports) < n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return ports
-}
-
 // clusterConfig is a stack against cluster c: no embedded server, R3
 // streams, and a short AckWait so that a job whose delivery died with a
 // server comes back in seconds, not 30 s.
@@ -143,19 +121,9 @@ func clusterConfig(c *testCluster) config.Config {
 // (before the cluster, whose cleanup was registered first).
 func startClusterStack(t *testing.T, cfg config.Config) *Stack {
 	t.Helper()
+	st := startConfigured(t, cfg, zerolog.ErrorLevel)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := Start(ctx, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel))
-	if err != nil {
-		t.Fatalf("start stack: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := st.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
 	// The origin's results consumer has a fixed 30 s AckWait; shorten it the
 	// same way, so a result whose delivery died with a server is redelivered
 	// (and de-duplicated) within the test's time.
@@ -223,187 +191,10 @@ func consumerLeader(ctx context.Context, js jetstream.JetStream, stream, cons st
 	return info.Cluster.Leader
 }
 
-// ledger records every frame the load's clients receive, by fetch id.
-type ledger struct {
-	mu     sync.Mutex
-	sent   map[string]int     // fetch id → requested delay in ms
-	frames map[string][]frame // fetch id → frames received, in order
-	stray  []frame            // frames for ids never sent
-	times  []string
-}
-
-func newLedger() *ledger {
-	return &ledger{sent: make(map[string]int), frames: make(map[string][]frame)}
-}
-
-func (l *ledger) markSent(id string, delayMS int) {
-	l.mu.Lock()
-	l.sent[id] = delayMS
-	l.mu.Unlock()
-}
-
-func (l *ledger) record(f frame) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if _, ok := l.sent[f.ID]; !ok {
-		l.stray = append(l.stray, f)
-		return
-	}
-	l.frames[f.ID] = append(l.frames[f.ID], f)
-}
-
-// pending is the number of sent fetches without a final frame.
-func (l *ledger) pending() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for id := range l.sent {
-		if !hasFinal(l.frames[id]) {
-			n++
-		}
-	}
-	return n
-}
-
-// byExecutor counts results per executor id among fetches whose id has
-// prefix.
-func (l *ledger) byExecutor(prefix string) map[string]int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := map[string]int{}
-	for id, fs := range l.frames {
-		if !strings.HasPrefix(id, prefix) {
-			continue
-		}
-		for _, f := range fs {
-			if f.Type == "result" {
-				out[f.Executor]++
-			}
-		}
-	}
-	return out
-}
-
-func hasFinal(fs []frame) bool {
-	for _, f := range fs {
-		if f.Type == "result" || f.Type == "error" {
-			return true
-		}
-	}
-	return false
-}
-
-// ledgerSummary counts how the fetches ended.
-type ledgerSummary struct {
-	sent, enqueued, results, errorsAfterEnqueued, rejected int
-	codes                                                  map[string]int
-}
-
-// check asserts the exactly-once contract (PROTOCOL.md §1): every fetch
-// that got `enqueued` gets exactly one final frame after it, a result or an
-// error; a fetch that did not get `enqueued` gets exactly one error and
-// nothing else; results carry the body of the fetch they answer.
-func (l *ledger) check(t *testing.T) ledgerSummary {
-	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	sum := ledgerSummary{sent: len(l.sent), codes: map[string]int{}}
-	for _, f := range l.stray {
-		t.Errorf("frame for a fetch never sent: %+v", f)
-	}
-	ids := make([]string, 0, len(l.sent))
-	for id := range l.sent {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	bad := 0
-	for _, id := range ids {
-		fs := l.frames[id]
-		kinds := make([]string, len(fs))
-		for i, f := range fs {
-			kinds[i] = f.Type
-		}
-		seq := strings.Join(kinds, ",")
-		fail := func(format string, args ...any) {
-			if bad++; bad <= 20 {
-				t.Errorf("fetch %s (frames %s): %s", id, seq, fmt.Sprintf(format, args...))
-			}
-		}
-		switch seq {
-		case "enqueued,result":
-			sum.enqueued++
-			sum.results++
-			res := fs[1]
-			if res.Job != fs[0].Job {
-				fail("result for job %s, enqueued as %s", res.Job, fs[0].Job)
-			}
-			if want := fmt.Sprintf("delayed %d ms\n", l.sent[id]); res.Status != 200 || res.Body != want {
-				fail("result status %d body %q, want 200 %q", res.Status, res.Body, want)
-			}
-		case "enqueued,error":
-			sum.enqueued++
-			sum.errorsAfterEnqueued++
-			sum.codes[fs[1].Code]++
-		case "error":
-			sum.rejected++
-			sum.codes[fs[0].Code]++
-		default:
-			fail("want enqueued then exactly one result or error, or a single error")
-		}
-	}
-	return sum
-}
-
-// loadConn is one WebSocket client of a load: a reader goroutine records
-// every frame in the ledger; writes come from one goroutine at a time.
-type loadConn struct {
-	conn *websocket.Conn
-	done chan struct{}
-}
-
-func dialLoad(t *testing.T, wsURL string, l *ledger) *loadConn {
-	t.Helper()
-	conn, _, err := websocket.DefaultDialer.Dial(wsURL, nil)
-	if err != nil {
-		t.Fatalf("dial %s: %v", wsURL, err)
-	}
-	var hello frame
-	if err := conn.ReadJSON(&hello); err != nil || hello.Type != "hello" {
-		t.Fatalf("hello: %+v %v", hello, err)
-	}
-	lc := &loadConn{conn: conn, done: make(chan struct{})}
-	go func() {
-		defer close(lc.done)
-		for {
-			_, data, err := conn.ReadMessage()
-			if err != nil {
-				return
-			}
-			var f frame
-			if json.Unmarshal(data, &f) == nil {
-				l.record(f)
-			}
-		}
-	}()
-	t.Cleanup(func() { conn.Close(); <-lc.done })
-	return lc
-}
-
-func (lc *loadConn) startFetch(l *ledger, id, url string, delayMS int) error {
-	l.markSent(id, delayMS)
-	return lc.conn.WriteJSON(map[string]any{"type": "start-fetch", "id": id, "url": fmt.Sprintf("%s/delay?ms=%d", url, delayMS)})
-}
-
-// waitDone waits until every sent fetch has its final frame or d passed.
-func (l *ledger) waitDone(d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for l.pending() > 0 {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return true
+// startDelayed sends a start-fetch for the test target's /delay?ms=delayMS
+// on lc and records in its ledger the body the result must carry.
+func startDelayed(lc *testutil.LedgerConn, id, targetURL string, delayMS int) error {
+	return lc.StartFetch(id, fmt.Sprintf("%s/delay?ms=%d", targetURL, delayMS), fmt.Sprintf("delayed %d ms\n", delayMS))
 }
 
 // moveLeader asks the leader of a stream (consumer == "") or consumer to
@@ -430,7 +221,7 @@ func moveLeader(ctx context.Context, t *testing.T, nc *nats.Conn, js jetstream.J
 
 // nodeLoss is the outcome of runNodeLoss.
 type nodeLoss struct {
-	sum        ledgerSummary
+	sum        testutil.Summary
 	recovery   time.Duration // loss → every fetch of the first batch ended
 	resumed    time.Duration // loss → every executor took a job again
 	continued  int64         // continuations the origin ran
@@ -466,17 +257,17 @@ func runNodeLoss(t *testing.T, allLeaders bool) nodeLoss {
 		moveLeader(ctx, t, nc, js, broker.ResultsStream, broker.OriginConsumer(cfg.Origin.ID), victim)
 	}
 
-	l := newLedger()
+	l := testutil.NewLedger()
 	const conns, perConn, every = 4, 100, 40 * time.Millisecond // 100 fetches/s for 4 s
-	var lcs []*loadConn
+	var lcs []*testutil.LedgerConn
 	for i := 0; i < conns; i++ {
-		lcs = append(lcs, dialLoad(t, st.OriginWS(), l))
+		lcs = append(lcs, testutil.DialLedger(t, st.OriginWS(), l))
 	}
 	sendErr := make(chan error, conns)
 	var wg sync.WaitGroup
 	for i, lc := range lcs {
 		wg.Add(1)
-		go func(i int, lc *loadConn) {
+		go func(i int, lc *testutil.LedgerConn) {
 			defer wg.Done()
 			tick := time.NewTicker(every)
 			defer tick.Stop()
@@ -485,7 +276,7 @@ func runNodeLoss(t *testing.T, allLeaders bool) nodeLoss {
 				if k%5 == 0 {
 					delay = 250 // some fetches are long, so many are in flight at the loss
 				}
-				if err := lc.startFetch(l, fmt.Sprintf("a%d-%d", i, k), st.TargetURL(), delay); err != nil {
+				if err := startDelayed(lc, fmt.Sprintf("a%d-%d", i, k), st.TargetURL(), delay); err != nil {
 					sendErr <- err
 					return
 				}
@@ -513,8 +304,8 @@ func runNodeLoss(t *testing.T, allLeaders bool) nodeLoss {
 	// Generous: a consumer whose leader died is noticed by clients connected
 	// to other nodes only after two missed heartbeats (see
 	// TestClusterNodeLossStrict).
-	if !l.waitDone(60 * time.Second) {
-		t.Errorf("%d fetches still without a final frame %v after the loss", l.pending(), time.Since(killed).Round(time.Millisecond))
+	if !l.WaitDone(60 * time.Second) {
+		t.Errorf("%d fetches still without a final frame %v after the loss", l.Pending(), time.Since(killed).Round(time.Millisecond))
 	}
 	out := nodeLoss{recovery: time.Since(killed)}
 	if newLeader, err := streamLeader(ctx, js, broker.JobsStream); err != nil || newLeader == leader {
@@ -527,12 +318,12 @@ func runNodeLoss(t *testing.T, allLeaders bool) nodeLoss {
 	// pull heartbeats, so this can take up to 30 s (TestClusterNodeLossStrict).
 	for k := 0; ; k++ {
 		for i := 0; i < 20; i++ {
-			if err := lcs[i%conns].startFetch(l, fmt.Sprintf("b%d-%d", k, i), st.TargetURL(), 50); err != nil {
+			if err := startDelayed(lcs[i%conns], fmt.Sprintf("b%d-%d", k, i), st.TargetURL(), 50); err != nil {
 				t.Fatal(err)
 			}
 		}
 		time.Sleep(500 * time.Millisecond)
-		after := l.byExecutor("b")
+		after := l.ByExecutor("b")
 		all := true
 		for _, ex := range st.Executors() {
 			all = all && after[ex.ID()] > 0
@@ -545,17 +336,17 @@ func runNodeLoss(t *testing.T, allLeaders bool) nodeLoss {
 		}
 	}
 	out.resumed = time.Since(killed)
-	if !l.waitDone(30 * time.Second) {
-		t.Errorf("after the loss: %d fetches without a final frame", l.pending())
+	if !l.WaitDone(30 * time.Second) {
+		t.Errorf("after the loss: %d fetches without a final frame", l.Pending())
 	}
-	out.sum = l.check(t)
+	out.sum = l.Check(t)
 	ost := st.Origin().Stats()
 	out.continued, out.duplicates = ost.Finished, ost.Duplicates
 	t.Logf("fetches %d: enqueued %d, results %d, errors after enqueued %d, rejected before enqueued %d %v; first batch done %v and every executor working %v after the loss; origin ran %d continuations, suppressed %d duplicate results",
-		out.sum.sent, out.sum.enqueued, out.sum.results, out.sum.errorsAfterEnqueued, out.sum.rejected, out.sum.codes,
+		out.sum.Sent, out.sum.Enqueued, out.sum.Results, out.sum.ErrorsAfterEnqueued, out.sum.Refused, out.sum.Outcomes,
 		out.recovery.Round(time.Millisecond), out.resumed.Round(time.Millisecond), out.continued, out.duplicates)
-	if out.sum.results < out.sum.sent*9/10 {
-		t.Errorf("only %d of %d fetches got a result", out.sum.results, out.sum.sent)
+	if out.sum.Results < out.sum.Sent*9/10 {
+		t.Errorf("only %d of %d fetches got a result", out.sum.Results, out.sum.Sent)
 	}
 
 	// Nothing is left behind in the jobs stream: every job was acked.
@@ -600,7 +391,7 @@ func TestClusterNodeLossStrict(t *testing.T) {
 		t.Errorf("first batch ended %v and executors pulled again %v after the loss, want < 10 s",
 			r.recovery.Round(time.Millisecond), r.resumed.Round(time.Millisecond))
 	}
-	if extra := r.continued - int64(r.sum.results); extra != 0 {
+	if extra := r.continued - int64(r.sum.Results); extra != 0 {
 		t.Errorf("%d jobs ran although their client was told the fetch failed", extra)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
 // chromiumPath finds a Chromium or Chrome binary: $CHROMIUM_BIN, else
@@ -112,13 +114,13 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf("idle dashboard shows %+v, want 0 jobs, 0 connections, no percentiles, no errors", before)
 	}
 
-	c := dial(t, st.OriginWS())
+	c := testutil.DialWS(t, st.OriginWS())
 	for i := 0; i < 5; i++ {
-		if _, res := c.fetch("b-"+itoa(i), st.TargetURL()+"/delay?ms=3", nil); res.Type != "result" {
+		if _, res := c.Fetch("b-"+itoa(i), st.TargetURL()+"/delay?ms=3", nil); res.Type != "result" {
 			t.Fatalf("fetch: got %+v, want result", res)
 		}
 	}
-	if _, res := c.fetch("b-bad", "gopher://example.com/", nil); res.Code != "invalid_url" {
+	if _, res := c.Fetch("b-bad", "gopher://example.com/", nil); res.Code != "invalid_url" {
 		t.Fatalf("got %+v, want invalid_url", res)
 	}
 

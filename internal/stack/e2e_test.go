@@ -18,13 +18,14 @@ import (
 
 	"github.com/pipeline-dev/pipeline/broker"
 	"github.com/pipeline-dev/pipeline/internal/config"
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 	"github.com/pipeline-dev/pipeline/origin"
 )
 
 func TestHappyPathEndToEnd(t *testing.T) {
 	st := startStack(t, nil)
-	c := dial(t, st.OriginWS())
-	enq, res := c.fetch("c-1", st.TargetURL()+"/delay?ms=14", map[string]any{"headers": map[string]string{"accept": "text/plain"}})
+	c := testutil.DialWS(t, st.OriginWS())
+	enq, res := c.Fetch("c-1", st.TargetURL()+"/delay?ms=14", map[string]any{"headers": map[string]string{"accept": "text/plain"}})
 	if res.Type != "result" || res.ID != "c-1" || res.Job != enq.Job {
 		t.Fatalf("got %+v, want result for c-1 job %s", res, enq.Job)
 	}
@@ -45,12 +46,12 @@ func TestHappyPathEndToEnd(t *testing.T) {
 
 func TestBinaryBodyIsBase64AndLongBodyTruncated(t *testing.T) {
 	st := startStack(t, func(c *config.Config) { c.Executor.Fetcher.MaxBodyBytes = 1000 })
-	c := dial(t, st.OriginWS())
-	_, res := c.fetch("bin", st.TargetURL()+"/bytes?n=100&binary=1", nil)
+	c := testutil.DialWS(t, st.OriginWS())
+	_, res := c.Fetch("bin", st.TargetURL()+"/bytes?n=100&binary=1", nil)
 	if res.Type != "result" || res.BodyEncoding != "base64" || res.Truncated {
 		t.Fatalf("got %+v, want base64 result", res)
 	}
-	_, res = c.fetch("long", st.TargetURL()+"/bytes?n=5000", nil)
+	_, res = c.Fetch("long", st.TargetURL()+"/bytes?n=5000", nil)
 	if res.Type != "result" || !res.Truncated || len(res.Body) != 1000 {
 		t.Fatalf("got truncated=%v len=%d, want truncated 1000 bytes", res.Truncated, len(res.Body))
 	}
@@ -58,9 +59,9 @@ func TestBinaryBodyIsBase64AndLongBodyTruncated(t *testing.T) {
 
 func TestHTTPErrorStatusesAreResults(t *testing.T) {
 	st := startStack(t, nil)
-	c := dial(t, st.OriginWS())
+	c := testutil.DialWS(t, st.OriginWS())
 	for _, code := range []int{404, 418, 500, 503} {
-		_, res := c.fetch("s", st.TargetURL()+"/status?code="+itoa(code), nil)
+		_, res := c.Fetch("s", st.TargetURL()+"/status?code="+itoa(code), nil)
 		if res.Type != "result" || res.Status != code {
 			t.Errorf("status %d: got %+v, want a result with that status", code, res)
 		}
@@ -68,13 +69,13 @@ func TestHTTPErrorStatusesAreResults(t *testing.T) {
 }
 
 func TestErrorCodes(t *testing.T) {
-	closed := closedPort(t)
+	closed := strconv.Itoa(testutil.FreePort(t))
 	st := startStack(t, func(c *config.Config) {
 		c.Origin.MaxFrameBytes = 4096
 		c.Origin.HardFrameBytes = 64 << 10
 		c.Executor.Policy.Allow = append(c.Executor.Policy.Allow, "127.0.0.1:"+closed)
 	})
-	c := dial(t, st.OriginWS())
+	c := testutil.DialWS(t, st.OriginWS())
 	tgt := st.TargetURL()
 	cases := []struct {
 		name   string
@@ -82,49 +83,49 @@ func TestErrorCodes(t *testing.T) {
 		wantID string
 		code   string
 	}{
-		{"malformed json", func() { c.sendRaw(websocket.TextMessage, []byte(`{"type":"start-fetch",`)) }, "", "bad_request"},
-		{"not an object", func() { c.sendRaw(websocket.TextMessage, []byte(`[1,2]`)) }, "", "bad_request"},
-		{"unknown type", func() { c.sendJSON(map[string]any{"type": "launch", "id": "u1"}) }, "u1", "bad_request"},
-		{"missing id", func() { c.sendJSON(map[string]any{"type": "start-fetch", "url": tgt + "/echo"}) }, "", "bad_request"},
-		{"id too long", func() { c.sendJSON(map[string]any{"type": "start-fetch", "id": strings.Repeat("x", 129), "url": tgt}) }, "", "bad_request"},
-		{"wrong field type keeps id", func() { c.sendRaw(websocket.TextMessage, []byte(`{"type":"start-fetch","id":"w1","url":5}`)) }, "w1", "bad_request"},
+		{"malformed json", func() { c.SendRaw(websocket.TextMessage, []byte(`{"type":"start-fetch",`)) }, "", "bad_request"},
+		{"not an object", func() { c.SendRaw(websocket.TextMessage, []byte(`[1,2]`)) }, "", "bad_request"},
+		{"unknown type", func() { c.SendJSON(map[string]any{"type": "launch", "id": "u1"}) }, "u1", "bad_request"},
+		{"missing id", func() { c.SendJSON(map[string]any{"type": "start-fetch", "url": tgt + "/echo"}) }, "", "bad_request"},
+		{"id too long", func() { c.SendJSON(map[string]any{"type": "start-fetch", "id": strings.Repeat("x", 129), "url": tgt}) }, "", "bad_request"},
+		{"wrong field type keeps id", func() { c.SendRaw(websocket.TextMessage, []byte(`{"type":"start-fetch","id":"w1","url":5}`)) }, "w1", "bad_request"},
 		{"bad method", func() {
-			c.sendJSON(map[string]any{"type": "start-fetch", "id": "m1", "url": tgt, "method": "GE T"})
+			c.SendJSON(map[string]any{"type": "start-fetch", "id": "m1", "url": tgt, "method": "GE T"})
 		}, "m1", "bad_request"},
 		{"negative timeout", func() {
-			c.sendJSON(map[string]any{"type": "start-fetch", "id": "t0", "url": tgt, "timeout_ms": -1})
+			c.SendJSON(map[string]any{"type": "start-fetch", "id": "t0", "url": tgt, "timeout_ms": -1})
 		}, "t0", "bad_request"},
-		{"binary frame", func() { c.sendRaw(websocket.BinaryMessage, []byte{1, 2, 3}) }, "", "bad_request"},
-		{"missing url", func() { c.sendJSON(map[string]any{"type": "start-fetch", "id": "i0"}) }, "i0", "invalid_url"},
-		{"ftp url", func() { c.sendJSON(map[string]any{"type": "start-fetch", "id": "i1", "url": "ftp://example.com/x"}) }, "i1", "invalid_url"},
-		{"relative url", func() { c.sendJSON(map[string]any{"type": "start-fetch", "id": "i2", "url": "/just/a/path"}) }, "i2", "invalid_url"},
-		{"garbage url", func() { c.sendJSON(map[string]any{"type": "start-fetch", "id": "i3", "url": "http://[::1"}) }, "i3", "invalid_url"},
+		{"binary frame", func() { c.SendRaw(websocket.BinaryMessage, []byte{1, 2, 3}) }, "", "bad_request"},
+		{"missing url", func() { c.SendJSON(map[string]any{"type": "start-fetch", "id": "i0"}) }, "i0", "invalid_url"},
+		{"ftp url", func() { c.SendJSON(map[string]any{"type": "start-fetch", "id": "i1", "url": "ftp://example.com/x"}) }, "i1", "invalid_url"},
+		{"relative url", func() { c.SendJSON(map[string]any{"type": "start-fetch", "id": "i2", "url": "/just/a/path"}) }, "i2", "invalid_url"},
+		{"garbage url", func() { c.SendJSON(map[string]any{"type": "start-fetch", "id": "i3", "url": "http://[::1"}) }, "i3", "invalid_url"},
 		{"frame too large", func() {
-			c.sendJSON(map[string]any{"type": "start-fetch", "id": "big", "url": tgt, "body": strings.Repeat("a", 8000)})
+			c.SendJSON(map[string]any{"type": "start-fetch", "id": "big", "url": tgt, "body": strings.Repeat("a", 8000)})
 		}, "", "too_large"},
 		{"blocked destination", func() {
-			c.sendJSON(map[string]any{"type": "start-fetch", "id": "b1", "url": "http://169.254.169.254/latest/meta-data"})
+			c.SendJSON(map[string]any{"type": "start-fetch", "id": "b1", "url": "http://169.254.169.254/latest/meta-data"})
 		}, "b1", "blocked_destination"},
 		{"loopback not allow-listed", func() {
-			c.sendJSON(map[string]any{"type": "start-fetch", "id": "b2", "url": "http://127.0.0.1:1/"})
+			c.SendJSON(map[string]any{"type": "start-fetch", "id": "b2", "url": "http://127.0.0.1:1/"})
 		}, "b2", "blocked_destination"},
 		{"timeout", func() {
-			c.sendJSON(map[string]any{"type": "start-fetch", "id": "slow", "url": tgt + "/delay?ms=3000", "timeout_ms": 200})
+			c.SendJSON(map[string]any{"type": "start-fetch", "id": "slow", "url": tgt + "/delay?ms=3000", "timeout_ms": 200})
 		}, "slow", "timeout"},
 		{"closed port", func() {
-			c.sendJSON(map[string]any{"type": "start-fetch", "id": "cp", "url": "http://127.0.0.1:" + closed + "/"})
+			c.SendJSON(map[string]any{"type": "start-fetch", "id": "cp", "url": "http://127.0.0.1:" + closed + "/"})
 		}, "cp", "fetch_failed"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c.t = t
+			c.SetT(t)
 			tc.send()
-			f := c.read()
+			f := c.Read()
 			if f.Type == "enqueued" {
 				if f.ID != tc.wantID {
 					t.Fatalf("enqueued for %q, want %q", f.ID, tc.wantID)
 				}
-				f = c.read()
+				f = c.Read()
 			}
 			if f.Type != "error" || f.Code != tc.code || f.ID != tc.wantID || f.Message == "" {
 				t.Fatalf("got %+v, want error %s for id %q", f, tc.code, tc.wantID)
@@ -132,8 +133,8 @@ func TestErrorCodes(t *testing.T) {
 		})
 	}
 	// The connection survived every bad frame.
-	c.t = t
-	_, res := c.fetch("after", tgt+"/delay?ms=0", nil)
+	c.SetT(t)
+	_, res := c.Fetch("after", tgt+"/delay?ms=0", nil)
 	if res.Type != "result" || res.Status != 200 {
 		t.Fatalf("after errors got %+v, want a result", res)
 	}
@@ -144,15 +145,15 @@ func TestFrameOverHardCapClosesWith1009(t *testing.T) {
 		c.Origin.MaxFrameBytes = 1024
 		c.Origin.HardFrameBytes = 4096
 	})
-	c := dial(t, st.OriginWS())
+	c := testutil.DialWS(t, st.OriginWS())
 	big := []byte(`{"type":"start-fetch","id":"x","body":"` + strings.Repeat("a", 10000) + `"}`)
-	go func() { _ = c.conn.WriteMessage(websocket.TextMessage, big) }() // the server may stop reading midway
-	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	var frames []frame
+	go func() { _ = c.Conn.WriteMessage(websocket.TextMessage, big) }() // the server may stop reading midway
+	_ = c.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var frames []testutil.Frame
 	for {
-		_, data, err := c.conn.ReadMessage()
+		_, data, err := c.Conn.ReadMessage()
 		if err == nil {
-			var f frame
+			var f testutil.Frame
 			if err := json.Unmarshal(data, &f); err != nil {
 				t.Fatalf("frame %q: %v", data, err)
 			}
@@ -180,14 +181,14 @@ func TestInvalidUTF8ClosesWith1007(t *testing.T) {
 		"inside JSON value": `{"type":"start-fetch","id":"u","url":"` + st.TargetURL() + "/echo?q=\xff\"}",
 	} {
 		t.Run(name, func(t *testing.T) {
-			c := dial(t, st.OriginWS())
-			c.sendRaw(websocket.TextMessage, []byte(data))
-			_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-			var frames []frame
+			c := testutil.DialWS(t, st.OriginWS())
+			c.SendRaw(websocket.TextMessage, []byte(data))
+			_ = c.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			var frames []testutil.Frame
 			for {
-				_, msg, err := c.conn.ReadMessage()
+				_, msg, err := c.Conn.ReadMessage()
 				if err == nil {
-					var f frame
+					var f testutil.Frame
 					if err := json.Unmarshal(msg, &f); err != nil {
 						t.Fatalf("frame %q: %v", msg, err)
 					}
@@ -208,12 +209,12 @@ func TestInvalidUTF8ClosesWith1007(t *testing.T) {
 
 func TestDuplicateInFlightIDRejected(t *testing.T) {
 	st := startStack(t, nil)
-	c := dial(t, st.OriginWS())
-	c.sendJSON(map[string]any{"type": "start-fetch", "id": "d", "url": st.TargetURL() + "/delay?ms=300"})
-	c.sendJSON(map[string]any{"type": "start-fetch", "id": "d", "url": st.TargetURL() + "/delay?ms=0"})
+	c := testutil.DialWS(t, st.OriginWS())
+	c.SendJSON(map[string]any{"type": "start-fetch", "id": "d", "url": st.TargetURL() + "/delay?ms=300"})
+	c.SendJSON(map[string]any{"type": "start-fetch", "id": "d", "url": st.TargetURL() + "/delay?ms=0"})
 	var got []string
 	for len(got) < 3 {
-		f := c.read()
+		f := c.Read()
 		got = append(got, f.Type+":"+f.Code)
 	}
 	want := map[string]bool{"enqueued:": true, "error:bad_request": true, "result:": true}
@@ -251,7 +252,7 @@ func TestTwoOriginsGetOnlyTheirOwnResults(t *testing.T) {
 				return
 			}
 			defer conn.Close()
-			var hello frame
+			var hello testutil.Frame
 			_ = conn.ReadJSON(&hello)
 			for i := 0; i < n; i++ {
 				_ = conn.WriteJSON(map[string]any{"type": "start-fetch", "id": "r" + itoa(i), "url": st.TargetURL() + "/echo?origin=" + hello.Origin})
@@ -259,7 +260,7 @@ func TestTwoOriginsGetOnlyTheirOwnResults(t *testing.T) {
 			results := 0
 			_ = conn.SetReadDeadline(time.Now().Add(15 * time.Second))
 			for results < n {
-				var f frame
+				var f testutil.Frame
 				if err := conn.ReadJSON(&f); err != nil {
 					t.Errorf("origin %s: %v after %d results", hello.Origin, err, results)
 					return
@@ -283,14 +284,14 @@ func TestTwoOriginsGetOnlyTheirOwnResults(t *testing.T) {
 
 func TestSecondExecutorSharesLoad(t *testing.T) {
 	st := startStack(t, func(c *config.Config) { c.Executor.Count = 2; c.Executor.Concurrency = 8 })
-	c := dial(t, st.OriginWS())
+	c := testutil.DialWS(t, st.OriginWS())
 	const n = 80
 	for i := 0; i < n; i++ {
-		c.sendJSON(map[string]any{"type": "start-fetch", "id": "j" + itoa(i), "url": st.TargetURL() + "/delay?ms=20"})
+		c.SendJSON(map[string]any{"type": "start-fetch", "id": "j" + itoa(i), "url": st.TargetURL() + "/delay?ms=20"})
 	}
 	byExec := map[string]int{}
 	for results := 0; results < n; {
-		f := c.read()
+		f := c.Read()
 		if f.Type == "result" {
 			byExec[f.Executor]++
 			results++
@@ -437,14 +438,14 @@ func itoa(i int) string { return strconv.Itoa(i) }
 // close handshake.
 func TestPingIsAnsweredAndCloseIsEchoed(t *testing.T) {
 	st := startStack(t, nil)
-	c := dial(t, st.OriginWS())
+	c := testutil.DialWS(t, st.OriginWS())
 	pong := make(chan string, 1)
-	c.conn.SetPongHandler(func(data string) error { pong <- data; return nil })
-	if err := c.conn.WriteControl(websocket.PingMessage, []byte("are-you-there"), time.Now().Add(time.Second)); err != nil {
+	c.Conn.SetPongHandler(func(data string) error { pong <- data; return nil })
+	if err := c.Conn.WriteControl(websocket.PingMessage, []byte("are-you-there"), time.Now().Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	// Pongs are delivered while reading; a fetch gives the reader frames to read.
-	if _, res := c.fetch("p", st.TargetURL()+"/delay", nil); res.Type != "result" {
+	if _, res := c.Fetch("p", st.TargetURL()+"/delay", nil); res.Type != "result" {
 		t.Fatalf("got %+v", res)
 	}
 	select {
@@ -455,11 +456,11 @@ func TestPingIsAnsweredAndCloseIsEchoed(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no pong")
 	}
-	if err := c.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye"), time.Now().Add(time.Second)); err != nil {
+	if err := c.Conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye"), time.Now().Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, _, err := c.conn.ReadMessage()
+	_ = c.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _, err := c.Conn.ReadMessage()
 	if !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
 		t.Fatalf("after our close got %v, want the close echoed with 1000", err)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/pipeline-dev/pipeline/broker"
 	"github.com/pipeline-dev/pipeline/internal/config"
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
 // Hostile inputs through the real pipeline: a WebSocket client, the origin,
@@ -162,7 +163,7 @@ func startHostileStack(t *testing.T, h *hostileTarget) *Stack {
 
 // wantFinal checks that a fetch ended in error code (with its job id when it
 // was enqueued), or in a result when code is "".
-func wantFinal(t *testing.T, id string, enq, f frame, code string) {
+func wantFinal(t *testing.T, id string, enq, f testutil.Frame, code string) {
 	t.Helper()
 	if code == "" {
 		if f.Type != "result" || f.ID != id || f.Job != enq.Job {
@@ -181,7 +182,7 @@ func wantFinal(t *testing.T, id string, enq, f frame, code string) {
 func TestHostileTargets(t *testing.T) {
 	h := newHostileTarget(t)
 	st := startHostileStack(t, h)
-	c := dial(t, st.OriginWS())
+	c := testutil.DialWS(t, st.OriginWS())
 	unlisted, unlistedHits := unlistedTarget(t)
 	nest := func(to string, n int) string {
 		for i := 0; i < n; i++ {
@@ -194,17 +195,17 @@ func TestHostileTargets(t *testing.T) {
 		url   string
 		extra map[string]any
 		code  string // "" = a result, checked by check
-		check func(t *testing.T, f frame)
+		check func(t *testing.T, f testutil.Frame)
 		// within bounds the whole fetch (a blown executor would not answer).
 		within time.Duration
 	}{
 		{name: "response headers over the limit", url: h.URL() + "/bigheaders?kb=100", code: "fetch_failed"},
-		{name: "response headers under the limit", url: h.URL() + "/bigheaders?kb=10", check: func(t *testing.T, f frame) {
+		{name: "response headers under the limit", url: h.URL() + "/bigheaders?kb=10", check: func(t *testing.T, f testutil.Frame) {
 			if f.Status != 200 || f.Headers["x-big-9"] == "" {
 				t.Errorf("got status %d, %d headers, want 200 with the big headers", f.Status, len(f.Headers))
 			}
 		}},
-		{name: "gzip bomb is cut at max_body_bytes", url: h.URL() + "/gzipbomb", within: 10 * time.Second, check: func(t *testing.T, f frame) {
+		{name: "gzip bomb is cut at max_body_bytes", url: h.URL() + "/gzipbomb", within: 10 * time.Second, check: func(t *testing.T, f testutil.Frame) {
 			if f.Status != 200 || !f.Truncated || f.BodyEncoding != "utf8" || len(f.Body) != hostileMaxBody {
 				t.Fatalf("got status %d truncated %v encoding %s body %d bytes, want 200, truncated, %d bytes",
 					f.Status, f.Truncated, f.BodyEncoding, len(f.Body), hostileMaxBody)
@@ -215,7 +216,7 @@ func TestHostileTargets(t *testing.T) {
 		}},
 		{name: "gzip bomb with accept-encoding is passed through compressed", url: h.URL() + "/gzipbomb", within: 10 * time.Second,
 			extra: map[string]any{"headers": map[string]string{"accept-encoding": "gzip"}},
-			check: func(t *testing.T, f frame) {
+			check: func(t *testing.T, f testutil.Frame) {
 				b, err := base64.StdEncoding.DecodeString(f.Body)
 				if f.Status != 200 || !f.Truncated || f.BodyEncoding != "base64" || err != nil || len(b) != hostileMaxBody {
 					t.Fatalf("got status %d truncated %v encoding %s body %d bytes (%v), want 200, truncated, base64 of %d bytes",
@@ -234,7 +235,7 @@ func TestHostileTargets(t *testing.T) {
 		{name: "redirect to IPv6 loopback", url: nest("http://[::1]:"+port(unlisted)+"/", 1), code: "blocked_destination"},
 		{name: "redirect to a decimal loopback", url: nest("http://2130706433:"+port(unlisted)+"/", 1), code: "blocked_destination"},
 		{name: "redirect to a file URL", url: nest("file:///etc/passwd", 1), code: "invalid_url"},
-		{name: "redirect within the allow-list", url: nest(h.URL()+"/echo", 2), check: func(t *testing.T, f frame) {
+		{name: "redirect within the allow-list", url: nest(h.URL()+"/echo", 2), check: func(t *testing.T, f testutil.Frame) {
 			if f.Status != 200 || f.Headers["x-target"] != "echo" {
 				t.Errorf("got status %d headers %v, want the echo", f.Status, f.Headers)
 			}
@@ -243,10 +244,10 @@ func TestHostileTargets(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c.t = t
+			c.SetT(t)
 			id := "h-" + strings.ReplaceAll(tc.name, " ", "-")
 			start := time.Now()
-			enq, f := c.fetch(id, tc.url, tc.extra)
+			enq, f := c.Fetch(id, tc.url, tc.extra)
 			took := time.Since(start)
 			wantFinal(t, id, enq, f, tc.code)
 			if tc.check != nil {
@@ -257,7 +258,7 @@ func TestHostileTargets(t *testing.T) {
 			}
 		})
 	}
-	c.t = t
+	c.SetT(t)
 	if n := h.loopHits.Load(); n == 0 || n > 30 {
 		t.Errorf("redirect loop served %d requests, want a few (max_redirects+1 per attempt)", n)
 	} else {
@@ -271,14 +272,14 @@ func TestHostileTargets(t *testing.T) {
 		t.Fatalf("the unlisted target received %d requests, want 0", n)
 	}
 	// The connection survived everything.
-	_, res := c.fetch("after", st.TargetURL()+"/delay?ms=0", nil)
-	wantFinal(t, "after", frame{Job: res.Job}, res, "")
+	_, res := c.Fetch("after", st.TargetURL()+"/delay?ms=0", nil)
+	wantFinal(t, "after", testutil.Frame{Job: res.Job}, res, "")
 }
 
 func TestHostileURLForms(t *testing.T) {
 	h := newHostileTarget(t)
 	st := startHostileStack(t, h)
-	c := dial(t, st.OriginWS())
+	c := testutil.DialWS(t, st.OriginWS())
 	unlisted, unlistedHits := unlistedTarget(t)
 	up, ap := port(unlisted), port(h.Addr()) // unlisted and allow-listed ports
 	cases := []struct {
@@ -316,13 +317,13 @@ func TestHostileURLForms(t *testing.T) {
 	}
 	for i, tc := range cases {
 		t.Run(tc.url, func(t *testing.T) {
-			c.t = t
+			c.SetT(t)
 			id := "u" + itoa(i)
-			enq, f := c.fetch(id, tc.url, nil)
+			enq, f := c.Fetch(id, tc.url, nil)
 			wantFinal(t, id, enq, f, tc.code)
 		})
 	}
-	c.t = t
+	c.SetT(t)
 	if n := unlistedHits.Load(); n != 0 {
 		t.Fatalf("the unlisted target received %d requests, want 0", n)
 	}
@@ -331,42 +332,42 @@ func TestHostileURLForms(t *testing.T) {
 func TestHostileFrames(t *testing.T) {
 	h := newHostileTarget(t)
 	st := startHostileStack(t, h)
-	c := dial(t, st.OriginWS())
+	c := testutil.DialWS(t, st.OriginWS())
 	cases := []struct {
 		name string
 		send func()
 		code string
 	}{
 		{"oversized frame", func() {
-			c.sendJSON(map[string]any{"type": "start-fetch", "id": "big", "url": h.URL(), "body": strings.Repeat("a", 9<<10)})
+			c.SendJSON(map[string]any{"type": "start-fetch", "id": "big", "url": h.URL(), "body": strings.Repeat("a", 9<<10)})
 		}, "too_large"},
 		{"binary frame", func() {
-			c.sendRaw(websocket.BinaryMessage, []byte(`{"type":"start-fetch","id":"bin","url":"http://a/"}`))
+			c.SendRaw(websocket.BinaryMessage, []byte(`{"type":"start-fetch","id":"bin","url":"http://a/"}`))
 		}, "bad_request"},
-		{"empty text frame", func() { c.sendRaw(websocket.TextMessage, nil) }, "bad_request"},
+		{"empty text frame", func() { c.SendRaw(websocket.TextMessage, nil) }, "bad_request"},
 		{"deeply nested JSON", func() {
-			c.sendRaw(websocket.TextMessage, []byte(strings.Repeat("[", 4000)+strings.Repeat("]", 4000)))
+			c.SendRaw(websocket.TextMessage, []byte(strings.Repeat("[", 4000)+strings.Repeat("]", 4000)))
 		}, "bad_request"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c.t = t
+			c.SetT(t)
 			tc.send()
-			f := c.read()
+			f := c.Read()
 			if f.Type != "error" || f.Code != tc.code || f.ID != "" {
 				t.Fatalf("got %+v, want error %s without an id", f, tc.code)
 			}
 		})
 	}
-	c.t = t
-	_, res := c.fetch("after", st.TargetURL()+"/delay?ms=0", nil)
-	wantFinal(t, "after", frame{Job: res.Job}, res, "")
+	c.SetT(t)
+	_, res := c.Fetch("after", st.TargetURL()+"/delay?ms=0", nil)
+	wantFinal(t, "after", testutil.Frame{Job: res.Job}, res, "")
 }
 
 func TestHostileHopByHopHeadersAreNotForwarded(t *testing.T) {
 	h := newHostileTarget(t)
 	st := startHostileStack(t, h)
-	c := dial(t, st.OriginWS())
+	c := testutil.DialWS(t, st.OriginWS())
 	sent := map[string]string{
 		"Connection":          "close, X-Conn-Listed",
 		"Upgrade":             "websocket",
@@ -383,7 +384,7 @@ func TestHostileHopByHopHeadersAreNotForwarded(t *testing.T) {
 		"X-Ok":                "yes",
 		"accept":              "application/json",
 	}
-	enq, res := c.fetch("hop", h.URL()+"/echo", map[string]any{"headers": sent})
+	enq, res := c.Fetch("hop", h.URL()+"/echo", map[string]any{"headers": sent})
 	wantFinal(t, "hop", enq, res, "")
 	var got echoed
 	if err := json.Unmarshal([]byte(res.Body), &got); err != nil {

@@ -46,8 +46,8 @@ func TestJobLogLinesCarryJobAndOriginAndNoSecrets(t *testing.T) {
 	const secretHeader = "Bearer hdr-s3cr3t-7f1c"
 	const secretBody = "body-s3cr3t-91ab"
 	const secretQuery = "qry-s3cr3t-42"
-	c := dial(t, st.OriginWS())
-	_, res := c.fetch("ok", st.TargetURL()+"/echo?token="+secretQuery, map[string]any{
+	c := testutil.DialWS(t, st.OriginWS())
+	_, res := c.Fetch("ok", st.TargetURL()+"/echo?token="+secretQuery, map[string]any{
 		"method":  "POST",
 		"headers": map[string]string{"authorization": secretHeader},
 		"body":    secretBody,
@@ -55,20 +55,20 @@ func TestJobLogLinesCarryJobAndOriginAndNoSecrets(t *testing.T) {
 	if res.Type != "result" || !strings.Contains(res.Body, secretBody) {
 		t.Fatalf("echo: got %+v, want a result echoing the body", res)
 	}
-	if _, res := c.fetch("bad", "ftp://x/", nil); res.Code != "invalid_url" {
+	if _, res := c.Fetch("bad", "ftp://x/", nil); res.Code != "invalid_url" {
 		t.Fatalf("got %+v, want invalid_url", res)
 	}
-	if _, res := c.fetch("blocked", "http://127.0.0.1:1/?k="+secretQuery, nil); res.Code != "blocked_destination" {
+	if _, res := c.Fetch("blocked", "http://127.0.0.1:1/?k="+secretQuery, nil); res.Code != "blocked_destination" {
 		t.Fatalf("got %+v, want blocked_destination", res)
 	}
-	if _, res := c.fetch("slow", st.TargetURL()+"/delay?ms=2000&token="+secretQuery, map[string]any{"timeout_ms": 50}); res.Code != "timeout" {
+	if _, res := c.Fetch("slow", st.TargetURL()+"/delay?ms=2000&token="+secretQuery, map[string]any{"timeout_ms": 50}); res.Code != "timeout" {
 		t.Fatalf("got %+v, want timeout", res)
 	}
-	if _, res := c.fetch("retried", st.TargetURL()+"/status?code=503", nil); res.Type != "result" || res.Status != 503 {
+	if _, res := c.Fetch("retried", st.TargetURL()+"/status?code=503", nil); res.Type != "result" || res.Status != 503 {
 		t.Fatalf("got %+v, want a 503 result after retries", res)
 	}
-	c.sendRaw(1, []byte(`{"type":"start-fetch","id":"x"`)) // malformed
-	if f := c.read(); f.Code != "bad_request" {
+	c.SendRaw(1, []byte(`{"type":"start-fetch","id":"x"`)) // malformed
+	if f := c.Read(); f.Code != "bad_request" {
 		t.Fatalf("got %+v, want bad_request", f)
 	}
 	stop()

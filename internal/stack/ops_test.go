@@ -14,6 +14,7 @@ import (
 
 	"github.com/pipeline-dev/pipeline/broker"
 	"github.com/pipeline-dev/pipeline/internal/config"
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
 // scrape reads url (a Prometheus text exposition) into series → value,
@@ -63,16 +64,16 @@ func TestMetricsMoveAsJobsFlow(t *testing.T) {
 	metricsURL := st.OriginHTTP() + "/metrics"
 	before := scrape(t, metricsURL)
 
-	c := dial(t, st.OriginWS())
+	c := testutil.DialWS(t, st.OriginWS())
 	for i := 0; i < 3; i++ {
-		if _, res := c.fetch("ok-"+itoa(i), st.TargetURL()+"/delay?ms=2", nil); res.Type != "result" {
+		if _, res := c.Fetch("ok-"+itoa(i), st.TargetURL()+"/delay?ms=2", nil); res.Type != "result" {
 			t.Fatalf("fetch: got %+v, want result", res)
 		}
 	}
-	if _, res := c.fetch("bad", "ftp://example.com/", nil); res.Code != "invalid_url" {
+	if _, res := c.Fetch("bad", "ftp://example.com/", nil); res.Code != "invalid_url" {
 		t.Fatalf("got %+v, want invalid_url", res)
 	}
-	if _, res := c.fetch("blocked", "http://127.0.0.1:1/", nil); res.Code != "blocked_destination" {
+	if _, res := c.Fetch("blocked", "http://127.0.0.1:1/", nil); res.Code != "blocked_destination" {
 		t.Fatalf("got %+v, want blocked_destination", res)
 	}
 	resp, err := http.Post(st.OriginHTTP()+"/call/echo?via=nats", "application/octet-stream", strings.NewReader("hi"))

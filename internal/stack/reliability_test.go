@@ -13,17 +13,18 @@ import (
 
 	"github.com/pipeline-dev/pipeline/broker"
 	"github.com/pipeline-dev/pipeline/internal/config"
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
 func TestQueueFullUnderTinyStreamLimit(t *testing.T) {
 	st := startStack(t, func(c *config.Config) { c.Streams.MaxJobs = 5; c.Executor.Count = 0 })
-	c := dial(t, st.OriginWS())
+	c := testutil.DialWS(t, st.OriginWS())
 	for i := 0; i < 10; i++ {
-		c.sendJSON(map[string]any{"type": "start-fetch", "id": "q" + itoa(i), "url": st.TargetURL() + "/delay"})
+		c.SendJSON(map[string]any{"type": "start-fetch", "id": "q" + itoa(i), "url": st.TargetURL() + "/delay"})
 	}
 	counts := map[string]int{}
 	for i := 0; i < 10; i++ {
-		f := c.read()
+		f := c.Read()
 		counts[f.Type+":"+f.Code]++
 	}
 	if counts["enqueued:"] != 5 || counts["error:queue_full"] != 5 {
@@ -33,13 +34,13 @@ func TestQueueFullUnderTinyStreamLimit(t *testing.T) {
 
 func TestPerConnectionInFlightCap(t *testing.T) {
 	st := startStack(t, func(c *config.Config) { c.Origin.MaxInFlight = 3; c.Executor.Count = 0 })
-	c := dial(t, st.OriginWS())
+	c := testutil.DialWS(t, st.OriginWS())
 	for i := 0; i < 5; i++ {
-		c.sendJSON(map[string]any{"type": "start-fetch", "id": "f" + itoa(i), "url": st.TargetURL() + "/delay"})
+		c.SendJSON(map[string]any{"type": "start-fetch", "id": "f" + itoa(i), "url": st.TargetURL() + "/delay"})
 	}
 	counts := map[string]int{}
 	for i := 0; i < 5; i++ {
-		f := c.read()
+		f := c.Read()
 		counts[f.Type+":"+f.Code]++
 	}
 	if counts["enqueued:"] != 3 || counts["error:queue_full"] != 2 {
@@ -64,10 +65,10 @@ func TestSlowClientDoesNotDelayFastOne(t *testing.T) {
 			break // closed on us already: fine
 		}
 	}
-	fast := dial(t, st.OriginWS())
+	fast := testutil.DialWS(t, st.OriginWS())
 	start := time.Now()
 	for i := 0; i < 20; i++ {
-		if _, res := fast.fetch("x"+itoa(i), st.TargetURL()+"/delay?ms=0", nil); res.Type != "result" {
+		if _, res := fast.Fetch("x"+itoa(i), st.TargetURL()+"/delay?ms=0", nil); res.Type != "result" {
 			t.Fatalf("fast client got %+v", res)
 		}
 	}
@@ -100,14 +101,14 @@ func TestQueuedJobsSurviveRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := dial(t, st.OriginWS())
+	c := testutil.DialWS(t, st.OriginWS())
 	const n = 20
 	jobs := make([]string, 0, n)
 	for i := 0; i < n; i++ {
-		c.sendJSON(map[string]any{"type": "start-fetch", "id": "p" + itoa(i), "url": st.TargetURL() + "/echo?i=" + itoa(i)})
+		c.SendJSON(map[string]any{"type": "start-fetch", "id": "p" + itoa(i), "url": st.TargetURL() + "/echo?i=" + itoa(i)})
 	}
 	for len(jobs) < n {
-		f := c.read()
+		f := c.Read()
 		if f.Type != "enqueued" {
 			t.Fatalf("got %+v, want enqueued", f)
 		}
@@ -129,13 +130,13 @@ func TestQueuedJobsSurviveRestart(t *testing.T) {
 	// The target moved with the restart; the queued jobs still point at the
 	// old address, so allow-listing does not apply to them: their outcome is
 	// what counts. Each must end with exactly one final result.
-	c2 := dial(t, st2.OriginWS())
+	c2 := testutil.DialWS(t, st2.OriginWS())
 	for i, job := range jobs {
-		var f frame
+		var f testutil.Frame
 		deadline := time.Now().Add(15 * time.Second)
 		for {
-			c2.sendJSON(map[string]any{"type": "get-result", "id": "g" + itoa(i), "job": job})
-			f = c2.read()
+			c2.SendJSON(map[string]any{"type": "get-result", "id": "g" + itoa(i), "job": job})
+			f = c2.Read()
 			if f.Type != "error" || f.Code != "bad_request" || time.Now().After(deadline) {
 				break
 			}
@@ -152,19 +153,19 @@ func TestQueuedJobsSurviveRestart(t *testing.T) {
 
 func TestGetResultForFinishedJob(t *testing.T) {
 	st := startStack(t, nil)
-	c := dial(t, st.OriginWS())
-	enq, res := c.fetch("a", st.TargetURL()+"/echo?x=1", nil)
+	c := testutil.DialWS(t, st.OriginWS())
+	enq, res := c.Fetch("a", st.TargetURL()+"/echo?x=1", nil)
 	if res.Type != "result" {
 		t.Fatal(res)
 	}
-	c2 := dial(t, st.OriginWS())
-	c2.sendJSON(map[string]any{"type": "get-result", "id": "again", "job": enq.Job})
-	f := c2.read()
+	c2 := testutil.DialWS(t, st.OriginWS())
+	c2.SendJSON(map[string]any{"type": "get-result", "id": "again", "job": enq.Job})
+	f := c2.Read()
 	if f.Type != "result" || f.ID != "again" || f.Job != enq.Job || f.Body != res.Body {
 		t.Fatalf("get-result got %+v, want the same result under id again", f)
 	}
-	c2.sendJSON(map[string]any{"type": "get-result", "id": "nope", "job": "no-such-job"})
-	if f := c2.read(); f.Type != "error" || f.Code != "bad_request" || f.ID != "nope" {
+	c2.SendJSON(map[string]any{"type": "get-result", "id": "nope", "job": "no-such-job"})
+	if f := c2.Read(); f.Type != "error" || f.Code != "bad_request" || f.ID != "nope" {
 		t.Fatalf("unknown job got %+v, want bad_request", f)
 	}
 }
@@ -178,9 +179,9 @@ func TestDeadLetterPath(t *testing.T) {
 		c.Streams.AckWait = 300 * time.Millisecond
 		c.Streams.MaxDeliver = 2
 	})
-	c := dial(t, st.OriginWS())
-	c.sendJSON(map[string]any{"type": "start-fetch", "id": "dead", "url": st.TargetURL() + "/echo?dead=1"})
-	enq := c.read()
+	c := testutil.DialWS(t, st.OriginWS())
+	c.SendJSON(map[string]any{"type": "start-fetch", "id": "dead", "url": st.TargetURL() + "/echo?dead=1"})
+	enq := c.Read()
 	if enq.Type != "enqueued" {
 		t.Fatalf("got %+v", enq)
 	}
@@ -226,7 +227,7 @@ func TestDeadLetterPath(t *testing.T) {
 	}
 	defer ex.Shutdown(context.Background())
 
-	f := c.read()
+	f := c.Read()
 	if f.Type != "error" || f.Code != "dead_letter" || f.ID != "dead" || f.Job != enq.Job {
 		t.Fatalf("got %+v, want dead_letter error for the job", f)
 	}
@@ -243,8 +244,8 @@ func TestDeadLetterPath(t *testing.T) {
 	}
 	// The replayed job runs on the live executor; its result is kept for get-result.
 	for {
-		c.sendJSON(map[string]any{"type": "get-result", "id": "replayed", "job": newID})
-		f = c.read()
+		c.SendJSON(map[string]any{"type": "get-result", "id": "replayed", "job": newID})
+		f = c.Read()
 		if f.Type == "result" {
 			break
 		}
@@ -260,13 +261,13 @@ func TestDeadLetterPath(t *testing.T) {
 
 func TestPerConnectionRateLimit(t *testing.T) {
 	st := startStack(t, func(c *config.Config) { c.Origin.RatePerConn = 1; c.Origin.RateBurst = 3; c.Executor.Count = 0 })
-	c := dial(t, st.OriginWS())
+	c := testutil.DialWS(t, st.OriginWS())
 	for i := 0; i < 8; i++ {
-		c.sendJSON(map[string]any{"type": "start-fetch", "id": "r" + itoa(i), "url": st.TargetURL() + "/delay"})
+		c.SendJSON(map[string]any{"type": "start-fetch", "id": "r" + itoa(i), "url": st.TargetURL() + "/delay"})
 	}
 	counts := map[string]int{}
 	for i := 0; i < 8; i++ {
-		f := c.read()
+		f := c.Read()
 		counts[f.Type+":"+f.Code]++
 	}
 	// The burst of 3 passes; the rest of a same-instant burst is refused.
@@ -274,9 +275,9 @@ func TestPerConnectionRateLimit(t *testing.T) {
 		t.Fatalf("frames %v, want 3 enqueued and 5 queue_full", counts)
 	}
 	// Another connection has its own bucket.
-	c2 := dial(t, st.OriginWS())
-	c2.sendJSON(map[string]any{"type": "start-fetch", "id": "other", "url": st.TargetURL() + "/delay"})
-	if f := c2.read(); f.Type != "enqueued" {
+	c2 := testutil.DialWS(t, st.OriginWS())
+	c2.SendJSON(map[string]any{"type": "start-fetch", "id": "other", "url": st.TargetURL() + "/delay"})
+	if f := c2.Read(); f.Type != "enqueued" {
 		t.Fatalf("second connection got %+v, want enqueued", f)
 	}
 }

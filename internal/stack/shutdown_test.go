@@ -7,6 +7,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
+
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
 // TestCleanShutdownLeaksNoGoroutines runs fetches with a session still open
@@ -20,22 +22,22 @@ func TestCleanShutdownLeaksNoGoroutines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := dial(t, st.OriginWS())
+	c := testutil.DialWS(t, st.OriginWS())
 	for i := 0; i < 10; i++ {
-		if _, res := c.fetch("w"+itoa(i), st.TargetURL()+"/delay?ms=1", nil); res.Type != "result" {
+		if _, res := c.Fetch("w"+itoa(i), st.TargetURL()+"/delay?ms=1", nil); res.Type != "result" {
 			t.Fatalf("got %+v", res)
 		}
 	}
 	// One slow fetch still in flight when shutdown starts: the drain waits for it.
-	c.sendJSON(map[string]any{"type": "start-fetch", "id": "slow", "url": st.TargetURL() + "/delay?ms=300"})
-	if f := c.read(); f.Type != "enqueued" {
+	c.SendJSON(map[string]any{"type": "start-fetch", "id": "slow", "url": st.TargetURL() + "/delay?ms=300"})
+	if f := c.Read(); f.Type != "enqueued" {
 		t.Fatalf("got %+v, want enqueued", f)
 	}
-	got := make(chan frame, 1)
+	got := make(chan testutil.Frame, 1)
 	go func() {
-		_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-		var f frame
-		_ = c.conn.ReadJSON(&f)
+		_ = c.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var f testutil.Frame
+		_ = c.Conn.ReadJSON(&f)
 		got <- f
 	}()
 	if err := st.Shutdown(ctx); err != nil {
@@ -44,5 +46,5 @@ func TestCleanShutdownLeaksNoGoroutines(t *testing.T) {
 	if f := <-got; f.Type != "result" || f.ID != "slow" {
 		t.Fatalf("in-flight fetch ended with %+v, want its result before the close", f)
 	}
-	c.conn.Close()
+	c.Conn.Close()
 }

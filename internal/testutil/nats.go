@@ -1,0 +1,68 @@
+package testutil
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/pipeline-dev/pipeline/broker"
+)
+
+// This file imports broker, so broker's own tests cannot use this package.
+
+// StartNATS starts an embedded NATS server with JetStream on a free
+// 127.0.0.1 port, storing in t.TempDir(), and shuts it down at test end.
+// Monitoring is off.
+func StartNATS(t testing.TB) *broker.Server {
+	t.Helper()
+	srv, err := broker.NewServer(broker.ServerConfig{
+		Port:        -1,
+		MonitorPort: -2,
+		StoreDir:    t.TempDir(),
+		Logger:      zerolog.Nop(),
+	})
+	if err == nil {
+		err = srv.Start(context.Background())
+	}
+	if err != nil {
+		t.Fatalf("start nats: %v", err)
+	}
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	return srv
+}
+
+// Connect opens a TCP connection to srv that is closed at test end (before
+// the server stops, since cleanups run last-registered first).
+func Connect(t testing.TB, srv *broker.Server, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(srv.ClientURL(), append([]nats.Option{nats.Timeout(5 * time.Second)}, opts...)...)
+	if err != nil {
+		t.Fatalf("connect to nats %s: %v", srv.ClientURL(), err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// JetStream is a JetStream context on its own connection to srv.
+func JetStream(t testing.TB, srv *broker.Server) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(Connect(t, srv))
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	return js
+}
+
+// Provision creates the pipeline's streams and consumers on srv with cfg.
+func Provision(t testing.TB, js jetstream.JetStream, cfg broker.StreamsConfig) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := broker.Provision(ctx, js, cfg); err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+}
