@@ -182,4 +182,3 @@ func TestMaxConnectionsRefusesWith503(t *testing.T) {
 		return true
 	})
 }
-
