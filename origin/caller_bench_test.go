@@ -31,14 +31,14 @@ var benchPaths = []benchPath{
 		return origin.NewCaller(nil, origin.CallConfig{Functions: runtime.NewRegistry(runtime.Limits{})}), ViaDirect
 	}},
 	{"nats-inprocess", func(b *testing.B) (*origin.Caller, string) {
-		ns := startNATS(b)
-		startService(b, connect(b, ns, true), nil)
-		return origin.NewCaller(connect(b, ns, true), origin.CallConfig{}), ViaNATS
+		ns := testutil.StartNATS(b)
+		startService(b, testutil.ConnectVia(b, ns, true), nil)
+		return origin.NewCaller(testutil.ConnectVia(b, ns, true), origin.CallConfig{}), ViaNATS
 	}},
 	{"nats-tcp", func(b *testing.B) (*origin.Caller, string) {
-		ns := startNATS(b)
-		startService(b, connect(b, ns, false), nil)
-		return origin.NewCaller(connect(b, ns, false), origin.CallConfig{}), ViaNATS
+		ns := testutil.StartNATS(b)
+		startService(b, testutil.ConnectVia(b, ns, false), nil)
+		return origin.NewCaller(testutil.ConnectVia(b, ns, false), origin.CallConfig{}), ViaNATS
 	}},
 	{"http", func(b *testing.B) (*origin.Caller, string) {
 		rt := startHTTP(b, nil)

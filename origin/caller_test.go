@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
 
@@ -34,49 +33,6 @@ const (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// startNATS starts an embedded NATS server (no JetStream) on a free loopback
-// port, stopped by tb.Cleanup.
-func startNATS(tb testing.TB) *server.Server {
-	tb.Helper()
-	ns, err := server.NewServer(&server.Options{
-		Host:       "127.0.0.1",
-		Port:       -1,
-		NoLog:      true,
-		NoSigs:     true,
-		StoreDir:   tb.TempDir(),
-		MaxPayload: 8 << 20,
-	})
-	if err != nil {
-		tb.Fatalf("new nats server: %v", err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		ns.Shutdown()
-		tb.Fatal("nats server not ready within 10s")
-	}
-	tb.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	return ns
-}
-
-// connect opens a NATS connection to ns, over TCP loopback or (inProcess)
-// through an in-memory pipe, closed by tb.Cleanup.
-func connect(tb testing.TB, ns *server.Server, inProcess bool) *nats.Conn {
-	tb.Helper()
-	url, opts := ns.ClientURL(), []nats.Option{nats.Name(tb.Name())}
-	if inProcess {
-		url, opts = "", append(opts, nats.InProcessServer(ns))
-	}
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		tb.Fatalf("connect to nats: %v", err)
-	}
-	tb.Cleanup(nc.Close)
-	return nc
 }
 
 // startService runs a runtime Service on nc, shut down by tb.Cleanup.
@@ -175,11 +131,11 @@ type callerStack struct {
 
 func startCallerStack(t *testing.T, limits runtime.Limits) *callerStack {
 	t.Helper()
-	ns := startNATS(t)
+	ns := testutil.StartNATS(t)
 	reg := runtime.NewRegistry(limits)
-	startService(t, connect(t, ns, true), reg)
+	startService(t, testutil.ConnectVia(t, ns, true), reg)
 	rt := startHTTP(t, reg)
-	caller := origin.NewCaller(connect(t, ns, true), origin.CallConfig{
+	caller := origin.NewCaller(testutil.ConnectVia(t, ns, true), origin.CallConfig{
 		Functions: reg, RuntimeHTTP: rt.URL(), MaxPayload: reg.Limits().MaxPayload,
 	})
 	t.Cleanup(caller.Close)
@@ -261,8 +217,8 @@ func TestCallerErrors(t *testing.T) {
 }
 
 func TestCallerRuntimeUnavailable(t *testing.T) {
-	ns := startNATS(t)
-	nc := connect(t, ns, true)
+	ns := testutil.StartNATS(t)
+	nc := testutil.ConnectVia(t, ns, true)
 
 	// An HTTP address nothing listens on.
 	gone := httptest.NewServer(http.NotFoundHandler())
@@ -330,7 +286,7 @@ func TestCallerRuntimeUnavailable(t *testing.T) {
 // and its errors keep their status: a CodeBadRequest *broker.Error is 400,
 // any other error 500.
 func TestCallerUserFunction(t *testing.T) {
-	ns := startNATS(t)
+	ns := testutil.StartNATS(t)
 	reg := runtime.NewRegistry(runtime.Limits{})
 	if err := reg.Register("greet", func(_ context.Context, req []byte) ([]byte, error) {
 		switch string(req) {
@@ -343,9 +299,9 @@ func TestCallerUserFunction(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	startService(t, connect(t, ns, true), reg)
+	startService(t, testutil.ConnectVia(t, ns, true), reg)
 	rt := startHTTP(t, reg)
-	c := origin.NewCaller(connect(t, ns, true), origin.CallConfig{Functions: reg, RuntimeHTTP: rt.URL()})
+	c := origin.NewCaller(testutil.ConnectVia(t, ns, true), origin.CallConfig{Functions: reg, RuntimeHTTP: rt.URL()})
 	defer c.Close()
 	for _, via := range []string{ViaDirect, ViaNATS, ViaHTTP} {
 		out, err := c.Call(t.Context(), via, "greet", []byte("ada"))

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
 
@@ -14,49 +13,6 @@ import (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// startNATS starts an embedded NATS server (no JetStream) on a free loopback
-// port, stopped by tb.Cleanup.
-func startNATS(tb testing.TB) *server.Server {
-	tb.Helper()
-	ns, err := server.NewServer(&server.Options{
-		Host:       "127.0.0.1",
-		Port:       -1,
-		NoLog:      true,
-		NoSigs:     true,
-		StoreDir:   tb.TempDir(),
-		MaxPayload: 8 << 20,
-	})
-	if err != nil {
-		tb.Fatalf("new nats server: %v", err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		ns.Shutdown()
-		tb.Fatal("nats server not ready within 10s")
-	}
-	tb.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	return ns
-}
-
-// connect opens a NATS connection to ns, over TCP loopback or (inProcess)
-// through an in-memory pipe, closed by tb.Cleanup.
-func connect(tb testing.TB, ns *server.Server, inProcess bool) *nats.Conn {
-	tb.Helper()
-	url, opts := ns.ClientURL(), []nats.Option{nats.Name(tb.Name())}
-	if inProcess {
-		url, opts = "", append(opts, nats.InProcessServer(ns))
-	}
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		tb.Fatalf("connect to nats: %v", err)
-	}
-	tb.Cleanup(nc.Close)
-	return nc
 }
 
 // startService runs a runtime Service on nc, shut down by tb.Cleanup.

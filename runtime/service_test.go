@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/pipeline-dev/pipeline/broker"
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
 func request(t *testing.T, nc *nats.Conn, subject string, body []byte) *nats.Msg {
@@ -30,9 +31,9 @@ func request(t *testing.T, nc *nats.Conn, subject string, body []byte) *nats.Msg
 func TestServiceFunctions(t *testing.T) {
 	for _, inProcess := range []bool{true, false} {
 		t.Run(fmt.Sprintf("inprocess=%v", inProcess), func(t *testing.T) {
-			ns := startNATS(t)
-			startService(t, connect(t, ns, inProcess), Config{})
-			nc := connect(t, ns, inProcess)
+			ns := testutil.StartNATS(t)
+			startService(t, testutil.ConnectVia(t, ns, inProcess), Config{})
+			nc := testutil.ConnectVia(t, ns, inProcess)
 			for _, tc := range validCases() {
 				t.Run(tc.name, func(t *testing.T) {
 					msg := request(t, nc, "pipeline.rpc."+tc.fn, tc.body)
@@ -47,9 +48,9 @@ func TestServiceFunctions(t *testing.T) {
 }
 
 func TestServiceBadInput(t *testing.T) {
-	ns := startNATS(t)
-	startService(t, connect(t, ns, false), Config{Registry: testRegistry()})
-	nc := connect(t, ns, false)
+	ns := testutil.StartNATS(t)
+	startService(t, testutil.ConnectVia(t, ns, false), Config{Registry: testRegistry()})
+	nc := testutil.ConnectVia(t, ns, false)
 	for _, tc := range badCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			msg := request(t, nc, "pipeline.rpc."+tc.fn, tc.body)
@@ -66,9 +67,9 @@ func TestServiceBadInput(t *testing.T) {
 }
 
 func TestServiceSubjectPrefix(t *testing.T) {
-	ns := startNATS(t)
-	startService(t, connect(t, ns, true), Config{Subjects: broker.Subjects{Prefix: "acme"}})
-	nc := connect(t, ns, true)
+	ns := testutil.StartNATS(t)
+	startService(t, testutil.ConnectVia(t, ns, true), Config{Subjects: broker.Subjects{Prefix: "acme"}})
+	nc := testutil.ConnectVia(t, ns, true)
 	msg := request(t, nc, "acme.rpc.echo", []byte("hi"))
 	if string(msg.Data) != "hi" {
 		t.Fatalf("got %q, want %q", msg.Data, "hi")
@@ -82,9 +83,9 @@ func TestServiceSubjectPrefix(t *testing.T) {
 }
 
 func TestServiceDiscovery(t *testing.T) {
-	ns := startNATS(t)
-	svc := startService(t, connect(t, ns, false), Config{Workers: 3})
-	nc := connect(t, ns, false)
+	ns := testutil.StartNATS(t)
+	svc := startService(t, testutil.ConnectVia(t, ns, false), Config{Workers: 3})
+	nc := testutil.ConnectVia(t, ns, false)
 
 	for _, subject := range []string{"$SRV.PING", "$SRV.PING.runtime", "$SRV.PING.runtime." + svc.ID()} {
 		var ping micro.Ping
@@ -153,10 +154,10 @@ func TestServiceDiscovery(t *testing.T) {
 }
 
 func TestServiceInstancesShareRequests(t *testing.T) {
-	ns := startNATS(t)
-	a := startService(t, connect(t, ns, false), Config{})
-	b := startService(t, connect(t, ns, false), Config{})
-	nc := connect(t, ns, false)
+	ns := testutil.StartNATS(t)
+	a := startService(t, testutil.ConnectVia(t, ns, false), Config{})
+	b := startService(t, testutil.ConnectVia(t, ns, false), Config{})
+	nc := testutil.ConnectVia(t, ns, false)
 	const n = 200
 	for i := range n {
 		body := fmt.Appendf(nil, "req-%d", i)
@@ -203,7 +204,7 @@ func TestServiceRunsRequestsConcurrently(t *testing.T) {
 	const workers = 4
 	arrived := make(chan struct{}, workers)
 	release := make(chan struct{})
-	ns := startNATS(t)
+	ns := testutil.StartNATS(t)
 	reg := NewRegistry(Limits{})
 	// A user function that blocks, then echoes.
 	if err := reg.Register("wait", func(ctx context.Context, body []byte) ([]byte, error) {
@@ -213,8 +214,8 @@ func TestServiceRunsRequestsConcurrently(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	startService(t, connect(t, ns, true), Config{Workers: workers, Registry: reg})
-	nc := connect(t, ns, true)
+	startService(t, testutil.ConnectVia(t, ns, true), Config{Workers: workers, Registry: reg})
+	nc := testutil.ConnectVia(t, ns, true)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -250,8 +251,8 @@ func TestServiceRunsRequestsConcurrently(t *testing.T) {
 }
 
 func TestServiceStop(t *testing.T) {
-	ns := startNATS(t)
-	svc, err := New(connect(t, ns, true), Config{})
+	ns := testutil.StartNATS(t)
+	svc, err := New(testutil.ConnectVia(t, ns, true), Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +262,7 @@ func TestServiceStop(t *testing.T) {
 	if err := svc.Start(t.Context()); !errors.Is(err, ErrStarted) {
 		t.Fatalf("second start: got %v, want ErrStarted", err)
 	}
-	nc := connect(t, ns, true)
+	nc := testutil.ConnectVia(t, ns, true)
 	request(t, nc, "pipeline.rpc.echo", []byte("x"))
 	if err := svc.Shutdown(t.Context()); err != nil {
 		t.Fatalf("stop: %v", err)
@@ -283,12 +284,12 @@ func TestNewServiceErrors(t *testing.T) {
 	if _, err := New(nil, Config{}); err == nil {
 		t.Fatal("nil conn: want an error")
 	}
-	ns := startNATS(t)
-	if _, err := New(connect(t, ns, true), Config{Version: "not-semver"}); err == nil {
+	ns := testutil.StartNATS(t)
+	if _, err := New(testutil.ConnectVia(t, ns, true), Config{Version: "not-semver"}); err == nil {
 		t.Fatal("bad version: want an error")
 	}
 	// Shut down before Start: Start then fails with ErrStopped.
-	svc, err := New(connect(t, ns, true), Config{})
+	svc, err := New(testutil.ConnectVia(t, ns, true), Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

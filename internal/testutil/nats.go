@@ -66,3 +66,14 @@ func Provision(t testing.TB, js jetstream.JetStream, cfg broker.StreamsConfig) {
 		t.Fatalf("provision: %v", err)
 	}
 }
+
+// ConnectVia is Connect over TCP loopback, or through an in-memory pipe
+// (nats.InProcessServer) when inProcess is set.
+func ConnectVia(t testing.TB, srv *broker.Server, inProcess bool) *nats.Conn {
+	t.Helper()
+	opts := []nats.Option{nats.Name(t.Name())}
+	if inProcess {
+		opts = append(opts, nats.InProcessServer(srv.NATS()))
+	}
+	return Connect(t, srv, opts...)
+}
