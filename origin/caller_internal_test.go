@@ -73,15 +73,15 @@ func TestCallerMetrics(t *testing.T) {
 		status  int
 		outcome string
 	}{
-		{"echo", "nats", 0, callOK},
-		{"transform", "http", 200, callOK},
-		{"compute", "direct", 400, callBadInput},
-		{"echo", "nats", 413, callBadInput},
-		{"echo", "nats", 499, callCancelled},
-		{"echo", "http", 502, callUnavailable},
-		{"echo", "http", 504, callTimeout},
-		{"echo", "http", 500, callError},
-		{"other", "pigeon", 0, callOK},
+		{"echo", "nats", 0, metrics.CallOK},
+		{"transform", "http", 200, metrics.CallOK},
+		{"compute", "direct", 400, metrics.CallBadInput},
+		{"echo", "nats", 413, metrics.CallBadInput},
+		{"echo", "nats", 499, metrics.CallCancelled},
+		{"echo", "http", 502, metrics.CallUnavailable},
+		{"echo", "http", 504, metrics.CallTimeout},
+		{"echo", "http", 500, metrics.CallError},
+		{"other", "pigeon", 0, metrics.CallOK},
 	}
 	for _, c := range cases {
 		r.called(c.fn, c.via, c.status, time.Millisecond)

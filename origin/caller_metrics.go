@@ -1,7 +1,6 @@
 package origin
 
 import (
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -9,38 +8,15 @@ import (
 	"github.com/pipeline-dev/pipeline/internal/metrics"
 )
 
-// Outcome label values of pipeline_rpc_calls_total, derived from a call's
-// status (CallError.Status).
+// Metric family names of the /call caller.
 const (
-	callOK          = "ok"          // 2xx, or no error
-	callBadInput    = "bad_input"   // 4xx: bad body, unknown function or via, too large
-	callCancelled   = "cancelled"   // 499: the caller went away
-	callUnavailable = "unavailable" // 502/503: no runtime reachable
-	callTimeout     = "timeout"     // 504
-	callError       = "error"       // anything else (500)
+	// MetricRPCCallsTotal counts calls made by the caller, labelled fn, via
+	// (direct, nats, http) and outcome (metrics.CallOutcomes).
+	MetricRPCCallsTotal = "pipeline_rpc_calls_total"
+	// MetricRPCSeconds is the caller-side call latency histogram, labelled
+	// fn and via.
+	MetricRPCSeconds = "pipeline_rpc_seconds"
 )
-
-func callOutcomes() []string {
-	return []string{callOK, callBadInput, callCancelled, callUnavailable, callTimeout, callError}
-}
-
-// callOutcomeIndex maps a status (0 meaning success) to an index in
-// callOutcomes().
-func callOutcomeIndex(status int) int {
-	switch {
-	case status == 0 || status >= 200 && status < 300:
-		return 0
-	case status == 499:
-		return 2
-	case status >= 400 && status < 500:
-		return 1
-	case status == 502 || status == 503:
-		return 3
-	case status == 504:
-		return 4
-	}
-	return 5
-}
 
 // callerMetrics are the /call caller's metrics, shared by every Caller of a
 // process (metrics.Part):
@@ -49,43 +25,23 @@ func callOutcomeIndex(status int) int {
 //	pipeline_rpc_seconds{fn,via}                                 caller-side call latency (histogram)
 //
 // fn and via are "other" when unknown, so that the label set stays bounded.
-// The children of a (fn, via) cell are resolved on its first call and kept,
-// so /metrics shows only the paths in use and later calls do not allocate.
 // A nil *callerMetrics records nothing; its methods are safe for concurrent
 // use.
-type callerMetrics struct {
-	calls   *prometheus.CounterVec
-	seconds *prometheus.HistogramVec
-	mu      sync.RWMutex
-	cells   map[callCellKey]*callCell
-}
-
-type callCellKey struct{ fn, via string }
-
-// callCell holds the resolved children of one (fn, via).
-type callCell struct {
-	calls   [6]prometheus.Counter // by outcome index
-	seconds prometheus.Observer
-}
+type callerMetrics struct{ calls *metrics.CallCounters }
 
 // newCallerMetrics returns the process's caller metrics from m (nil for a
 // nil m), registering them on first use.
 func newCallerMetrics(m *metrics.Metrics) *callerMetrics {
 	return metrics.Part(m, "origin-caller", func(reg prometheus.Registerer) *callerMetrics {
-		c := &callerMetrics{
-			calls: prometheus.NewCounterVec(prometheus.CounterOpts{
-				Namespace: metrics.Namespace, Subsystem: "rpc", Name: "calls_total",
-				Help: "Function calls made by the caller (/call/<fn>), by function, delegation path and outcome.",
-			}, []string{"fn", "via", "outcome"}),
-			seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-				Namespace: metrics.Namespace, Subsystem: "rpc", Name: "seconds",
-				Help:    "Caller-side latency of function calls, delegation included.",
-				Buckets: metrics.LatencyBuckets(),
-			}, []string{"fn", "via"}),
-			cells: make(map[callCellKey]*callCell),
-		}
-		reg.MustRegister(c.calls, c.seconds)
-		return c
+		c := metrics.NewCallCounters(prometheus.CounterOpts{
+			Name: MetricRPCCallsTotal,
+			Help: "Function calls made by the caller (/call/<fn>), by function, delegation path and outcome.",
+		}, prometheus.HistogramOpts{
+			Name: MetricRPCSeconds,
+			Help: "Caller-side latency of function calls, delegation included.",
+		})
+		reg.MustRegister(c)
+		return &callerMetrics{calls: c}
 	})
 }
 
@@ -112,28 +68,5 @@ func (m *callerMetrics) called(fn, via string, status int, d time.Duration) {
 	default:
 		via = "other"
 	}
-	c := m.cell(fn, via)
-	c.calls[callOutcomeIndex(status)].Inc()
-	c.seconds.Observe(d.Seconds())
-}
-
-func (m *callerMetrics) cell(fn, via string) *callCell {
-	k := callCellKey{fn, via}
-	m.mu.RLock()
-	c, ok := m.cells[k]
-	m.mu.RUnlock()
-	if ok {
-		return c
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if c, ok := m.cells[k]; ok {
-		return c
-	}
-	c = &callCell{seconds: m.seconds.WithLabelValues(fn, via)}
-	for i, out := range callOutcomes() {
-		c.calls[i] = m.calls.WithLabelValues(fn, via, out)
-	}
-	m.cells[k] = c
-	return c
+	m.calls.Observe(fn, via, status, d)
 }

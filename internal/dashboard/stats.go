@@ -12,10 +12,6 @@ import (
 	"github.com/pipeline-dev/pipeline/origin"
 )
 
-// mRPCCalls is the RPC calls counter the dashboard reads.
-// TODO(runtime names): use the name the runtime package exports.
-const mRPCCalls = "pipeline_rpc_calls_total"
-
 // Stats is the JSON document GET /api/stats returns: the live numbers of
 // the process's origin (and of its in-process executors, when it has any).
 // Rates and percentiles are over recent windows; totals are since the
@@ -128,7 +124,7 @@ func snapshotOf(at time.Time, mfs []*dto.MetricFamily) *snapshot {
 			s.execJobs = sumCounter(mf)
 		case executor.MetricRedeliveriesTotal:
 			s.redeliveries = sumCounter(mf)
-		case mRPCCalls:
+		case origin.MetricRPCCallsTotal:
 			s.rpcCal = sumCounter(mf)
 		case origin.MetricWSConnections:
 			s.connections = sumGauge(mf)
