@@ -28,10 +28,13 @@ type finished struct {
 // enabled reports whether finished results are kept (the bucket exists).
 func (f *finished) enabled() bool { return f.kv != nil }
 
-// put stores a finished result (its wire form) asynchronously.
-func (f *finished) put(jobID string, data []byte) (jetstream.PubAckFuture, error) {
+// begin makes a result visible to get-result before its continuation runs
+// (the continuation may push the result frame, and the client may ask
+// get-result at once); put stores it, stored or a failed continuation ends
+// the window.
+func (f *finished) begin(jobID string, data []byte) {
 	if f.kv == nil {
-		return nil, nil
+		return
 	}
 	f.mu.Lock()
 	if f.storing == nil {
@@ -39,6 +42,14 @@ func (f *finished) put(jobID string, data []byte) (jetstream.PubAckFuture, error
 	}
 	f.storing[jobID] = data
 	f.mu.Unlock()
+}
+
+// put stores a finished result (its wire form) asynchronously.
+func (f *finished) put(jobID string, data []byte) (jetstream.PubAckFuture, error) {
+	if f.kv == nil {
+		return nil, nil
+	}
+	f.begin(jobID, data)
 	fut, err := f.js.PublishAsync(broker.FinishedSubject(f.origin, jobID), data)
 	if err != nil {
 		f.stored(jobID)

@@ -485,10 +485,12 @@ func (s *Server) onResult(msg jetstream.Msg) {
 		_ = msg.NakWithDelay(10 * time.Second)
 		return
 	}
+	s.finished.begin(res.JobID, msg.Data())
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ResultAckWait)
 	err = fn(ctx, res)
 	cancel()
 	if err != nil {
+		s.finished.stored(res.JobID)
 		s.dedup.abort(res.JobID)
 		s.log.Warn().Err(err).Str("job", res.JobID).Str("continuation", res.Continuation.Name).Msg("continuation failed; will retry")
 		_ = msg.NakWithDelay(time.Second)
