@@ -254,7 +254,9 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 	s.ready = ready
 	s.untrackIF = s.m.TrackInFlight(s.pendingFetches)
 	s.upgrader = websocket.Upgrader{
-		ReadBufferSize: 4096,
+		// Small: an idle session holds it. Larger frames are read straight
+		// into the session's frame buffer.
+		ReadBufferSize: 1024,
 		// Sessions frame their writes themselves (wswriter.go); gorilla's
 		// write buffer is used only for the rare control frames it writes,
 		// so it comes from a pool instead of being held by every session.

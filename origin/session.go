@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -49,7 +50,9 @@ type session struct {
 	out   *outbox
 	pongs chan []byte
 	acks  chan *pendingFetch
-	done  chan struct{}
+	// ackRunning is set while an ackLoop goroutine runs.
+	ackRunning atomic.Bool
+	done       chan struct{}
 
 	// state is the default continuation's state for this session, encoded once.
 	state json.RawMessage
@@ -101,15 +104,13 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess := &session{
-		id:       nuid.Next(),
-		srv:      s,
-		conn:     conn,
-		out:      newOutbox(s.cfg.SendQueue, s.cfg.SendQueueBytes),
-		pongs:    make(chan []byte, 1),
-		acks:     make(chan *pendingFetch, min(s.cfg.MaxInFlight, ackQueue)),
-		done:     make(chan struct{}),
-		pending:  make(map[string]*pendingFetch),
-		byClient: make(map[string]struct{}),
+		id:    nuid.Next(),
+		srv:   s,
+		conn:  conn,
+		out:   newOutbox(s.cfg.SendQueue, s.cfg.SendQueueBytes),
+		pongs: make(chan []byte, 1),
+		acks:  make(chan *pendingFetch, min(s.cfg.MaxInFlight, ackQueue)),
+		done:  make(chan struct{}),
 	}
 	sess.state = mustJSON(clientState{Session: sess.id})
 	if s.cfg.RatePerConn > 0 {
@@ -136,14 +137,13 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.sessions[sess.id] = sess
-	s.sessWG.Add(3)
+	s.sessWG.Add(2) // reader and writer; the ack loop runs only while fetches wait for storage
 	s.sessMu.Unlock()
 	s.m.ConnOpened()
 	sess.log.Debug().Msg("session opened")
 	sess.queue(mustJSON(helloFrame{Type: frameHello, Origin: s.cfg.ID, Version: Version}))
 	sess.installControlHandlers()
 	go sess.writeLoop()
-	go sess.ackLoop()
 	go sess.readLoop()
 }
 
@@ -336,6 +336,10 @@ func (c *session) startFetch(f *clientFrame, received time.Time) {
 		return
 	}
 	// Registered before publishing: the result may arrive before the PubAck.
+	if c.pending == nil { // allocated on first use: idle sessions stay small
+		c.pending = make(map[string]*pendingFetch)
+		c.byClient = make(map[string]struct{})
+	}
 	c.pending[job.ID] = p
 	c.byClient[f.ID] = struct{}{}
 	c.mu.Unlock()
@@ -349,36 +353,51 @@ func (c *session) startFetch(f *clientFrame, received time.Time) {
 	select {
 	case c.acks <- p:
 	case <-c.done:
+		return
+	}
+	if c.ackRunning.CompareAndSwap(false, true) {
+		c.srv.sessWG.Add(1) // the reader holds a count: no race with Wait
+		go c.ackLoop()
 	}
 }
 
 // ackLoop waits for PubAcks in submission order and tells the client
-// "enqueued" once JetStream stored each job.
+// "enqueued" once JetStream stored each job. It runs only while jobs wait
+// for their PubAck: an idle session has no ack goroutine.
 func (c *session) ackLoop() {
 	defer c.srv.sessWG.Done()
 	for {
+		var p *pendingFetch
 		select {
 		case <-c.done:
 			return
-		case p := <-c.acks:
-			select {
-			case <-p.fut.Ok():
-				c.srv.enqueued.Add(1)
-				c.srv.m.Enqueued()
-				c.markEnqueued(p)
-			case err := <-p.fut.Err():
-				if temporaryPublishErr(err) {
-					// The job may or may not be stored (a reconnect fails
-					// every pending PubAck). Publish it again with the same
-					// Nats-Msg-Id: a duplicate PubAck proves it is stored.
-					c.srv.sessWG.Add(1)
-					go c.republish(p, err)
-					continue
-				}
-				c.fail(p, c.srv.publishErr(err))
-			case <-c.done:
+		case p = <-c.acks:
+		default:
+			// Nothing waits: stop, unless a job was queued meanwhile (its
+			// sender saw this loop running and started none).
+			c.ackRunning.Store(false)
+			if len(c.acks) == 0 || !c.ackRunning.CompareAndSwap(false, true) {
 				return
 			}
+			continue
+		}
+		select {
+		case <-p.fut.Ok():
+			c.srv.enqueued.Add(1)
+			c.srv.m.Enqueued()
+			c.markEnqueued(p)
+		case err := <-p.fut.Err():
+			if temporaryPublishErr(err) {
+				// The job may or may not be stored (a reconnect fails
+				// every pending PubAck). Publish it again with the same
+				// Nats-Msg-Id: a duplicate PubAck proves it is stored.
+				c.srv.sessWG.Add(1)
+				go c.republish(p, err)
+				continue
+			}
+			c.fail(p, c.srv.publishErr(err))
+		case <-c.done:
+			return
 		}
 	}
 }

@@ -20,7 +20,10 @@ import (
 // concurrent use.
 //
 // Replies to get-result frames sent with id GetResultID(fetch id) count as
-// frames of that fetch; a bad_request reply (not finished yet) is dropped.
+// frames of that fetch; a bad_request reply (not finished yet) is dropped,
+// and so is a reply for a fetch that already has its final frame (a test
+// that asks again before the first answer came gets two answers to two
+// questions, not a duplicate delivery).
 type Ledger struct {
 	mu      sync.Mutex
 	sent    map[string]string  // fetch id → body its result must carry ("": any)
@@ -68,6 +71,9 @@ func (l *Ledger) Record(f Frame) {
 	if id, ok := strings.CutPrefix(f.ID, getPrefix); ok {
 		if f.Type == "error" && f.Code == "bad_request" {
 			return // not finished (yet)
+		}
+		if l.nfin[id] > 0 {
+			return // answered already
 		}
 		f.ID = id
 	}

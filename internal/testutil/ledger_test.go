@@ -38,6 +38,7 @@ func TestLedgerSummaryAndCheck(t *testing.T) {
 		{Type: "enqueued", ID: "late", Job: "J6"},
 		{Type: "error", ID: GetResultID("late"), Job: "J6", Code: "bad_request"}, // not finished yet: dropped
 		{Type: "result", ID: GetResultID("late"), Job: "J6", Status: 201, Attempt: 1},
+		{Type: "result", ID: GetResultID("late"), Job: "J6", Status: 201, Attempt: 1}, // asked twice: not a duplicate
 		{Type: "enqueued", ID: "body", Job: "J7"},
 		{Type: "result", ID: "body", Job: "J7", Status: 200, Body: "other"},
 		{Type: "result", ID: "never-sent", Job: "J8", Status: 200},
