@@ -37,5 +37,24 @@ func provisionFinished(ctx context.Context, js jetstream.JetStream, c StreamsCon
 	if err != nil {
 		return fmt.Errorf("provision bucket %s: %w", FinishedBucket, err)
 	}
+	// A KV bucket refuses new keys when full (discard new). For finished
+	// results the oldest must go instead: a full store must never refuse
+	// the result of a job that is finishing now, which is what makes an
+	// origin's restart recovery and get-result work. Dropping an old entry
+	// is safe for de-duplication, which needs an entry only between its
+	// continuation and the ack of its result.
+	st, err := js.Stream(ctx, finishedStream)
+	if err != nil {
+		return fmt.Errorf("provision bucket %s: %w", FinishedBucket, err)
+	}
+	if sc := st.CachedInfo().Config; sc.Discard != jetstream.DiscardOld {
+		sc.Discard = jetstream.DiscardOld
+		if _, err := js.UpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("provision bucket %s: discard old: %w", FinishedBucket, err)
+		}
+	}
 	return nil
 }
+
+// finishedStream is the stream behind FinishedBucket.
+const finishedStream = "KV_" + FinishedBucket
