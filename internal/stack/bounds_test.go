@@ -99,7 +99,7 @@ func TestClientThatStopsReadingIsClosedAndItsResultsKept(t *testing.T) {
 		c.Origin.WriteTimeout = time.Second
 		c.Executor.Policy.Allow = append(c.Executor.Policy.Allow, strings.TrimPrefix(big.URL, "http://"))
 	})
-	slow := testutil.DialWS(t, st.OriginWS())
+	slow := testutil.DialWSSmallBuffer(t, st.OriginWS())
 	const n = 60
 	for i := 0; i < n; i++ {
 		slow.SendJSON(map[string]any{"type": "start-fetch", "id": "s" + itoa(i), "url": big.URL + "/"})

@@ -54,12 +54,8 @@ func TestSlowClientDoesNotDelayFastOne(t *testing.T) {
 		c.Origin.WriteTimeout = 500 * time.Millisecond
 	})
 	// The slow client asks for large bodies and never reads: more than the
-	// kernel's socket buffers hold, so the origin's writer stalls.
-	slow, _, err := websocket.DefaultDialer.Dial(st.OriginWS(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slow.Close()
+	// socket buffers hold, so the origin's writer stalls.
+	slow := testutil.DialWSSmallBuffer(t, st.OriginWS()).Conn
 	for i := 0; i < 60; i++ {
 		if err := slow.WriteJSON(map[string]any{"type": "start-fetch", "id": "s" + itoa(i), "url": st.TargetURL() + "/bytes?n=1000000"}); err != nil {
 			break // closed on us already: fine

@@ -2,6 +2,8 @@ package testutil
 
 import (
 	"encoding/json"
+	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -47,7 +49,32 @@ type WSClient struct {
 // closes the connection at test end.
 func DialWS(t testing.TB, wsURL string) *WSClient {
 	t.Helper()
-	conn, _, err := websocket.DefaultDialer.Dial(wsURL, nil)
+	return dialWS(t, websocket.DefaultDialer, wsURL)
+}
+
+// DialWSSmallBuffer is DialWS with a socket receive buffer of a few KiB, for
+// a client that stops reading: the origin's writes then stall after a few
+// KiB instead of after the megabytes loopback buffers absorb, so a test
+// reaches the stalled state with little data, on a loaded machine too.
+func DialWSSmallBuffer(t testing.TB, wsURL string) *WSClient {
+	t.Helper()
+	d := *websocket.DefaultDialer
+	d.NetDialContext = (&net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}).DialContext
+	return dialWS(t, &d, wsURL)
+}
+
+func dialWS(t testing.TB, d *websocket.Dialer, wsURL string) *WSClient {
+	t.Helper()
+	conn, _, err := d.Dial(wsURL, nil)
 	if err != nil {
 		t.Fatalf("dial %s: %v", wsURL, err)
 	}
