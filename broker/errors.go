@@ -26,6 +26,9 @@ const (
 	CodeInternal           Code = "internal"
 	// CodeDeadLetter marks a job that exhausted its deliveries.
 	CodeDeadLetter Code = "dead_letter"
+	// CodeNotFound answers a get-result (or cancel) for a job the origin
+	// does not know (PROTOCOL.md §1.1).
+	CodeNotFound Code = "not_found"
 )
 
 // Codes lists every wire error code in a fixed order (metrics resolve one
@@ -33,7 +36,7 @@ const (
 func Codes() []Code {
 	return []Code{
 		CodeBadRequest, CodeInvalidURL, CodeBlockedDestination, CodeTooLarge, CodeQueueFull,
-		CodeTimeout, CodeFetchFailed, CodeUnauthorized, CodeInternal, CodeDeadLetter,
+		CodeTimeout, CodeFetchFailed, CodeUnauthorized, CodeInternal, CodeDeadLetter, CodeNotFound,
 	}
 }
 

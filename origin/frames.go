@@ -20,6 +20,7 @@ const (
 	frameEnqueued   = "enqueued"
 	frameResult     = "result"
 	frameError      = "error"
+	framePending    = "pending"
 )
 
 // clientFrame is any client → origin frame.
@@ -203,6 +204,15 @@ type helloFrame struct {
 	Type    string `json:"type"`
 	Origin  string `json:"origin"`
 	Version string `json:"version"`
+}
+
+// pendingFrame answers a get-result for a job that has not finished
+// (PROTOCOL.md §1.1).
+type pendingFrame struct {
+	Type  string `json:"type"`
+	ID    string `json:"id"`
+	Job   string `json:"job"`
+	State string `json:"state"`
 }
 
 type enqueuedFrame struct {

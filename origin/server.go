@@ -194,6 +194,8 @@ type Server struct {
 	sessions map[string]*session
 	// refusedLogAt is when a refused upgrade was last logged (UnixNano).
 	refusedLogAt atomic.Int64
+	// inflight indexes accepted jobs without a result (get-result: pending).
+	inflight inflight
 	// writers are the sessions' buffered writers, held only while writing.
 	writers sync.Pool
 	sessWG  sync.WaitGroup
@@ -499,6 +501,7 @@ func (s *Server) onResult(msg jetstream.Msg) {
 		return
 	}
 	s.dedup.finish(res.JobID)
+	s.finishJob(res)
 	s.finishedN.Add(1)
 	s.m.ExecutorSeen(res.Executor)
 	fut, err := s.finished.put(res.JobID, msg.Data())

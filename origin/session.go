@@ -289,18 +289,52 @@ func (c *session) getResult(f *clientFrame) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if c.replyFinished(ctx, f) {
+		return
+	}
+	// Not finished: in flight here? Then answer pending and attach this
+	// connection, so it gets the final frame too. The pending frame goes
+	// first: attaching after it, then looking at the store again, catches a
+	// result that finished in between without answering twice.
+	a := attachment{sess: c, id: f.ID}
+	seq, found, taken := c.srv.inflight.attach(f.Job, a)
+	switch {
+	case !found:
+		if !c.replyFinished(ctx, f) {
+			c.queue(encodeError(f.ID, f.Job, broker.Errorf(broker.CodeNotFound, "no job %q on this origin (unknown, or past the retention window)", truncate(f.Job, 64))))
+		}
+		return
+	case !taken:
+		c.queue(encodeError(f.ID, f.Job, broker.Errorf(broker.CodeQueueFull, "too many connections wait for job %q", truncate(f.Job, 64))))
+		return
+	}
+	c.queue(mustJSON(pendingFrame{Type: framePending, ID: f.ID, Job: f.Job, State: c.srv.jobState(ctx, seq)}))
+	if res, err := c.srv.finished.get(ctx, f.Job); err == nil && res != nil && c.srv.inflight.detach(f.Job, a) {
+		c.queueFinal(f.ID, res)
+	}
+}
+
+// replyFinished answers a get-result from the finished-results store and
+// reports whether it did (the job finished within retention, or the store
+// could not be read).
+func (c *session) replyFinished(ctx context.Context, f *clientFrame) bool {
 	res, err := c.srv.finished.get(ctx, f.Job)
-	cancel()
 	if err != nil {
 		c.log.Warn().Err(err).Str("job", f.Job).Msg("get-result")
 		c.queue(encodeError(f.ID, f.Job, broker.Errorf(broker.CodeInternal, "could not read the result store")))
-		return
+		return true
 	}
 	if res == nil {
-		c.queue(encodeError(f.ID, f.Job, broker.Errorf(broker.CodeBadRequest, "no finished result for job %q (unknown, still running, or past the retention window)", truncate(f.Job, 64))))
-		return
+		return false
 	}
-	c.queue(encodeResult(f.ID, res, Timing{
+	c.queueFinal(f.ID, res)
+	return true
+}
+
+// queueFinal queues a finished job's final frame under id.
+func (c *session) queueFinal(id string, res *broker.Result) {
+	c.queue(encodeResult(id, res, Timing{
 		QueueMS: ms(res.QueueDuration()),
 		FetchMS: ms(time.Duration(res.FetchNanos)),
 	}))
@@ -343,6 +377,7 @@ func (c *session) startFetch(f *clientFrame, received time.Time) {
 	c.pending[job.ID] = p
 	c.byClient[f.ID] = struct{}{}
 	c.mu.Unlock()
+	c.srv.inflight.add(job.ID)
 
 	fut, err := c.srv.publish(job)
 	if err != nil {
@@ -382,7 +417,8 @@ func (c *session) ackLoop() {
 			continue
 		}
 		select {
-		case <-p.fut.Ok():
+		case ack := <-p.fut.Ok():
+			c.srv.inflight.stored(p.jobID, ack.Sequence)
 			c.srv.enqueued.Add(1)
 			c.srv.m.Enqueued()
 			c.markEnqueued(p)
@@ -434,7 +470,8 @@ func (c *session) republish(p *pendingFetch, err error) {
 			continue
 		}
 		select {
-		case <-fut.Ok():
+		case ack := <-fut.Ok():
+			c.srv.inflight.stored(p.jobID, ack.Sequence)
 			c.srv.enqueued.Add(1)
 			c.srv.m.Enqueued()
 			c.markEnqueued(p)
@@ -469,6 +506,11 @@ func (c *session) fail(p *pendingFetch, err error) {
 		lvl = zerolog.DebugLevel // expected backpressure, not an incident
 	}
 	c.log.WithLevel(lvl).Err(err).Str("id", p.clientID).Str("job", p.jobID).Str("code", string(code)).Msg("job not stored")
+	if job == "" { // not stored: no result will come for connections attached meanwhile
+		for _, a := range c.srv.inflight.remove(p.jobID) {
+			a.sess.queue(encodeError(a.id, p.jobID, broker.Errorf(code, "%s", msg)))
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.pending[p.jobID]; !ok {

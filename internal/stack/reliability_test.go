@@ -2,7 +2,10 @@ package stack
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -133,12 +136,14 @@ func TestQueuedJobsSurviveRestart(t *testing.T) {
 		for {
 			c2.SendJSON(map[string]any{"type": "get-result", "id": "g" + itoa(i), "job": job})
 			f = c2.Read()
-			if f.Type != "error" || f.Code != "bad_request" || time.Now().After(deadline) {
+			// A restarted origin does not know jobs still queued from before
+			// (not_found) until their result arrives.
+			if f.Type != "error" || f.Code != "not_found" || time.Now().After(deadline) {
 				break
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		if f.ID != "g"+itoa(i) || f.Job != job || (f.Type != "result" && f.Type != "error") || f.Code == "bad_request" {
+		if f.ID != "g"+itoa(i) || f.Job != job || (f.Type != "result" && f.Type != "error") || f.Code == "not_found" {
 			t.Fatalf("job %s after restart: got %+v, want its final frame", job, f)
 		}
 	}
@@ -161,8 +166,8 @@ func TestGetResultForFinishedJob(t *testing.T) {
 		t.Fatalf("get-result got %+v, want the same result under id again", f)
 	}
 	c2.SendJSON(map[string]any{"type": "get-result", "id": "nope", "job": "no-such-job"})
-	if f := c2.Read(); f.Type != "error" || f.Code != "bad_request" || f.ID != "nope" {
-		t.Fatalf("unknown job got %+v, want bad_request", f)
+	if f := c2.Read(); f.Type != "error" || f.Code != "not_found" || f.ID != "nope" {
+		t.Fatalf("unknown job got %+v, want not_found", f)
 	}
 }
 
@@ -275,5 +280,56 @@ func TestPerConnectionRateLimit(t *testing.T) {
 	c2.SendJSON(map[string]any{"type": "start-fetch", "id": "other", "url": st.TargetURL() + "/delay"})
 	if f := c2.Read(); f.Type != "enqueued" {
 		t.Fatalf("second connection got %+v, want enqueued", f)
+	}
+}
+
+// TestGetResultOnRunningJobAttaches: get-result for a job still running
+// answers pending and attaches the asking connection, which then gets the
+// final frame under its get-result id; the connection that started the job
+// gets its own. PROTOCOL.md §1.1.
+func TestGetResultOnRunningJobAttaches(t *testing.T) {
+	release := make(chan struct{})
+	hold := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = w.Write([]byte("done"))
+	}))
+	defer hold.Close()
+	var once sync.Once
+	defer once.Do(func() { close(release) })
+	st := startStack(t, func(c *config.Config) {
+		c.Executor.Policy.Allow = append(c.Executor.Policy.Allow, strings.TrimPrefix(hold.URL, "http://"))
+	})
+	a := testutil.DialWS(t, st.OriginWS())
+	a.SendJSON(map[string]any{"type": "start-fetch", "id": "f", "url": hold.URL + "/"})
+	enq := a.Read()
+	if enq.Type != "enqueued" {
+		t.Fatalf("got %+v, want enqueued", enq)
+	}
+	b := testutil.DialWS(t, st.OriginWS())
+	asks := 0
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		// running once an executor holds it (it waits on release).
+		b.SendJSON(map[string]any{"type": "get-result", "id": "g", "job": enq.Job})
+		asks++
+		p := b.Read()
+		if p.Type != "pending" || p.ID != "g" || p.Job != enq.Job || (p.State != "queued" && p.State != "running") {
+			t.Fatalf("get-result on a running job: got %+v, want pending for job %s", p, enq.Job)
+		}
+		return p.State == "running"
+	})
+	once.Do(func() { close(release) })
+	// Each ask attached b once: each gets the final frame, once.
+	for i := 0; i < asks; i++ {
+		got := b.Read()
+		if got.Type != "result" || got.ID != "g" || got.Job != enq.Job || got.Body != "done" {
+			t.Fatalf("attached connection got %+v, want the result under id g", got)
+		}
+	}
+	if f := a.Read(); f.Type != "result" || f.ID != "f" || f.Body != "done" {
+		t.Fatalf("starting connection got %+v, want its result under id f", f)
 	}
 }

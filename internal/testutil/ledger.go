@@ -20,7 +20,8 @@ import (
 // concurrent use.
 //
 // Replies to get-result frames sent with id GetResultID(fetch id) count as
-// frames of that fetch; a bad_request reply (not finished yet) is dropped,
+// frames of that fetch; a pending, not_found or bad_request reply (not
+// finished yet, or not known yet to a restarted origin) is dropped,
 // and so is a reply for a fetch that already has its final frame (a test
 // that asks again before the first answer came gets two answers to two
 // questions, not a duplicate delivery).
@@ -69,8 +70,8 @@ func (l *Ledger) Record(f Frame) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if id, ok := strings.CutPrefix(f.ID, getPrefix); ok {
-		if f.Type == "error" && f.Code == "bad_request" {
-			return // not finished (yet)
+		if f.Type == "pending" || f.Type == "error" && (f.Code == "not_found" || f.Code == "bad_request") {
+			return // not finished (yet), or not known to a restarted origin yet
 		}
 		if l.nfin[id] > 0 {
 			return // answered already

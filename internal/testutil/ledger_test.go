@@ -37,6 +37,8 @@ func TestLedgerSummaryAndCheck(t *testing.T) {
 		{Type: "result", ID: "dup", Job: "J5", Status: 200, Attempt: 1},
 		{Type: "enqueued", ID: "late", Job: "J6"},
 		{Type: "error", ID: GetResultID("late"), Job: "J6", Code: "bad_request"}, // not finished yet: dropped
+		{Type: "error", ID: GetResultID("late"), Job: "J6", Code: "not_found"},   // restarted origin: dropped
+		{Type: "pending", ID: GetResultID("late"), Job: "J6"},                    // running: dropped
 		{Type: "result", ID: GetResultID("late"), Job: "J6", Status: 201, Attempt: 1},
 		{Type: "result", ID: GetResultID("late"), Job: "J6", Status: 201, Attempt: 1}, // asked twice: not a duplicate
 		{Type: "enqueued", ID: "body", Job: "J7"},

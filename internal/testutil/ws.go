@@ -27,6 +27,7 @@ type Frame struct {
 	Truncated    bool              `json:"truncated"`
 	Attempt      int               `json:"attempt"`
 	Executor     string            `json:"executor"`
+	State        string            `json:"state"` // pending frames
 	Timing       *struct {
 		EnqueueMS float64 `json:"enqueue_ms"`
 		QueueMS   float64 `json:"queue_ms"`

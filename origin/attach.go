@@ -1,0 +1,133 @@
+package origin
+
+import (
+	"context"
+	"sync"
+
+	"github.com/pipeline-dev/pipeline/broker"
+)
+
+// maxAttachPerJob bounds the connections waiting on one job's result.
+const maxAttachPerJob = 64
+
+// Job states a pending frame reports (PROTOCOL.md §1.1).
+const (
+	stateQueued  = "queued"
+	stateRunning = "running"
+)
+
+// inflight is the origin's index of its accepted jobs that have no final
+// result yet, and of the connections attached to them by get-result: a
+// get-result for such a job answers `pending`, and the attached connection
+// gets the final frame when it comes. Entries live from the start-fetch to
+// the result (or the failure to store the job), also after the connection
+// that started the job closed. Safe for concurrent use.
+type inflight struct {
+	mu   sync.Mutex
+	jobs map[string]*inflightJob
+}
+
+type inflightJob struct {
+	// seq is the job's sequence in the jobs stream, once stored (0 before).
+	seq      uint64
+	attached []attachment
+}
+
+// attachment is a connection waiting for a job's final frame, under the id
+// of its get-result.
+type attachment struct {
+	sess *session
+	id   string
+}
+
+// add records an accepted job.
+func (f *inflight) add(job string) {
+	f.mu.Lock()
+	if f.jobs == nil {
+		f.jobs = make(map[string]*inflightJob)
+	}
+	f.jobs[job] = &inflightJob{}
+	f.mu.Unlock()
+}
+
+// stored records the job's stream sequence.
+func (f *inflight) stored(job string, seq uint64) {
+	f.mu.Lock()
+	if j := f.jobs[job]; j != nil {
+		j.seq = seq
+	}
+	f.mu.Unlock()
+}
+
+// remove forgets a job and returns the connections attached to it.
+func (f *inflight) remove(job string) []attachment {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	j := f.jobs[job]
+	if j == nil {
+		return nil
+	}
+	delete(f.jobs, job)
+	return j.attached
+}
+
+// attach adds a connection waiting for job. It reports whether the job is
+// in flight (then seq is its stream sequence, 0 while it is being stored)
+// and whether the attachment was taken (false beyond maxAttachPerJob).
+func (f *inflight) attach(job string, a attachment) (seq uint64, found, taken bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	j := f.jobs[job]
+	if j == nil {
+		return 0, false, false
+	}
+	if len(j.attached) >= maxAttachPerJob {
+		return j.seq, true, false
+	}
+	j.attached = append(j.attached, a)
+	return j.seq, true, true
+}
+
+// detach removes attachment a of job and reports whether it was still
+// there (not served yet).
+func (f *inflight) detach(job string, a attachment) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	j := f.jobs[job]
+	if j == nil {
+		return false
+	}
+	for i, x := range j.attached {
+		if x == a {
+			j.attached = append(j.attached[:i], j.attached[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// finishJob ends a job in the index and sends its final frame to every
+// connection attached to it.
+func (s *Server) finishJob(res *broker.Result) {
+	for _, a := range s.inflight.remove(res.JobID) {
+		a.sess.queueFinal(a.id, res)
+	}
+}
+
+// jobState tells whether the job at stream sequence seq is still waiting
+// for an executor or was handed to one. Unknown (seq 0, or the consumer
+// cannot be read) counts as queued.
+func (s *Server) jobState(ctx context.Context, seq uint64) string {
+	if seq == 0 {
+		return stateQueued
+	}
+	cons, err := s.js.Consumer(ctx, broker.JobsStream, broker.ExecutorsConsumer)
+	if err != nil {
+		return stateQueued
+	}
+	info, err := cons.Info(ctx)
+	if err != nil || info.Delivered.Stream < seq {
+		return stateQueued
+	}
+	return stateRunning
+}
