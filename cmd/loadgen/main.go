@@ -145,7 +145,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	o.register(root.Flags())
 	root.SetOut(stderr)
 	root.SetErr(stderr)
-	root.AddCommand(newRPCCmd(stdout, stderr))
+	root.AddCommand(newRPCCmd(stdout, stderr), newConnsCmd(stdout, stderr))
 	return root
 }
 
