@@ -196,6 +196,8 @@ type Server struct {
 	refusedLogAt atomic.Int64
 	// inflight indexes accepted jobs without a result (get-result: pending).
 	inflight inflight
+	// pingStop ends pingLoop.
+	pingStop chan struct{}
 	// writers are the sessions' buffered writers, held only while writing.
 	writers sync.Pool
 	sessWG  sync.WaitGroup
@@ -266,6 +268,7 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 	}
 	s.upgrader.CheckOrigin = s.checkOrigin
 	s.writers.New = func() any { return bufio.NewWriterSize(nil, writeBatchBytes) }
+	s.pingStop = make(chan struct{})
 	s.conts[ResultToClient] = s.resultToClient
 	cc := cfg.Call
 	cc.Subjects, cc.Logger, cc.Metrics = cfg.Subjects, cfg.Logger, cfg.Metrics
@@ -351,8 +354,32 @@ func (s *Server) Start(ctx context.Context) error {
 			s.serveErr <- err
 		}
 	}()
+	s.sessWG.Add(1)
+	go s.pingLoop()
 	s.log.Info().Str("listen", "ws://"+ln.Addr().String()+"/ws").Str("results", s.cfg.Subjects.Result(s.cfg.ID)).Msg("origin listening")
 	return nil
+}
+
+// pingLoop asks every session's writer for a ping every pingEvery, so that
+// connections stay alive through proxies and dead peers are noticed. One
+// loop for all sessions: an idle session has no writer goroutine of its own.
+func (s *Server) pingLoop() {
+	defer s.sessWG.Done()
+	t := time.NewTicker(pingEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.pingStop:
+			return
+		case <-t.C:
+		}
+		s.sessMu.Lock()
+		for _, sess := range s.sessions {
+			sess.pingDue.Store(true)
+			sess.wake()
+		}
+		s.sessMu.Unlock()
+	}
 }
 
 // Addr is the bound listen address (host:port), valid after Start.
@@ -596,6 +623,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 closeSessions:
+	close(s.pingStop)
 	s.sessMu.Lock()
 	for _, sess := range s.sessions {
 		sess.close(websocket.CloseGoingAway, "origin shutting down")

@@ -49,7 +49,11 @@ type session struct {
 
 	out   *outbox
 	pongs chan []byte
-	acks  chan *pendingFetch
+	// writer is writerIdle, writerRunning or writerFinished (wswriter.go).
+	writer atomic.Int32
+	// pingDue asks the writer for a ping (the server's ping loop sets it).
+	pingDue atomic.Bool
+	acks    chan *pendingFetch
 	// ackRunning is set while an ackLoop goroutine runs.
 	ackRunning atomic.Bool
 	done       chan struct{}
@@ -137,13 +141,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.sessions[sess.id] = sess
-	s.sessWG.Add(2) // reader and writer; the ack loop runs only while fetches wait for storage
+	s.sessWG.Add(1) // the reader; the writer and the ack loop run only while they have work
 	s.sessMu.Unlock()
 	s.m.ConnOpened()
 	sess.log.Debug().Msg("session opened")
 	sess.queue(mustJSON(helloFrame{Type: frameHello, Origin: s.cfg.ID, Version: Version}))
 	sess.installControlHandlers()
-	go sess.writeLoop()
 	go sess.readLoop()
 }
 
@@ -582,7 +585,9 @@ func (c *session) queueLocked(frame []byte) {
 	if c.closed {
 		return
 	}
-	if !c.out.push(frame) {
+	if c.out.push(frame) {
+		c.wake()
+	} else {
 		frames, bytes := c.out.size()
 		c.log.Warn().Int("frames", frames).Int("bytes", bytes).Int("in_flight", len(c.pending)).Msg("client too slow: send queue full, closing; its results stay available with get-result")
 		c.srv.m.SlowClient()
@@ -603,7 +608,8 @@ func (c *session) closeLocked(code int, reason string) {
 	c.closed = true
 	c.closeCode, c.closeReason = code, reason
 	close(c.done)
-	// Unblock the reader; the writer closes the connection after its close frame.
+	c.wake() // the writer sends the close frame and closes the connection
+	// Unblock the reader.
 	_ = c.conn.SetReadDeadline(time.Now())
 	if code == websocket.ClosePolicyViolation {
 		// A client that does not read may hold the writer in a write until

@@ -60,6 +60,7 @@ func (c *session) installControlHandlers() {
 		case c.pongs <- []byte(data):
 		default: // a flood of pings: answering the latest is enough
 		}
+		c.wake()
 		return nil
 	})
 	c.conn.SetCloseHandler(func(code int, text string) error {
@@ -71,16 +72,46 @@ func (c *session) installControlHandlers() {
 	})
 }
 
-// writeLoop writes queued frames, batching whatever is queued into one
-// write, plus pings, pongs and finally the close frame. Its buffered writer
-// comes from the server's pool only while there is something to write, so
-// an idle session holds no write buffer.
+// Writer states (session.writer).
+const (
+	writerIdle     int32 = iota // no writer goroutine
+	writerRunning               // a writer goroutine runs
+	writerFinished              // the close frame was written (or the conn failed)
+)
+
+// wake makes sure a writer goroutine runs to write what is pending:
+// queued frames, a pong, a ping, or the close frame. A session holds no
+// writer goroutine while it has nothing to write, so an idle connection
+// costs one goroutine (its reader), not two. Callers hold a count of
+// srv.sessWG (they run on the session's reader or ack loop, or the session
+// is still registered with the server), so the Add cannot race its Wait.
+func (c *session) wake() {
+	if c.writer.CompareAndSwap(writerIdle, writerRunning) {
+		c.srv.sessWG.Add(1)
+		go c.writeLoop()
+	}
+}
+
+// hasWork reports whether the writer has something to write.
+func (c *session) hasWork() bool {
+	if n, _ := c.out.size(); n > 0 || len(c.pongs) > 0 || c.pingDue.Load() {
+		return true
+	}
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// writeLoop writes what is pending, batching whatever is queued into one
+// write, plus pings, pongs and finally the close frame; it returns when it
+// has nothing left to write (wake starts it again) or the session is over.
+// Its buffered writer comes from the server's pool only while writing.
 func (c *session) writeLoop() {
 	defer c.srv.sessWG.Done()
 	raw := c.conn.NetConn()
-	defer c.closeConn(raw)
-	ping := time.NewTicker(pingEvery)
-	defer ping.Stop()
 	wt := c.srv.cfg.WriteTimeout
 	var bw *bufio.Writer
 	writer := func() *bufio.Writer {
@@ -90,23 +121,23 @@ func (c *session) writeLoop() {
 		}
 		return bw
 	}
-	release := func() {
+	defer func() {
 		if bw != nil {
 			bw.Reset(nil)
 			c.srv.writers.Put(bw)
-			bw = nil
 		}
-	}
-	defer release()
-	fail := func(err error) {
+	}()
+	failed := false
+	fail := func(err error) bool {
 		c.log.Debug().Err(err).Msg("write")
 		c.close(websocket.CloseAbnormalClosure, "")
+		failed = true
+		return false
 	}
 	flush := func() bool {
 		_ = raw.SetWriteDeadline(time.Now().Add(wt))
 		if err := writer().Flush(); err != nil {
-			fail(err)
-			return false
+			return fail(err)
 		}
 		return true
 	}
@@ -121,8 +152,7 @@ func (c *session) writeLoop() {
 			_ = raw.SetWriteDeadline(time.Now().Add(wt))
 			for _, f := range batch {
 				if err := writeFrame(writer(), opText, f); err != nil {
-					fail(err)
-					return false
+					return fail(err)
 				}
 			}
 			clear(batch)
@@ -133,39 +163,58 @@ func (c *session) writeLoop() {
 	}
 	for {
 		select {
-		case <-c.out.ready:
-			if !drain() {
-				return
-			}
-			release()
+		case <-c.done:
+			c.finishWriting(raw, writer, drain, failed)
+			return
+		default:
+		}
+		select {
 		case data := <-c.pongs:
 			if writeFrame(writer(), opPong, data) != nil || !flush() {
-				return
+				continue // failed: the session is closing
 			}
-			release()
-		case <-ping.C:
-			if writeFrame(writer(), opPing, nil) != nil || !flush() {
-				return
-			}
-			release()
-		case <-c.done:
-			c.mu.Lock()
-			code, reason := c.closeCode, c.closeReason
-			c.mu.Unlock()
-			if code == websocket.CloseAbnormalClosure {
-				return // the connection failed: nothing more can be written
-			}
-			// Flush what is queued (the final frames of a drain), then close;
-			// a client dropped for being too slow gets no flush.
-			if code != websocket.ClosePolicyViolation && !drain() {
-				return
-			}
-			_ = raw.SetWriteDeadline(time.Now().Add(time.Second))
-			_ = writeFrame(writer(), opClose, websocket.FormatCloseMessage(code, reason))
-			_ = writer().Flush()
+		default:
+		}
+		if c.pingDue.Swap(false) && (writeFrame(writer(), opPing, nil) != nil || !flush()) {
+			continue
+		}
+		if !drain() {
+			continue
+		}
+		// Nothing left: stop, unless something came meanwhile (its waker
+		// saw this writer running and started none).
+		if bw != nil {
+			bw.Reset(nil)
+			c.srv.writers.Put(bw)
+			bw = nil
+		}
+		c.writer.Store(writerIdle)
+		if !c.hasWork() || !c.writer.CompareAndSwap(writerIdle, writerRunning) {
 			return
 		}
 	}
+}
+
+// finishWriting writes the close frame (after what is queued, unless the
+// client was dropped for not reading) and closes the connection; the
+// session's writing is then over for good.
+func (c *session) finishWriting(raw net.Conn, writer func() *bufio.Writer, drain func() bool, failed bool) {
+	c.writer.Store(writerFinished)
+	defer c.closeConn(raw)
+	c.mu.Lock()
+	code, reason := c.closeCode, c.closeReason
+	c.mu.Unlock()
+	if failed || code == websocket.CloseAbnormalClosure {
+		return // the connection failed: nothing more can be written
+	}
+	// Flush what is queued (the final frames of a drain), then close;
+	// a client dropped for being too slow gets no flush.
+	if code != websocket.ClosePolicyViolation && !drain() {
+		return
+	}
+	_ = raw.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = writeFrame(writer(), opClose, websocket.FormatCloseMessage(code, reason))
+	_ = writer().Flush()
 }
 
 // closeConn closes the socket without a TCP reset. Frames the client sent
