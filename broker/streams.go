@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -143,11 +145,44 @@ func (c StreamsConfig) withDefaults() StreamsConfig {
 // Provision never lowers the replica count of existing streams: a role
 // started without the cluster's replicas setting must not scale a
 // replicated deployment down to one copy.
+//
+// A freshly formed cluster may refuse placement for a moment (a peer not yet
+// online, no meta leader yet): such errors are retried, each attempt bounded
+// to a few seconds, until ctx ends.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("provision: %w", err)
 	}
-	c := cfg.withDefaults()
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := provision(actx, js, cfg.withDefaults())
+		cancel()
+		if err == nil || ctx.Err() != nil || !transientClusterErr(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// transientClusterErr reports errors a forming or recovering cluster gives
+// for a while: no suitable peers, JetStream temporarily unavailable, no
+// leader, or no answer within the attempt's deadline.
+func transientClusterErr(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch server.ErrorIdentifier(apiErr.ErrorCode) {
+		case server.JSClusterNoPeersErrF, server.JSClusterNotAvailErr, server.JSClusterNotLeaderErr:
+			return true
+		}
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)
+}
+
+func provision(ctx context.Context, js jetstream.JetStream, c StreamsConfig) error {
 	if st, err := js.Stream(ctx, JobsStream); err == nil {
 		if r := st.CachedInfo().Config.Replicas; r > c.Replicas {
 			c.Replicas = r

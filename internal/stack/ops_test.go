@@ -86,7 +86,13 @@ func TestMetricsMoveAsJobsFlow(t *testing.T) {
 		t.Fatalf("/call/echo: status %d", resp.StatusCode)
 	}
 
-	after := scrape(t, metricsURL)
+	// The client has its last frame before that executor has counted the
+	// job done: wait for it, then read everything.
+	var after map[string]float64
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		after = scrape(t, metricsURL)
+		return after[`pipeline_executor_inflight`] == 0
+	})
 	deltas := map[string]float64{
 		`pipeline_origin_fetches_total{code="",outcome="result"}`:                   3,
 		`pipeline_origin_fetches_total{code="invalid_url",outcome="error"}`:         1,
