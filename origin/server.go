@@ -260,7 +260,7 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 	s.upgrader = websocket.Upgrader{
 		// Small: an idle session holds it. Larger frames are read straight
 		// into the session's frame buffer.
-		ReadBufferSize: 1024,
+		ReadBufferSize: 256,
 		// Sessions frame their writes themselves (wswriter.go); gorilla's
 		// write buffer is used only for the rare control frames it writes,
 		// so it comes from a pool instead of being held by every session.

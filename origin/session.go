@@ -113,7 +113,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		conn:  conn,
 		out:   newOutbox(s.cfg.SendQueue, s.cfg.SendQueueBytes),
 		pongs: make(chan []byte, 1),
-		acks:  make(chan *pendingFetch, min(s.cfg.MaxInFlight, ackQueue)),
 		done:  make(chan struct{}),
 	}
 	sess.state = mustJSON(clientState{Session: sess.id})
@@ -376,6 +375,7 @@ func (c *session) startFetch(f *clientFrame, received time.Time) {
 	if c.pending == nil { // allocated on first use: idle sessions stay small
 		c.pending = make(map[string]*pendingFetch)
 		c.byClient = make(map[string]struct{})
+		c.acks = make(chan *pendingFetch, min(c.srv.cfg.MaxInFlight, ackQueue))
 	}
 	c.pending[job.ID] = p
 	c.byClient[f.ID] = struct{}{}
