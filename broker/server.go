@@ -40,9 +40,14 @@ type ServerConfig struct {
 	// Logger receives the server's log lines. The zero value discards them.
 	Logger zerolog.Logger
 	// Users, when non-empty, turns on authentication: only these users may
-	// connect, each limited to its permissions (see AuthConfig.ServerUsers).
-	// In-process connections authenticate too.
+	// connect, each limited to its permissions and confined to its account
+	// (see AuthConfig.ServerAccounts). In-process connections authenticate
+	// too.
 	Users []*server.User
+	// Accounts are the NATS accounts Users belong to, with their exports,
+	// imports and JetStream limits (AuthConfig.ServerAccounts). Empty: every
+	// user is in the global account.
+	Accounts []*server.Account
 	// TLS, when non-nil, makes TCP clients use TLS with TLS.CertFile and
 	// TLS.KeyFile; with TLS.CAFile set, clients must present a certificate
 	// signed by it. In-process connections need no TLS.
@@ -131,6 +136,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	if len(cfg.Users) > 0 {
 		opts.Users = cfg.Users
+	}
+	if len(cfg.Accounts) > 0 {
+		opts.Accounts = cfg.Accounts
 	}
 	if cfg.TLS != nil {
 		if err := cfg.TLS.serverOptions(opts); err != nil {

@@ -93,6 +93,14 @@ type Config struct {
 	// unacknowledged (e.g. the origin crashed) before it is redelivered; it
 	// also bounds one continuation run. Default broker.DefaultAckWait.
 	ResultAckWait time.Duration `yaml:"-"`
+	// OwnAccount, when non-nil, says the origin is alone in its own NATS
+	// account (nats.auth on, broker.OriginAccount): it binds its results
+	// consumer, which the admin provisioned in the pipeline account, through
+	// the imported API under broker.PipelineAPIPrefix instead of creating
+	// it, and keeps its finished results in a bucket of its own account,
+	// created at Start and sized by *OwnAccount (broker.ProvisionFinished).
+	// Nil: one shared account, as without auth.
+	OwnAccount *broker.StreamsConfig `yaml:"-"`
 	// AuthToken, when set, is required as a bearer token on /ws and the
 	// extra handlers (Authorization: Bearer <token>, or ?access_token= for
 	// browsers). A WebSocket without it gets one unauthorized error frame and
@@ -177,9 +185,12 @@ type ContinuationFunc func(ctx context.Context, res *broker.Result) error
 // Server is an origin: WebSocket sessions, job enqueueing and result
 // continuations. Its methods are safe for concurrent use.
 type Server struct {
-	cfg    Config
-	nc     *nats.Conn
-	js     jetstream.JetStream
+	cfg Config
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	// pjs reaches the pipeline account's JetStream API: js itself, or with
+	// OwnAccount the API its account imports under broker.PipelineAPIPrefix.
+	pjs    jetstream.JetStream
 	log    zerolog.Logger
 	limits limits
 
@@ -242,12 +253,22 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 		serveErr: make(chan error, 1),
 		m:        MetricsOf(cfg.Metrics),
 	}
-	ready, err := metrics.NewReadiness(metrics.ReadinessConfig{
-		// Its own results consumer rather than the results stream: that is
-		// what an origin's NATS permissions let it read (broker.OriginPermissions).
+	// Its own results consumer rather than the results stream: that is
+	// what an origin's NATS permissions let it read (broker.OriginPermissions).
+	rcfg := metrics.ReadinessConfig{
 		Conns: []*nats.Conn{nc}, JS: js, Streams: []string{broker.JobsStream},
 		Consumers: []metrics.ConsumerRef{{Stream: broker.ResultsStream, Consumer: broker.OriginConsumer(cfg.ID)}},
-	})
+	}
+	s.pjs = js
+	if cfg.OwnAccount != nil {
+		// In its own account it sees the pipeline account only through its
+		// imports: its results consumer, not the jobs stream.
+		if s.pjs, err = jetstream.NewWithAPIPrefix(nc, broker.PipelineAPIPrefix); err != nil {
+			return nil, fmt.Errorf("new origin: jetstream: %w", err)
+		}
+		rcfg.JS, rcfg.Streams = s.pjs, nil
+	}
+	ready, err := metrics.NewReadiness(rcfg)
 	if err != nil {
 		return nil, fmt.Errorf("new origin: %w", err)
 	}
@@ -296,10 +317,24 @@ func (s *Server) Start(ctx context.Context) error {
 		// Its results channel is closed: consuming again would panic.
 		return ErrServerClosed
 	}
-	cons, err := s.js.CreateOrUpdateConsumer(ctx, broker.ResultsStream,
-		broker.OriginConsumerConfig(s.cfg.Subjects, s.cfg.ID, s.cfg.Replicas, s.cfg.ResultAckWait))
-	if err != nil {
-		return fmt.Errorf("origin %s: results consumer: %w", s.cfg.ID, err)
+	var cons jetstream.Consumer
+	var err error
+	if s.cfg.OwnAccount != nil {
+		// The admin provisions it (broker.StreamsConfig.Tenants): an origin
+		// that could write a consumer config could point its delivery anywhere.
+		if cons, err = s.pjs.Consumer(ctx, broker.ResultsStream, broker.OriginConsumer(s.cfg.ID)); err != nil {
+			return fmt.Errorf("origin %s: results consumer %s (provisioned by the admin for the origins in nats.auth.origins): %w",
+				s.cfg.ID, broker.OriginConsumer(s.cfg.ID), err)
+		}
+		if err := broker.ProvisionFinished(ctx, s.js, *s.cfg.OwnAccount); err != nil {
+			return fmt.Errorf("origin %s: own finished-results bucket: %w", s.cfg.ID, err)
+		}
+	} else {
+		cons, err = s.js.CreateOrUpdateConsumer(ctx, broker.ResultsStream,
+			broker.OriginConsumerConfig(s.cfg.Subjects, s.cfg.ID, s.cfg.Replicas, s.cfg.ResultAckWait))
+		if err != nil {
+			return fmt.Errorf("origin %s: results consumer: %w", s.cfg.ID, err)
+		}
 	}
 	kv, err := s.js.KeyValue(ctx, broker.FinishedBucket)
 	switch {

@@ -115,6 +115,7 @@ func Default() Config {
 			MonitorPort:   broker.DefaultMonitorPort,
 			DataDir:       "./data",
 			SubjectPrefix: broker.DefaultPrefix,
+			Auth:          broker.AuthConfig{OriginMaxStore: broker.DefaultOriginMaxStore},
 			Cluster: NATSCluster{
 				Host:     broker.DefaultHost,
 				Port:     broker.DefaultClusterPort,
@@ -193,11 +194,11 @@ func (n NATS) ServerConfig(clustered bool) (broker.ServerConfig, error) {
 	if scfg.StoreDir == "" {
 		return scfg, fmt.Errorf("nats: a data dir is required (--data-dir, nats.data_dir)")
 	}
-	users, err := n.Auth.ServerUsers(broker.Subjects{Prefix: n.SubjectPrefix})
+	users, accounts, err := n.Auth.ServerAccounts(broker.Subjects{Prefix: n.SubjectPrefix})
 	if err != nil {
 		return scfg, fmt.Errorf("nats: users: %w", err)
 	}
-	scfg.Users = users
+	scfg.Users, scfg.Accounts = users, accounts
 	cl := n.Cluster
 	if !clustered {
 		return scfg, nil
