@@ -290,6 +290,28 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// bindResults binds the results consumer the admin provisioned in the
+// pipeline account (OwnAccount). In a cluster, a request crossing accounts
+// right after connecting can go unanswered (observed once in a loaded R3
+// test), so each attempt is short and it tries again until ctx ends; a
+// consumer that does not exist fails at once.
+func (s *Server) bindResults(ctx context.Context) (jetstream.Consumer, error) {
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		cons, err := s.pjs.Consumer(actx, broker.ResultsStream, broker.OriginConsumer(s.cfg.ID))
+		cancel()
+		if err == nil || errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			return cons, err
+		}
+		s.log.Debug().Err(err).Int("attempt", attempt).Msg("bind results consumer: trying again")
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (after %d attempts)", err, attempt)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // ID is the origin id.
 func (s *Server) ID() string { return s.cfg.ID }
 
@@ -322,7 +344,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.cfg.OwnAccount != nil {
 		// The admin provisions it (broker.StreamsConfig.Tenants): an origin
 		// that could write a consumer config could point its delivery anywhere.
-		if cons, err = s.pjs.Consumer(ctx, broker.ResultsStream, broker.OriginConsumer(s.cfg.ID)); err != nil {
+		if cons, err = s.bindResults(ctx); err != nil {
 			return fmt.Errorf("origin %s: results consumer %s (provisioned by the admin for the origins in nats.auth.origins): %w",
 				s.cfg.ID, broker.OriginConsumer(s.cfg.ID), err)
 		}
