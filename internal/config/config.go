@@ -101,6 +101,9 @@ type Runtime struct {
 	MaxPayload int           `yaml:"max_payload"`
 	MaxRounds  int           `yaml:"max_rounds"`
 	Timeout    time.Duration `yaml:"timeout"`
+	// AuthToken, when set, is required as a bearer token on the runtime's
+	// HTTP side (/rpc/<fn>, /metrics); the origin's /call?via=http sends it.
+	AuthToken string `yaml:"auth_token"`
 }
 
 // Default returns the built-in defaults: each role's own defaults, plus

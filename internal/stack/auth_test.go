@@ -101,3 +101,28 @@ func TestBrowserOriginCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestRuntimeHTTPToken: with runtime.auth_token set, the runtime's HTTP
+// side refuses calls without it, and the origin's /call?via=http, which
+// sends it, still works.
+func TestRuntimeHTTPToken(t *testing.T) {
+	st := startStack(t, func(c *config.Config) { c.Runtime.AuthToken = "rt-s3cret"; c.Runtime.Listen = "127.0.0.1:0" })
+	for _, path := range []string{"/rpc/echo", "/metrics"} {
+		resp, err := http.Post(st.RuntimeHTTP()+path, "text/plain", strings.NewReader("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("runtime %s without token = %d, want 401", path, resp.StatusCode)
+		}
+	}
+	resp, err := http.Post(st.OriginHTTP()+"/call/echo?via=http", "text/plain", strings.NewReader("ping"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("/call via http with the runtime token configured = %d, want 200", resp.StatusCode)
+	}
+}
