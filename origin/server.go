@@ -103,11 +103,16 @@ type Config struct {
 	OwnAccount *broker.StreamsConfig `yaml:"-"`
 	// AuthToken, when set, is required as a bearer token on /ws and the
 	// extra handlers (Authorization: Bearer <token>, or ?access_token= for
-	// browsers). A WebSocket without it gets one unauthorized error frame and
-	// is closed; HTTP requests get 401.
+	// browsers). A WebSocket request without it, or with a wrong header, is
+	// refused with 401 before the upgrade; only a wrong ?access_token= is
+	// upgraded and refused with one unauthorized error frame (a browser
+	// cannot read a handshake's status). HTTP requests get 401. Refusals are
+	// logged at most once per 10 s.
 	AuthToken string `yaml:"auth_token"`
 	// AllowedOrigins lists the browser origins (scheme://host[:port]) allowed
-	// to open a WebSocket; "*" allows any. Empty: same host only. Requests
+	// to open a WebSocket; "*" allows any. Empty: only pages served from the
+	// configured Listen host and port (never judged by the request's Host
+	// header; a Listen host of 0.0.0.0 then allows no browser). Requests
 	// without an Origin header (non-browser clients) are always allowed.
 	AllowedOrigins []string `yaml:"allowed_origins"`
 	// Handlers are extra HTTP routes served next to /ws (e.g. "/metrics").
@@ -205,6 +210,10 @@ type Server struct {
 	sessions map[string]*session
 	// refusedLogAt is when a refused upgrade was last logged (UnixNano).
 	refusedLogAt atomic.Int64
+	// authLogAt is when a token refusal was last logged (UnixNano);
+	// authRefused counts refusals since.
+	authLogAt   atomic.Int64
+	authRefused atomic.Int64
 	// writers are the sessions' buffered writers, held only while writing.
 	writers sync.Pool
 	sessWG  sync.WaitGroup
