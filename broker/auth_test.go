@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -872,6 +873,56 @@ func TestAuthJobOrigin(t *testing.T) {
 		got, ok := tc.s.JobOrigin(tc.subject)
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("JobOrigin(%q) = %q, %v; want %q, %v", tc.subject, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// TestMonitorLoopbackAndToken: the monitor listens on loopback by default;
+// with a token every endpoint but /healthz needs it.
+func TestMonitorLoopbackAndToken(t *testing.T) {
+	for _, token := range []string{"", "mon-s3cret"} {
+		srv, err := NewServer(ServerConfig{Port: -1, MonitorPort: -1, MonitorToken: token, StoreDir: t.TempDir()})
+		if err == nil {
+			err = srv.Start(context.Background())
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := srv.MonitorAddr()
+		if !strings.HasPrefix(addr, "127.0.0.1:") {
+			t.Errorf("token %q: monitor on %q, want loopback", token, addr)
+		}
+		get := func(path, auth string) int {
+			req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+			if auth != "" {
+				req.Header.Set("Authorization", auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatalf("GET %s: %v", path, err)
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		want := 200
+		if token != "" {
+			want = 401
+		}
+		for _, path := range []string{"/varz", "/connz", "/accountz", "/jsz", "/subsz"} {
+			if got := get(path, "Bearer nope"); got != want {
+				t.Errorf("token %q: %s with a wrong token = %d, want %d", token, path, got, want)
+			}
+			if token != "" {
+				if got := get(path, "Bearer "+token); got != 200 {
+					t.Errorf("%s with the token = %d, want 200", path, got)
+				}
+			}
+		}
+		if got := get("/healthz", ""); got != 200 {
+			t.Errorf("token %q: /healthz = %d, want 200", token, got)
+		}
+		if err := srv.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

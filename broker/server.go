@@ -22,6 +22,16 @@ type ServerConfig struct {
 	// MonitorPort is the HTTP monitoring port (/varz, /jsz, /healthz).
 	// 0 means 8222; -1 picks a free port; -2 disables monitoring.
 	MonitorPort int
+	// MonitorHost is the monitoring listen host. If empty, 127.0.0.1: the
+	// monitor (which shows every connection, subscription, account and
+	// stream config) stays on loopback even when Host is public.
+	MonitorHost string
+	// MonitorToken, when set, is required as a bearer token
+	// (Authorization: Bearer <token>) on every monitoring endpoint but
+	// /healthz; others get 401. nats-server's monitor has no
+	// authentication of its own, so with a token the endpoints are served by
+	// this package, calling the server's own handlers. Empty: no token.
+	MonitorToken string
 	// StoreDir is the JetStream file store directory (a jetstream/ folder is
 	// created in it). Required.
 	StoreDir string
@@ -96,6 +106,7 @@ type Server struct {
 	ns       *server.Server
 	log      zerolog.Logger
 	lameDuck time.Duration
+	monitor  *monitor // token-guarded monitoring; nil: the server's own or none
 
 	mu      sync.Mutex
 	started bool
@@ -124,12 +135,16 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if opts.Port == 0 {
 		opts.Port = DefaultClientPort
 	}
-	switch cfg.MonitorPort {
-	case 0:
-		opts.HTTPHost, opts.HTTPPort = opts.Host, DefaultMonitorPort
-	case -2:
-	default:
-		opts.HTTPHost, opts.HTTPPort = opts.Host, cfg.MonitorPort
+	monHost := cfg.MonitorHost
+	if monHost == "" {
+		monHost = DefaultHost
+	}
+	monPort := cfg.MonitorPort
+	if monPort == 0 {
+		monPort = DefaultMonitorPort
+	}
+	if monPort != -2 && cfg.MonitorToken == "" {
+		opts.HTTPHost, opts.HTTPPort = monHost, monPort
 	}
 	if cfg.MaxStore > 0 {
 		opts.JetStreamMaxStore = cfg.MaxStore
@@ -169,6 +184,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	ns.SetLoggerV2(natsLogger{cfg.Logger}, false, false, false)
 	s := &Server{cfg: cfg, ns: ns, log: cfg.Logger}
+	if monPort != -2 && cfg.MonitorToken != "" {
+		if monPort == -1 {
+			monPort = 0
+		}
+		s.monitor = newMonitor(ns, net.JoinHostPort(monHost, strconv.Itoa(monPort)), cfg.MonitorToken, cfg.Logger)
+	}
 	if cfg.Cluster != nil {
 		s.lameDuck = cfg.Cluster.LameDuck
 	}
@@ -218,11 +239,18 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	if s.monitor != nil {
+		if err := s.monitor.start(); err != nil {
+			s.stopLocked()
+			return fmt.Errorf("start nats server: %w", err)
+		}
+	}
 	return nil
 }
 
 func (s *Server) stopLocked() {
 	s.closed = true
+	s.monitor.stop()
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
 }
@@ -247,6 +275,9 @@ func (s *Server) ClusterURL() string {
 
 // MonitorAddr is the monitoring listener address, or "" when disabled.
 func (s *Server) MonitorAddr() string {
+	if s.monitor != nil {
+		return s.monitor.addr()
+	}
 	if a := s.ns.MonitorAddr(); a != nil {
 		return net.JoinHostPort(a.IP.String(), strconv.Itoa(a.Port))
 	}
@@ -264,6 +295,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	s.monitor.stop()
 	return s.waitStopped(ctx, s.ns.Shutdown)
 }
 
@@ -284,6 +316,7 @@ func (s *Server) LameDuckShutdown(ctx context.Context) error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	s.monitor.stop()
 	return s.waitStopped(ctx, func() {
 		s.ns.LameDuckShutdown()
 		s.ns.Shutdown()

@@ -53,6 +53,8 @@ type NATS struct {
 	Host          string `yaml:"host"`
 	Port          int    `yaml:"port"`
 	MonitorPort   int    `yaml:"monitor_port"`
+	MonitorHost   string `yaml:"monitor_host"`
+	MonitorToken  string `yaml:"monitor_token"`
 	DataDir       string `yaml:"data_dir"`
 	SyncAlways    bool   `yaml:"sync_always"`
 	SubjectPrefix string `yaml:"subject_prefix"`
@@ -116,6 +118,7 @@ func Default() Config {
 			Host:          broker.DefaultHost,
 			Port:          broker.DefaultClientPort,
 			MonitorPort:   broker.DefaultMonitorPort,
+			MonitorHost:   broker.DefaultHost,
 			DataDir:       "./data",
 			SubjectPrefix: broker.DefaultPrefix,
 			Auth:          broker.AuthConfig{OriginMaxStore: broker.DefaultOriginMaxStore},
@@ -186,13 +189,15 @@ func (c *Config) AllowTarget() {
 // settings are ignored. It fails on incomplete settings.
 func (n NATS) ServerConfig(clustered bool) (broker.ServerConfig, error) {
 	scfg := broker.ServerConfig{
-		Host:        n.Host,
-		Port:        n.Port,
-		MonitorPort: n.MonitorPort,
-		StoreDir:    n.DataDir,
-		ServerName:  n.ServerName,
-		SyncAlways:  n.SyncAlways,
-		TLS:         n.tls(),
+		Host:         n.Host,
+		Port:         n.Port,
+		MonitorPort:  n.MonitorPort,
+		MonitorHost:  n.MonitorHost,
+		MonitorToken: n.MonitorToken,
+		StoreDir:     n.DataDir,
+		ServerName:   n.ServerName,
+		SyncAlways:   n.SyncAlways,
+		TLS:          n.tls(),
 	}
 	if scfg.StoreDir == "" {
 		return scfg, fmt.Errorf("nats: a data dir is required (--data-dir, nats.data_dir)")
