@@ -57,6 +57,8 @@ type NATS struct {
 	MonitorToken  string `yaml:"monitor_token"`
 	DataDir       string `yaml:"data_dir"`
 	SyncAlways    bool   `yaml:"sync_always"`
+	StoreKey      string `yaml:"store_key"`
+	StoreCipher   string `yaml:"store_cipher"`
 	SubjectPrefix string `yaml:"subject_prefix"`
 	User          string `yaml:"user"`
 	Password      string `yaml:"password"`
@@ -119,6 +121,7 @@ func Default() Config {
 			Port:          broker.DefaultClientPort,
 			MonitorPort:   broker.DefaultMonitorPort,
 			MonitorHost:   broker.DefaultHost,
+			StoreCipher:   "chacha",
 			DataDir:       "./data",
 			SubjectPrefix: broker.DefaultPrefix,
 			Auth:          broker.AuthConfig{OriginMaxStore: broker.DefaultOriginMaxStore},
@@ -197,6 +200,8 @@ func (n NATS) ServerConfig(clustered bool) (broker.ServerConfig, error) {
 		StoreDir:     n.DataDir,
 		ServerName:   n.ServerName,
 		SyncAlways:   n.SyncAlways,
+		StoreKey:     n.StoreKey,
+		StoreCipher:  n.StoreCipher,
 		TLS:          n.tls(),
 	}
 	if scfg.StoreDir == "" {
