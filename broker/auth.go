@@ -60,7 +60,7 @@ var ErrAuthConfig = errors.New("broker: invalid auth config")
 type Credentials struct {
 	// User is the NATS user name.
 	User string `yaml:"user"`
-	// Password is the password. On the server side (ServerUsers) it may be a
+	// Password is the password. On the server side (ServerAccounts) it may be a
 	// bcrypt hash ("$2a$..."), which nats-server compares against; a
 	// connecting role (Apply) needs the plaintext. If empty, PasswordEnv is
 	// used.
