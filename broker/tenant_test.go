@@ -358,3 +358,20 @@ func runReadAttacks(t *testing.T, loosen bool) {
 		t.Errorf("o1's result %+v, want its first delivery", md)
 	}
 }
+
+// TestTenantJobIDsDoNotCollide: two origins storing a job with the same id
+// (as an origin stores it, JobMsgID) both get it stored; neither is told
+// "duplicate" because of the other.
+func TestTenantJobIDsDoNotCollide(t *testing.T) {
+	w := newTenantWorld(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, id := range []string{"o2", "o1"} {
+		js := newJS(t, connectAs(t, w.srv, w.auth, RoleOrigin, id))
+		job, _ := (&Job{ID: "same-id", Origin: id, URL: "http://example.com/"}).Encode()
+		ack, err := js.Publish(ctx, w.s.Job(id), job, jetstream.WithMsgID(JobMsgID(id, "same-id")))
+		if err != nil || ack.Duplicate {
+			t.Fatalf("%s stores job same-id: ack %+v, err %v; want stored", id, ack, err)
+		}
+	}
+}

@@ -501,7 +501,7 @@ func (s *Server) publish(job *broker.Job) (jetstream.PubAckFuture, error) {
 	if err != nil {
 		return nil, err
 	}
-	fut, err := s.js.PublishAsync(s.cfg.Subjects.Job(s.cfg.ID), data, jetstream.WithMsgID(job.ID))
+	fut, err := s.js.PublishAsync(s.cfg.Subjects.Job(s.cfg.ID), data, jetstream.WithMsgID(broker.JobMsgID(s.cfg.ID, job.ID)))
 	if err != nil {
 		return nil, s.publishErr(err)
 	}
