@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
@@ -373,5 +376,59 @@ func TestTenantJobIDsDoNotCollide(t *testing.T) {
 		if err != nil || ack.Duplicate {
 			t.Fatalf("%s stores job same-id: ack %+v, err %v; want stored", id, ack, err)
 		}
+	}
+}
+
+// TestShippedServerConfWorks runs a server from configs/auth/nats-server.conf
+// itself (what an external server or cluster node uses): the admin
+// provisions, an origin stores a job and binds its results consumer, the
+// caller reaches nothing but the runtime.
+func TestShippedServerConfWorks(t *testing.T) {
+	for _, v := range []string{"ADMIN", "EXECUTOR", "RUNTIME", "CALLER", "ORIGIN_O1", "ORIGIN_O2"} {
+		t.Setenv("NATS_"+v+"_PASSWORD", strings.ToLower(v)+"-pw")
+	}
+	opts, err := server.ProcessConfigFile(filepath.Join("..", "configs", "auth", "nats-server.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Host, opts.Port, opts.JetStream, opts.StoreDir, opts.NoSigs = "127.0.0.1", -1, true, t.TempDir(), true
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server from nats-server.conf not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	conn := func(user string, role Role, id string) *nats.Conn {
+		nc, err := nats.Connect(ns.ClientURL(), nats.UserInfo(user, strings.ToLower(strings.ReplaceAll(strings.ToUpper(user), "-", "_"))+"-pw"),
+			nats.CustomInboxPrefix(InboxPrefix(role, id)))
+		if err != nil {
+			t.Fatalf("%s: %v", user, err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := Provision(ctx, newJS(t, conn("admin", RoleAdmin, "")), StreamsConfig{Tenants: []string{"o1", "o2"}}); err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	o1 := conn("origin-o1", RoleOrigin, "o1")
+	job, _ := (&Job{ID: "j1", Origin: "o1", URL: "http://example.com/"}).Encode()
+	if _, err := newJS(t, o1).Publish(ctx, Subjects{}.Job("o1"), job, jetstream.WithMsgID(JobMsgID("o1", "j1"))); err != nil {
+		t.Fatalf("o1 stores a job: %v", err)
+	}
+	if _, err := pipelineJS(t, o1).Consumer(ctx, ResultsStream, OriginConsumer("o1")); err != nil {
+		t.Fatalf("o1 binds its results consumer: %v", err)
+	}
+	if err := ProvisionFinished(ctx, newJS(t, o1), StreamsConfig{FinishedMaxBytes: 1 << 20}); err != nil {
+		t.Fatalf("o1 creates its bucket: %v", err)
+	}
+	sctx, scancel := context.WithTimeout(ctx, time.Second)
+	defer scancel()
+	if _, err := pipelineJS(t, conn("origin-o2", RoleOrigin, "o2")).Consumer(sctx, ResultsStream, OriginConsumer("o1")); err == nil {
+		t.Fatal("o2 bound o1's results consumer")
 	}
 }
