@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sort"
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -15,20 +14,20 @@ import (
 // user of its role and may publish and subscribe only where that role needs
 // to (PROTOCOL.md §2, §3):
 //
-//   - origin <id>: publish its own jobs (<prefix>.jobs.fetch.<id>), create and
-//     read its own results consumer (origin-<id>, filtered on
-//     <prefix>.results.<id>), ack its own results, put and get its own keys
-//     ("<id>.<job>") in the finished-results bucket, call the runtime
-//     (<prefix>.rpc.*); subscribe only under its own inbox prefix. It cannot
-//     read, consume or ack another origin's results, nor publish results.
+//   - origin <id>, alone in its own account (accounts.go): publish its own
+//     jobs (<prefix>.jobs.fetch.<id>), read and ack its own results consumer
+//     (origin-<id>, filtered on <prefix>.results.<id>, provisioned by the
+//     admin), put and get its own keys ("<id>.<job>") in its own
+//     finished-results bucket, call the runtime (<prefix>.rpc.*); subscribe
+//     only under its own inbox prefix. It cannot read, consume or ack
+//     another origin's results, nor publish results.
 //     (Its job bodies are still its own words: executors must take a job's
 //     origin from the subject, see Subjects.JobOrigin.)
 //   - executor: read jobs through the shared "executors" consumer, ack them,
 //     publish results (<prefix>.results.*), process dead letters; it cannot
 //     publish jobs nor read results.
 //   - runtime: serve <prefix>.rpc.> in queue group "runtime" and the micro
-//     discovery subjects ($SRV.>), reply only to requests it received
-//     (allow_responses); it publishes nothing else.
+//     discovery subjects ($SRV.>), and publish only to inbox reply subjects.
 //   - caller: call the runtime over NATS (e.g. `loadgen rpc --via nats-raw`).
 //   - admin: the provisioner and operator tools: the whole JetStream API,
 //     $SRV discovery, job replay from the dead-letter stream.
@@ -61,7 +60,7 @@ var ErrAuthConfig = errors.New("broker: invalid auth config")
 type Credentials struct {
 	// User is the NATS user name.
 	User string `yaml:"user"`
-	// Password is the password. On the server side (ServerUsers) it may be a
+	// Password is the password. On the server side (ServerAccounts) it may be a
 	// bcrypt hash ("$2a$..."), which nats-server compares against; a
 	// connecting role (Apply) needs the plaintext. If empty, PasswordEnv is
 	// used.
@@ -141,8 +140,13 @@ type AuthConfig struct {
 	Runtime Credentials `yaml:"runtime"`
 	// Caller is a user that may only call runtime functions. Optional.
 	Caller Credentials `yaml:"caller"`
-	// Origins maps each origin id to its own user.
+	// Origins maps each origin id to its own user, alone in its own NATS
+	// account (see PipelineAccount).
 	Origins map[string]Credentials `yaml:"origins"`
+	// OriginMaxStore caps each origin account's JetStream storage in bytes
+	// (its finished-results bucket, all replicas). If zero,
+	// DefaultOriginMaxStore is used.
+	OriginMaxStore int64 `yaml:"origin_max_store"`
 }
 
 // credentials returns the configured credentials of role (origin: of
@@ -201,65 +205,6 @@ func originSuffix(role Role, originID string) string {
 	return ""
 }
 
-// ServerUsers returns the embedded server's users (ServerConfig.Users), one
-// per configured role and origin, with the permissions of their role under
-// subject prefix s. It returns nil when auth is disabled. It fails with
-// ErrAuthConfig (wrapped) when a configured user lacks a password, two roles
-// share a user name, an origin id is not a valid subject token, or no user
-// is configured at all.
-func (a AuthConfig) ServerUsers(s Subjects) ([]*server.User, error) {
-	if !a.Enabled {
-		return nil, nil
-	}
-	type roleUser struct {
-		role  Role
-		id    string
-		creds Credentials
-		perms *server.Permissions
-	}
-	list := []roleUser{
-		{RoleAdmin, "", a.Admin, AdminPermissions(s)},
-		{RoleExecutor, "", a.Executor, ExecutorPermissions(s)},
-		{RoleRuntime, "", a.Runtime, RuntimePermissions(s)},
-		{RoleCaller, "", a.Caller, CallerPermissions(s)},
-	}
-	ids := make([]string, 0, len(a.Origins))
-	for id := range a.Origins {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		if err := ValidateToken("origin id", id); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrAuthConfig, err)
-		}
-		list = append(list, roleUser{RoleOrigin, id, a.Origins[id], OriginPermissions(s, id)})
-	}
-	seen := make(map[string]string, len(list))
-	var users []*server.User
-	for _, ru := range list {
-		if ru.creds.empty() {
-			continue
-		}
-		name := string(ru.role) + originSuffix(ru.role, ru.id)
-		if ru.creds.User == "" {
-			return nil, fmt.Errorf("%w: role %s has a password but no user", ErrAuthConfig, name)
-		}
-		if other, dup := seen[ru.creds.User]; dup {
-			return nil, fmt.Errorf("%w: user %q is configured for both %s and %s", ErrAuthConfig, ru.creds.User, other, name)
-		}
-		seen[ru.creds.User] = name
-		pw, err := ru.creds.secret()
-		if err != nil {
-			return nil, fmt.Errorf("%w: role %s: %v", ErrAuthConfig, name, err)
-		}
-		users = append(users, &server.User{Username: ru.creds.User, Password: pw, Permissions: ru.perms})
-	}
-	if len(users) == 0 {
-		return nil, fmt.Errorf("%w: auth is enabled but no user is configured", ErrAuthConfig)
-	}
-	return users, nil
-}
-
 // InboxPrefix is the reply-subject prefix of role's connections (for
 // RoleOrigin, of origin originID), e.g. "_INBOX.origin.o1"; each role may
 // subscribe only below its own prefix, so no role can read replies (JetStream
@@ -282,30 +227,34 @@ func kvStream(bucket string) string { return "KV_" + bucket }
 
 func inboxSub(role Role, originID string) string { return InboxPrefix(role, originID) + ".>" }
 
-// OriginPermissions are origin originID's permissions under prefix s.
+// OriginPermissions are origin originID's permissions in its own account
+// (OriginAccount) under prefix s.
 //
-// Publish: its jobs subject; its own results consumer: create (only the
-// filtered form naming its own results subject, so it cannot point the
-// consumer elsewhere), info, pull (MSG.NEXT) and ack; its own keys in the
-// finished-results bucket (put, and direct get by key; binding the bucket
-// needs its stream info); the info of the jobs stream; runtime calls.
-// Subscribe: its own inbox prefix. Not granted: the unfiltered consumer
-// create, ephemeral consumers, STREAM.MSG.GET and DIRECT.GET on the results
-// stream, other origins' keys, and anything about other origins' consumers.
+// Publish, into the pipeline account through its imports: its jobs subject;
+// the info and pull (MSG.NEXT) of its own results consumer, under
+// PipelineAPIPrefix; that consumer's acks; runtime calls. In its own account:
+// its own keys in its finished-results bucket (put, and direct get by key)
+// and the bucket's stream info, create and update, and its account info.
+// Subscribe: its own inbox prefix. Nothing else: no other JetStream API call, no consumer create
+// anywhere (the admin provisions its results consumer), no results subject.
+// Even where a permission were missing, its account has no import of
+// another origin's subjects.
 func OriginPermissions(s Subjects, originID string) *server.Permissions {
 	cons := OriginConsumer(originID)
 	finished := FinishedSubject(originID, ">") // $KV.<bucket>.<origin>.>
+	bucket := kvStream(FinishedBucket)
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
 			s.Job(originID),
-			jsAPI + "CONSUMER.CREATE." + ResultsStream + "." + cons + "." + s.Result(originID),
-			jsAPI + "CONSUMER.INFO." + ResultsStream + "." + cons,
-			jsAPI + "CONSUMER.MSG.NEXT." + ResultsStream + "." + cons,
+			PipelineAPIPrefix + ".CONSUMER.INFO." + ResultsStream + "." + cons,
+			PipelineAPIPrefix + ".CONSUMER.MSG.NEXT." + ResultsStream + "." + cons,
 			jsAck + ResultsStream + "." + cons + ".>",
 			finished,
-			jsAPI + "STREAM.INFO." + kvStream(FinishedBucket),
-			jsAPI + "DIRECT.GET." + kvStream(FinishedBucket) + "." + finished,
-			jsAPI + "STREAM.INFO." + JobsStream,
+			jsAPI + "INFO",
+			jsAPI + "STREAM.INFO." + bucket,
+			jsAPI + "STREAM.CREATE." + bucket,
+			jsAPI + "STREAM.UPDATE." + bucket,
+			jsAPI + "DIRECT.GET." + bucket + "." + finished,
 			s.RPCGroup() + ".*",
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{inboxSub(RoleOrigin, originID)}},
@@ -344,17 +293,20 @@ func ExecutorPermissions(s Subjects) *server.Permissions {
 //
 // Subscribe: <prefix>.rpc.> in queue group "runtime" only (a plain
 // subscription, which would see every call, is refused), $SRV.> for micro
-// discovery, its inbox. Publish: nothing but replies to requests it received
-// (allow_responses: one reply per request within 2 minutes).
+// discovery, its inbox. Publish: replies to inbox subjects only: "_INBOX.>"
+// (requesters in the pipeline account) and "_R_.>" (the reply subjects the
+// server gives requests arriving through a service import, routed back to
+// the requester's account). Not allow_responses: that would let a request
+// whose reply subject is a stream subject or a JetStream API call make the
+// runtime publish there.
 func RuntimePermissions(s Subjects) *server.Permissions {
 	return &server.Permissions{
-		Publish: &server.SubjectPermission{Allow: []string{}},
+		Publish: &server.SubjectPermission{Allow: []string{"_INBOX.>", "_R_.>"}},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			s.RPCGroup() + ".> " + RPCQueueGroup,
 			"$SRV.>",
 			inboxSub(RoleRuntime, ""),
 		}},
-		Response: &server.ResponsePermission{},
 	}
 }
 

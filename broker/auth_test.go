@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -49,15 +50,16 @@ func testAuth() AuthConfig {
 // free port and stops it at test end.
 func startAuthServer(t *testing.T, auth AuthConfig, tls *TLSFiles) *Server {
 	t.Helper()
-	users, err := auth.ServerUsers(Subjects{})
+	users, accounts, err := auth.ServerAccounts(Subjects{})
 	if err != nil {
-		t.Fatalf("server users: %v", err)
+		t.Fatalf("server accounts: %v", err)
 	}
 	srv, err := NewServer(ServerConfig{
 		Port:        -1,
 		MonitorPort: -2,
 		StoreDir:    t.TempDir(),
 		Users:       users,
+		Accounts:    accounts,
 		TLS:         tls,
 		Logger:      zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel),
 	})
@@ -97,6 +99,17 @@ func newJS(t *testing.T, nc *nats.Conn) jetstream.JetStream {
 	return js
 }
 
+// pipelineJS is an origin's view of the pipeline account's JetStream API:
+// what its account imports under PipelineAPIPrefix.
+func pipelineJS(t *testing.T, nc *nats.Conn) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.NewWithAPIPrefix(nc, PipelineAPIPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
 // provisionAsAdmin creates the streams and consumers through an in-process
 // admin connection (in-process connections authenticate too).
 func provisionAsAdmin(t *testing.T, srv *Server, auth AuthConfig) {
@@ -112,7 +125,7 @@ func provisionAsAdmin(t *testing.T, srv *Server, auth AuthConfig) {
 		t.Fatalf("connect admin in-process: %v", err)
 	}
 	defer nc.Close()
-	if err := Provision(ctx, newJS(t, nc), StreamsConfig{Storage: MemoryStorage}); err != nil {
+	if err := Provision(ctx, newJS(t, nc), StreamsConfig{Storage: MemoryStorage, Tenants: auth.OriginIDs()}); err != nil {
 		t.Fatalf("provision as admin: %v", err)
 	}
 	if err := nc.LastError(); err != nil {
@@ -158,25 +171,26 @@ func TestAuthAllowedOperationsPerRole(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
-	// Origins create their own results consumers and enqueue jobs.
+	// Origins bind their results consumers (provisioned by the admin)
+	// through their imports, and enqueue jobs.
 	o1 := connectAs(t, srv, auth, RoleOrigin, "o1")
 	o2 := connectAs(t, srv, auth, RoleOrigin, "o2")
-	o1js, o2js := newJS(t, o1), newJS(t, o2)
-	o1cons, err := o1js.CreateOrUpdateConsumer(ctx, ResultsStream, originConsumerConfig(s, "o1"))
+	o1js := newJS(t, o1)
+	o1cons, err := pipelineJS(t, o1).Consumer(ctx, ResultsStream, OriginConsumer("o1"))
 	if err != nil {
-		t.Fatalf("o1 creates origin-o1: %v", err)
+		t.Fatalf("o1 binds origin-o1: %v", err)
 	}
 	if _, err := o1cons.Info(ctx); err != nil {
 		t.Fatalf("o1 consumer info: %v", err)
 	}
-	o2cons, err := o2js.CreateOrUpdateConsumer(ctx, ResultsStream, originConsumerConfig(s, "o2"))
+	o2cons, err := pipelineJS(t, o2).Consumer(ctx, ResultsStream, OriginConsumer("o2"))
 	if err != nil {
-		t.Fatalf("o2 creates origin-o2: %v", err)
+		t.Fatalf("o2 binds origin-o2: %v", err)
 	}
-	if _, err := o1js.Stream(ctx, JobsStream); err != nil {
-		t.Fatalf("o1 jobs stream info: %v", err)
+	// Its own finished-results bucket, in its own account: its own keys only.
+	if err := ProvisionFinished(ctx, o1js, StreamsConfig{Storage: MemoryStorage, FinishedMaxBytes: 1 << 20}); err != nil {
+		t.Fatalf("o1 creates its bucket: %v", err)
 	}
-	// The finished-results bucket: its own keys only.
 	kv, err := o1js.KeyValue(ctx, FinishedBucket)
 	if err != nil {
 		t.Fatalf("o1 binds the finished bucket: %v", err)
@@ -257,7 +271,7 @@ func TestAuthAllowedOperationsPerRole(t *testing.T) {
 	if _, err := dl.FetchNoWait(1); err != nil {
 		t.Fatalf("executor pulls dead letters: %v", err)
 	}
-	jobs, err := o1js.Stream(ctx, JobsStream)
+	jobs, err := exjs.Stream(ctx, JobsStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,8 +309,9 @@ func TestAuthAllowedOperationsPerRole(t *testing.T) {
 		}
 	}
 
-	// The runtime serves in its queue group and replies via allow_responses;
-	// origins and callers call it; the admin can discover it.
+	// The runtime serves in its queue group and replies to inbox subjects
+	// only; origins and callers call it through their imports; the admin can
+	// discover it.
 	rt := connectAs(t, srv, auth, RoleRuntime, "")
 	svc, err := micro.AddService(rt, micro.Config{Name: "runtime", Version: "0.1.0", QueueGroup: "runtime"})
 	if err != nil {
@@ -331,15 +346,11 @@ func TestAuthForbiddenOperationsAreRefused(t *testing.T) {
 	srv := startAuthServer(t, auth, nil)
 	provisionAsAdmin(t, srv, auth)
 	s := Subjects{}
-	// o2's consumer exists and holds a result, so every refusal below is a
-	// permission refusal, not a "not found".
+	// o2's consumer exists (provisioned) and holds a result, so every
+	// refusal below is a permission refusal, not a "not found".
 	{
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		o2 := connectAs(t, srv, auth, RoleOrigin, "o2")
-		if _, err := newJS(t, o2).CreateOrUpdateConsumer(ctx, ResultsStream, originConsumerConfig(s, "o2")); err != nil {
-			t.Fatal(err)
-		}
 		ex := connectAs(t, srv, auth, RoleExecutor, "")
 		res := Result{JobID: "secret", Origin: "o2", Status: 200, Body: []byte("o2's secret")}
 		rd, _ := res.Encode()
@@ -432,22 +443,18 @@ func TestAuthForbiddenOperationsAreRefused(t *testing.T) {
 			_, err := js.Publish(ctx, FinishedSubject("o2", "x"), resData)
 			return err
 		}, FinishedSubject("o2", "x")},
-		{"origin o1 reads o2's finished result", RoleOrigin, "o1", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
-			kv, err := js.KeyValue(ctx, FinishedBucket)
-			if err != nil {
-				return fmt.Errorf("bind: %w", err)
-			}
-			_, err = kv.Get(ctx, FinishedKey("o2", "secret"))
+		{"origin o1 reads o2's finished result", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			_, err := nc.Request("$JS.API.DIRECT.GET.KV_PIPELINE_FINISHED."+FinishedSubject("o2", "secret"), nil, 500*time.Millisecond)
 			return err
 		}, "$JS.API.DIRECT.GET.KV_PIPELINE_FINISHED." + FinishedSubject("o2", "secret")},
-		{"origin o1 lists the finished keys", RoleOrigin, "o1", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
-			kv, err := js.KeyValue(ctx, FinishedBucket)
-			if err != nil {
-				return fmt.Errorf("bind: %w", err)
-			}
-			_, err = kv.ListKeys(ctx)
+		{"origin o1 lists the finished keys", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			_, err := nc.Request("$JS.API.CONSUMER.CREATE.KV_PIPELINE_FINISHED", []byte(`{"stream_name":"KV_PIPELINE_FINISHED","config":{}}`), 500*time.Millisecond)
 			return err
-		}, "$JS.API.CONSUMER.CREATE.KV_PIPELINE_FINISHED."},
+		}, "$JS.API.CONSUMER.CREATE.KV_PIPELINE_FINISHED"},
+		{"origin o1 pulls o2's results through the imported API", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			_, err := nc.Request(PipelineAPIPrefix+".CONSUMER.MSG.NEXT.PIPELINE_RESULTS.origin-o2", []byte(`{"batch":1,"no_wait":true}`), 500*time.Millisecond)
+			return err
+		}, PipelineAPIPrefix + ".CONSUMER.MSG.NEXT.PIPELINE_RESULTS.origin-o2"},
 		{"runtime publishes a job", RoleRuntime, "", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
 			_, err := js.Publish(ctx, s.Job("o1"), jobData)
 			return err
@@ -455,9 +462,12 @@ func TestAuthForbiddenOperationsAreRefused(t *testing.T) {
 		{"runtime subscribes to rpc outside its queue group", RoleRuntime, "", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
 			return refusedLater(nc.SubscribeSync(s.RPCGroup() + ".echo"))
 		}, s.RPCGroup() + ".echo"},
-		{"runtime publishes an unsolicited message", RoleRuntime, "", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
-			return refusedLater[any](nil, nc.Publish(InboxPrefix(RoleOrigin, "o1")+".x", []byte("spoofed reply")))
-		}, InboxPrefix(RoleOrigin, "o1") + ".x"},
+		{"runtime publishes a result", RoleRuntime, "", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			return refusedLater[any](nil, nc.Publish(s.Result("o1"), resData))
+		}, s.Result("o1")},
+		{"runtime publishes to the JetStream API", RoleRuntime, "", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			return refusedLater[any](nil, nc.Publish("$JS.API.STREAM.DELETE.PIPELINE_JOBS", nil))
+		}, "$JS.API.STREAM.DELETE.PIPELINE_JOBS"},
 		{"caller publishes a job", RoleCaller, "", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
 			return refusedLater[any](nil, nc.Publish(s.Job("o1"), jobData))
 		}, s.Job("o1")},
@@ -486,7 +496,7 @@ func TestAuthForbiddenOperationsAreRefused(t *testing.T) {
 		o2 := connectAs(t, srv, auth, RoleOrigin, "o2")
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		cons, err := newJS(t, o2).Consumer(ctx, ResultsStream, OriginConsumer("o2"))
+		cons, err := pipelineJS(t, o2).Consumer(ctx, ResultsStream, OriginConsumer("o2"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -564,9 +574,9 @@ func TestAuthConfigValidation(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			a := testAuth()
 			tc.mod(&a)
-			users, err := a.ServerUsers(Subjects{})
+			users, _, err := a.ServerAccounts(Subjects{})
 			if tc.ok != (err == nil) {
-				t.Fatalf("ServerUsers: got err %v, want ok=%v", err, tc.ok)
+				t.Fatalf("ServerAccounts: got err %v, want ok=%v", err, tc.ok)
 			}
 			if err != nil && !errors.Is(err, ErrAuthConfig) {
 				t.Errorf("got %v, want ErrAuthConfig", err)
@@ -579,7 +589,7 @@ func TestAuthConfigValidation(t *testing.T) {
 	t.Run("env password reaches server and client", func(t *testing.T) {
 		a := testAuth()
 		a.Executor = Credentials{User: "executor", PasswordEnv: "PIPELINE_TEST_EXEC_PW"}
-		users, _ := a.ServerUsers(Subjects{})
+		users, _, _ := a.ServerAccounts(Subjects{})
 		var cc ConnConfig
 		if err := a.Apply(&cc, RoleExecutor, ""); err != nil {
 			t.Fatal(err)
@@ -664,7 +674,7 @@ func TestAuthOverMutualTLS(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := newJS(t, nc).CreateOrUpdateConsumer(ctx, ResultsStream, originConsumerConfig(Subjects{}, "o1")); err != nil {
+	if _, err := pipelineJS(t, nc).Consumer(ctx, ResultsStream, OriginConsumer("o1")); err != nil {
 		t.Fatalf("origin over TLS: %v", err)
 	}
 	if nc, err := connect(&TLSFiles{CAFile: pki.ca}); err == nil {
@@ -741,45 +751,12 @@ func writeTestPKI(t *testing.T, dir string) testPKI {
 }
 
 // TestAuthExampleConfigsMatchCode keeps configs/auth/ in step with the
-// permissions the code grants: the standalone nats-server config must give
-// every user exactly the permissions of its role, and the pipeline YAML
-// example must decode into AuthConfig.
+// code: the pipeline YAML example must decode into AuthConfig, and the
+// standalone nats-server.conf must hold exactly the accounts block that
+// AuthConfig.ServerConf renders for it (the same text the embedded server
+// parses), and parse into users with their roles' permissions, each in its
+// account. Run with PIPELINE_UPDATE_CONF=1 to print the block.
 func TestAuthExampleConfigsMatchCode(t *testing.T) {
-	for _, v := range []string{"ADMIN", "EXECUTOR", "RUNTIME", "CALLER", "ORIGIN_O1", "ORIGIN_O2"} {
-		t.Setenv("NATS_"+v+"_PASSWORD", strings.ToLower(v)+"-pw")
-	}
-	opts, err := server.ProcessConfigFile(filepath.Join("..", "configs", "auth", "nats-server.conf"))
-	if err != nil {
-		t.Fatalf("parse nats-server.conf: %v", err)
-	}
-	s := Subjects{}
-	want := map[string]*server.Permissions{
-		"admin":     AdminPermissions(s),
-		"executor":  ExecutorPermissions(s),
-		"runtime":   RuntimePermissions(s),
-		"caller":    CallerPermissions(s),
-		"origin-o1": OriginPermissions(s, "o1"),
-		"origin-o2": OriginPermissions(s, "o2"),
-	}
-	if len(opts.Users) != len(want) {
-		t.Errorf("nats-server.conf has %d users, want %d", len(opts.Users), len(want))
-	}
-	for _, u := range opts.Users {
-		w, ok := want[u.Username]
-		if !ok {
-			t.Errorf("unexpected user %q", u.Username)
-			continue
-		}
-		if u.Password == "" || strings.HasPrefix(u.Password, "$") {
-			t.Errorf("user %q: password %q not read from the environment", u.Username, u.Password)
-		}
-		if !samePerms(u.Permissions, w) {
-			gj, _ := json.Marshal(u.Permissions)
-			wj, _ := json.Marshal(w)
-			t.Errorf("user %q permissions\n got %s\nwant %s", u.Username, gj, wj)
-		}
-	}
-
 	data, err := os.ReadFile(filepath.Join("..", "configs", "auth", "pipeline-auth.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -796,16 +773,59 @@ func TestAuthExampleConfigsMatchCode(t *testing.T) {
 		t.Fatalf("decode pipeline-auth.yaml: %v", err)
 	}
 	a := doc.NATS.Auth
-	users, err := a.ServerUsers(s)
+	s := Subjects{}
+	block, err := a.ServerConf(s)
 	if err != nil {
 		t.Fatalf("pipeline-auth.yaml: %v", err)
 	}
-	if !a.Enabled || len(users) != len(want) {
-		t.Errorf("pipeline-auth.yaml: enabled=%v, %d users, want enabled and %d", a.Enabled, len(users), len(want))
+	if os.Getenv("PIPELINE_UPDATE_CONF") != "" {
+		fmt.Print(block)
 	}
-	for _, u := range users {
-		if w, ok := want[u.Username]; !ok || !samePerms(u.Permissions, w) {
-			t.Errorf("pipeline-auth.yaml user %q does not map to the role its name says", u.Username)
+	conf, err := os.ReadFile(filepath.Join("..", "configs", "auth", "nats-server.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(conf), block) {
+		t.Errorf("configs/auth/nats-server.conf does not hold the accounts block the code renders for pipeline-auth.yaml:\n%s", block)
+	}
+
+	for _, v := range []string{"ADMIN", "EXECUTOR", "RUNTIME", "CALLER", "ORIGIN_O1", "ORIGIN_O2"} {
+		t.Setenv("NATS_"+v+"_PASSWORD", strings.ToLower(v)+"-pw")
+	}
+	opts, err := server.ProcessConfigFile(filepath.Join("..", "configs", "auth", "nats-server.conf"))
+	if err != nil {
+		t.Fatalf("parse nats-server.conf: %v", err)
+	}
+	want := map[string]struct {
+		perms   *server.Permissions
+		account string
+	}{
+		"admin":     {AdminPermissions(s), PipelineAccount},
+		"executor":  {ExecutorPermissions(s), PipelineAccount},
+		"runtime":   {RuntimePermissions(s), PipelineAccount},
+		"caller":    {CallerPermissions(s), CallerAccount},
+		"origin-o1": {OriginPermissions(s, "o1"), OriginAccount("o1")},
+		"origin-o2": {OriginPermissions(s, "o2"), OriginAccount("o2")},
+	}
+	if !a.Enabled || len(opts.Users) != len(want) {
+		t.Errorf("enabled=%v, nats-server.conf has %d users, want enabled and %d", a.Enabled, len(opts.Users), len(want))
+	}
+	for _, u := range opts.Users {
+		w, ok := want[u.Username]
+		if !ok {
+			t.Errorf("unexpected user %q", u.Username)
+			continue
+		}
+		if u.Password == "" || strings.HasPrefix(u.Password, "$") {
+			t.Errorf("user %q: password %q not read from the environment", u.Username, u.Password)
+		}
+		if u.Account == nil || u.Account.Name != w.account {
+			t.Errorf("user %q: account %v, want %s", u.Username, u.Account, w.account)
+		}
+		if !samePerms(u.Permissions, w.perms) {
+			gj, _ := json.Marshal(u.Permissions)
+			wj, _ := json.Marshal(w.perms)
+			t.Errorf("user %q permissions\n got %s\nwant %s", u.Username, gj, wj)
 		}
 	}
 }
@@ -853,6 +873,56 @@ func TestAuthJobOrigin(t *testing.T) {
 		got, ok := tc.s.JobOrigin(tc.subject)
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("JobOrigin(%q) = %q, %v; want %q, %v", tc.subject, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// TestMonitorLoopbackAndToken: the monitor listens on loopback by default;
+// with a token every endpoint but /healthz needs it.
+func TestMonitorLoopbackAndToken(t *testing.T) {
+	for _, token := range []string{"", "mon-s3cret"} {
+		srv, err := NewServer(ServerConfig{Port: -1, MonitorPort: -1, MonitorToken: token, StoreDir: t.TempDir()})
+		if err == nil {
+			err = srv.Start(context.Background())
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := srv.MonitorAddr()
+		if !strings.HasPrefix(addr, "127.0.0.1:") {
+			t.Errorf("token %q: monitor on %q, want loopback", token, addr)
+		}
+		get := func(path, auth string) int {
+			req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+			if auth != "" {
+				req.Header.Set("Authorization", auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatalf("GET %s: %v", path, err)
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		want := 200
+		if token != "" {
+			want = 401
+		}
+		for _, path := range []string{"/varz", "/connz", "/accountz", "/jsz", "/subsz"} {
+			if got := get(path, "Bearer nope"); got != want {
+				t.Errorf("token %q: %s with a wrong token = %d, want %d", token, path, got, want)
+			}
+			if token != "" {
+				if got := get(path, "Bearer "+token); got != 200 {
+					t.Errorf("%s with the token = %d, want 200", path, got)
+				}
+			}
+		}
+		if got := get("/healthz", ""); got != 200 {
+			t.Errorf("token %q: /healthz = %d, want 200", token, got)
+		}
+		if err := srv.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

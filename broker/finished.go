@@ -22,9 +22,20 @@ func FinishedSubject(originID, jobID string) string {
 	return "$KV." + FinishedBucket + "." + FinishedKey(originID, jobID)
 }
 
-func provisionFinished(ctx context.Context, js jetstream.JetStream, c StreamsConfig, storage jetstream.StorageType) error {
+// ProvisionFinished creates or updates the finished-results bucket in js's
+// account, sized by cfg (FinishedTTL, FinishedMaxBytes, Storage, Replicas).
+// Provision calls it for the shared bucket; an origin in its own account
+// (nats.auth on) calls it for its own. A negative FinishedTTL disables the
+// bucket: nothing is created. It fails when the server refuses the bucket
+// (e.g. over the account's storage limit) or ctx ends first.
+func ProvisionFinished(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) error {
+	c := cfg.withDefaults()
 	if c.FinishedTTL < 0 {
 		return nil
+	}
+	storage := jetstream.FileStorage
+	if c.Storage == MemoryStorage {
+		storage = jetstream.MemoryStorage
 	}
 	_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      FinishedBucket,

@@ -16,7 +16,8 @@ type Continuation struct {
 
 // Job is a fetch job as stored in the jobs stream.
 type Job struct {
-	// ID is the job id, unique per job; also the JetStream Nats-Msg-Id.
+	// ID is the job id, unique per job. Its JetStream Nats-Msg-Id is
+	// JobMsgID(origin, ID).
 	ID string `json:"id"`
 	// Origin is the id of the origin that created the job; the result is
 	// published on that origin's results subject.
@@ -113,3 +114,9 @@ func (r *Result) QueueDuration() time.Duration {
 	}
 	return time.Duration(r.PickedAt - r.StoredAt)
 }
+
+// JobMsgID is the Nats-Msg-Id an origin stores job jobID with: the jobs
+// stream de-duplicates by it, across all origins, so it carries the origin
+// id: no origin can make another's job look like a duplicate by storing a
+// job with the same id first.
+func JobMsgID(originID, jobID string) string { return originID + "." + jobID }

@@ -22,6 +22,16 @@ type ServerConfig struct {
 	// MonitorPort is the HTTP monitoring port (/varz, /jsz, /healthz).
 	// 0 means 8222; -1 picks a free port; -2 disables monitoring.
 	MonitorPort int
+	// MonitorHost is the monitoring listen host. If empty, 127.0.0.1: the
+	// monitor (which shows every connection, subscription, account and
+	// stream config) stays on loopback even when Host is public.
+	MonitorHost string
+	// MonitorToken, when set, is required as a bearer token
+	// (Authorization: Bearer <token>) on every monitoring endpoint but
+	// /healthz; others get 401. nats-server's monitor has no
+	// authentication of its own, so with a token the endpoints are served by
+	// this package, calling the server's own handlers. Empty: no token.
+	MonitorToken string
 	// StoreDir is the JetStream file store directory (a jetstream/ folder is
 	// created in it). Required.
 	StoreDir string
@@ -32,6 +42,16 @@ type ServerConfig struct {
 	SyncAlways bool
 	// MaxStore caps JetStream file storage in bytes. 0 means the server default.
 	MaxStore int64
+	// StoreKey, when set, encrypts JetStream's file store at rest (streams,
+	// consumers, buckets; message bodies and headers) with a key derived
+	// from it. Losing it loses the stored data; a restart needs the same
+	// key. It protects the disk (a stolen volume or backup), not the
+	// running system: every role still reads what its permissions allow.
+	// Never logged.
+	StoreKey string
+	// StoreCipher is the at-rest cipher when StoreKey is set: "chacha"
+	// (ChaCha20-Poly1305, the default) or "aes" (AES-GCM).
+	StoreCipher string
 	// Cluster, when non-nil, makes this server a node of a JetStream cluster.
 	Cluster *ClusterConfig
 	// ReadyTimeout bounds how long Start waits for the server (and, in a
@@ -40,9 +60,14 @@ type ServerConfig struct {
 	// Logger receives the server's log lines. The zero value discards them.
 	Logger zerolog.Logger
 	// Users, when non-empty, turns on authentication: only these users may
-	// connect, each limited to its permissions (see AuthConfig.ServerUsers).
-	// In-process connections authenticate too.
+	// connect, each limited to its permissions and confined to its account
+	// (see AuthConfig.ServerAccounts). In-process connections authenticate
+	// too.
 	Users []*server.User
+	// Accounts are the NATS accounts Users belong to, with their exports,
+	// imports and JetStream limits (AuthConfig.ServerAccounts). Empty: every
+	// user is in the global account.
+	Accounts []*server.Account
 	// TLS, when non-nil, makes TCP clients use TLS with TLS.CertFile and
 	// TLS.KeyFile; with TLS.CAFile set, clients must present a certificate
 	// signed by it. In-process connections need no TLS.
@@ -91,6 +116,7 @@ type Server struct {
 	ns       *server.Server
 	log      zerolog.Logger
 	lameDuck time.Duration
+	monitor  *monitor // token-guarded monitoring; nil: the server's own or none
 
 	mu      sync.Mutex
 	started bool
@@ -119,18 +145,36 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if opts.Port == 0 {
 		opts.Port = DefaultClientPort
 	}
-	switch cfg.MonitorPort {
-	case 0:
-		opts.HTTPHost, opts.HTTPPort = opts.Host, DefaultMonitorPort
-	case -2:
-	default:
-		opts.HTTPHost, opts.HTTPPort = opts.Host, cfg.MonitorPort
+	monHost := cfg.MonitorHost
+	if monHost == "" {
+		monHost = DefaultHost
+	}
+	monPort := cfg.MonitorPort
+	if monPort == 0 {
+		monPort = DefaultMonitorPort
+	}
+	if monPort != -2 && cfg.MonitorToken == "" {
+		opts.HTTPHost, opts.HTTPPort = monHost, monPort
 	}
 	if cfg.MaxStore > 0 {
 		opts.JetStreamMaxStore = cfg.MaxStore
 	}
+	if cfg.StoreKey != "" {
+		switch strings.ToLower(cfg.StoreCipher) {
+		case "", "chacha":
+			opts.JetStreamCipher = server.ChaCha
+		case "aes":
+			opts.JetStreamCipher = server.AES
+		default:
+			return nil, fmt.Errorf("new nats server: store cipher %q: want chacha or aes", cfg.StoreCipher)
+		}
+		opts.JetStreamKey = cfg.StoreKey
+	}
 	if len(cfg.Users) > 0 {
 		opts.Users = cfg.Users
+	}
+	if len(cfg.Accounts) > 0 {
+		opts.Accounts = cfg.Accounts
 	}
 	if cfg.TLS != nil {
 		if err := cfg.TLS.serverOptions(opts); err != nil {
@@ -161,6 +205,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	ns.SetLoggerV2(natsLogger{cfg.Logger}, false, false, false)
 	s := &Server{cfg: cfg, ns: ns, log: cfg.Logger}
+	if monPort != -2 && cfg.MonitorToken != "" {
+		if monPort == -1 {
+			monPort = 0
+		}
+		s.monitor = newMonitor(ns, net.JoinHostPort(monHost, strconv.Itoa(monPort)), cfg.MonitorToken, cfg.Logger)
+	}
 	if cfg.Cluster != nil {
 		s.lameDuck = cfg.Cluster.LameDuck
 	}
@@ -210,11 +260,18 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	if s.monitor != nil {
+		if err := s.monitor.start(); err != nil {
+			s.stopLocked()
+			return fmt.Errorf("start nats server: %w", err)
+		}
+	}
 	return nil
 }
 
 func (s *Server) stopLocked() {
 	s.closed = true
+	s.monitor.stop()
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
 }
@@ -239,6 +296,9 @@ func (s *Server) ClusterURL() string {
 
 // MonitorAddr is the monitoring listener address, or "" when disabled.
 func (s *Server) MonitorAddr() string {
+	if s.monitor != nil {
+		return s.monitor.addr()
+	}
 	if a := s.ns.MonitorAddr(); a != nil {
 		return net.JoinHostPort(a.IP.String(), strconv.Itoa(a.Port))
 	}
@@ -256,6 +316,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	s.monitor.stop()
 	return s.waitStopped(ctx, s.ns.Shutdown)
 }
 
@@ -276,6 +337,7 @@ func (s *Server) LameDuckShutdown(ctx context.Context) error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	s.monitor.stop()
 	return s.waitStopped(ctx, func() {
 		s.ns.LameDuckShutdown()
 		s.ns.Shutdown()

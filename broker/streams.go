@@ -38,6 +38,12 @@ const (
 // defaults of DefaultStreamsConfig.
 type StreamsConfig struct {
 	Subjects Subjects `yaml:"-"`
+	// Tenants are the origins that live in their own NATS accounts (nats.auth
+	// on: AuthConfig.OriginIDs). Provision creates their results consumers
+	// in the pipeline account (an origin may not create consumers there) and
+	// no shared finished-results bucket (each origin keeps its own, see
+	// ProvisionFinished).
+	Tenants []string `yaml:"-"`
 	// Replicas per stream: 1 on a single server, 3 on a cluster. Default 1.
 	Replicas int `yaml:"replicas"`
 	// Storage is file (default) or memory.
@@ -236,8 +242,19 @@ func provision(ctx context.Context, js jetstream.JetStream, c StreamsConfig) err
 	if _, err := js.CreateOrUpdateConsumer(ctx, JobsStream, cons); err != nil {
 		return fmt.Errorf("provision consumer %s: %w", ExecutorsConsumer, err)
 	}
-	if err := provisionFinished(ctx, js, c, storage); err != nil {
-		return err
+	for _, id := range c.Tenants {
+		if err := ValidateToken("origin id", id); err != nil {
+			return fmt.Errorf("provision: %w", err)
+		}
+		oc := OriginConsumerConfig(c.Subjects, id, c.Replicas, c.AckWait)
+		if _, err := js.CreateOrUpdateConsumer(ctx, ResultsStream, oc); err != nil {
+			return fmt.Errorf("provision consumer %s: %w", oc.Durable, err)
+		}
+	}
+	if len(c.Tenants) == 0 {
+		if err := ProvisionFinished(ctx, js, c); err != nil {
+			return err
+		}
 	}
 	return provisionDeadLetters(ctx, js, c, storage)
 }

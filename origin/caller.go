@@ -64,6 +64,9 @@ type CallConfig struct {
 	// RuntimeHTTP is the base URL of the runtime's HTTP side, e.g.
 	// http://127.0.0.1:8788. If empty, via=http fails with 502.
 	RuntimeHTTP string
+	// RuntimeToken, when set, is sent as the bearer token of via=http calls
+	// (the runtime's HTTPConfig.AuthToken). Never logged.
+	RuntimeToken string
 	// Timeout bounds each delegated call (the request's own context may end
 	// it sooner). If zero or negative, DefaultCallTimeout (5 s) is used.
 	Timeout time.Duration
@@ -149,18 +152,19 @@ func statusOf(err error) int {
 //
 // A Caller is safe for concurrent use. Close releases its idle connections.
 type Caller struct {
-	nc         *nats.Conn
-	fns        Functions
-	subjects   broker.Subjects
-	timeout    time.Duration
-	maxPayload int
-	defaultVia string
-	client     *http.Client
-	ownClient  bool
-	runtimeURL string // base URL with no trailing slash, or ""
-	log        zerolog.Logger
-	bufs       bodyPool
-	m          *callerMetrics // nil: no metrics
+	nc          *nats.Conn
+	fns         Functions
+	subjects    broker.Subjects
+	timeout     time.Duration
+	maxPayload  int
+	defaultVia  string
+	client      *http.Client
+	ownClient   bool
+	runtimeURL  string // base URL with no trailing slash, or ""
+	runtimeAuth string // Authorization header value for via=http, or ""
+	log         zerolog.Logger
+	bufs        bodyPool
+	m           *callerMetrics // nil: no metrics
 
 	subjectCache sync.Map // fn → NATS subject
 }
@@ -178,7 +182,13 @@ func NewCaller(nc *nats.Conn, cfg CallConfig) *Caller {
 		defaultVia: cfg.DefaultVia,
 		client:     cfg.HTTPClient,
 		runtimeURL: strings.TrimRight(cfg.RuntimeHTTP, "/"),
-		m:          newCallerMetrics(cfg.Metrics),
+		runtimeAuth: func() string {
+			if cfg.RuntimeToken == "" {
+				return ""
+			}
+			return "Bearer " + cfg.RuntimeToken
+		}(),
+		m: newCallerMetrics(cfg.Metrics),
 		log: cfg.Logger.With().Str("component", "rpc-caller").Logger().
 			Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second}),
 	}
@@ -340,6 +350,9 @@ func (c *Caller) callHTTP(ctx context.Context, fn string, body []byte) ([]byte, 
 		return nil, fmt.Errorf("origin: build runtime request: %w", err)
 	}
 	req.Header["Content-Type"] = []string{"application/octet-stream"}
+	if c.runtimeAuth != "" {
+		req.Header["Authorization"] = []string{c.runtimeAuth}
+	}
 	resp, err := c.client.Do(req)
 	if err != nil {
 		return nil, c.delegationError(ctx, "http", url, err)

@@ -93,13 +93,26 @@ type Config struct {
 	// unacknowledged (e.g. the origin crashed) before it is redelivered; it
 	// also bounds one continuation run. Default broker.DefaultAckWait.
 	ResultAckWait time.Duration `yaml:"-"`
+	// OwnAccount, when non-nil, says the origin is alone in its own NATS
+	// account (nats.auth on, broker.OriginAccount): it binds its results
+	// consumer, which the admin provisioned in the pipeline account, through
+	// the imported API under broker.PipelineAPIPrefix instead of creating
+	// it, and keeps its finished results in a bucket of its own account,
+	// created at Start and sized by *OwnAccount (broker.ProvisionFinished).
+	// Nil: one shared account, as without auth.
+	OwnAccount *broker.StreamsConfig `yaml:"-"`
 	// AuthToken, when set, is required as a bearer token on /ws and the
 	// extra handlers (Authorization: Bearer <token>, or ?access_token= for
-	// browsers). A WebSocket without it gets one unauthorized error frame and
-	// is closed; HTTP requests get 401.
+	// browsers). A WebSocket request without it, or with a wrong header, is
+	// refused with 401 before the upgrade; only a wrong ?access_token= is
+	// upgraded and refused with one unauthorized error frame (a browser
+	// cannot read a handshake's status). HTTP requests get 401. Refusals are
+	// logged at most once per 10 s.
 	AuthToken string `yaml:"auth_token"`
 	// AllowedOrigins lists the browser origins (scheme://host[:port]) allowed
-	// to open a WebSocket; "*" allows any. Empty: same host only. Requests
+	// to open a WebSocket; "*" allows any. Empty: only pages served from the
+	// configured Listen host and port (never judged by the request's Host
+	// header; a Listen host of 0.0.0.0 then allows no browser). Requests
 	// without an Origin header (non-browser clients) are always allowed.
 	AllowedOrigins []string `yaml:"allowed_origins"`
 	// Handlers are extra HTTP routes served next to /ws (e.g. "/metrics").
@@ -177,9 +190,12 @@ type ContinuationFunc func(ctx context.Context, res *broker.Result) error
 // Server is an origin: WebSocket sessions, job enqueueing and result
 // continuations. Its methods are safe for concurrent use.
 type Server struct {
-	cfg    Config
-	nc     *nats.Conn
-	js     jetstream.JetStream
+	cfg Config
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	// pjs reaches the pipeline account's JetStream API: js itself, or with
+	// OwnAccount the API its account imports under broker.PipelineAPIPrefix.
+	pjs    jetstream.JetStream
 	log    zerolog.Logger
 	limits limits
 
@@ -198,6 +214,10 @@ type Server struct {
 	inflight inflight
 	// pingStop ends pingLoop.
 	pingStop chan struct{}
+	// authLogAt is when a token refusal was last logged (UnixNano);
+	// authRefused counts refusals since.
+	authLogAt   atomic.Int64
+	authRefused atomic.Int64
 	// writers are the sessions' buffered writers, held only while writing.
 	writers sync.Pool
 	sessWG  sync.WaitGroup
@@ -246,12 +266,22 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 		serveErr: make(chan error, 1),
 		m:        MetricsOf(cfg.Metrics),
 	}
-	ready, err := metrics.NewReadiness(metrics.ReadinessConfig{
-		// Its own results consumer rather than the results stream: that is
-		// what an origin's NATS permissions let it read (broker.OriginPermissions).
+	// Its own results consumer rather than the results stream: that is
+	// what an origin's NATS permissions let it read (broker.OriginPermissions).
+	rcfg := metrics.ReadinessConfig{
 		Conns: []*nats.Conn{nc}, JS: js, Streams: []string{broker.JobsStream},
 		Consumers: []metrics.ConsumerRef{{Stream: broker.ResultsStream, Consumer: broker.OriginConsumer(cfg.ID)}},
-	})
+	}
+	s.pjs = js
+	if cfg.OwnAccount != nil {
+		// In its own account it sees the pipeline account only through its
+		// imports: its results consumer, not the jobs stream.
+		if s.pjs, err = jetstream.NewWithAPIPrefix(nc, broker.PipelineAPIPrefix); err != nil {
+			return nil, fmt.Errorf("new origin: jetstream: %w", err)
+		}
+		rcfg.JS, rcfg.Streams = s.pjs, nil
+	}
+	ready, err := metrics.NewReadiness(rcfg)
 	if err != nil {
 		return nil, fmt.Errorf("new origin: %w", err)
 	}
@@ -274,6 +304,28 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 	cc.Subjects, cc.Logger, cc.Metrics = cfg.Subjects, cfg.Logger, cfg.Metrics
 	s.caller = NewCaller(nc, cc)
 	return s, nil
+}
+
+// bindResults binds the results consumer the admin provisioned in the
+// pipeline account (OwnAccount). In a cluster, a request crossing accounts
+// right after connecting can go unanswered (observed once in a loaded R3
+// test), so each attempt is short and it tries again until ctx ends; a
+// consumer that does not exist fails at once.
+func (s *Server) bindResults(ctx context.Context) (jetstream.Consumer, error) {
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		cons, err := s.pjs.Consumer(actx, broker.ResultsStream, broker.OriginConsumer(s.cfg.ID))
+		cancel()
+		if err == nil || errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			return cons, err
+		}
+		s.log.Debug().Err(err).Int("attempt", attempt).Msg("bind results consumer: trying again")
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (after %d attempts)", err, attempt)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // ID is the origin id.
@@ -303,10 +355,24 @@ func (s *Server) Start(ctx context.Context) error {
 		// Its results channel is closed: consuming again would panic.
 		return ErrServerClosed
 	}
-	cons, err := s.js.CreateOrUpdateConsumer(ctx, broker.ResultsStream,
-		broker.OriginConsumerConfig(s.cfg.Subjects, s.cfg.ID, s.cfg.Replicas, s.cfg.ResultAckWait))
-	if err != nil {
-		return fmt.Errorf("origin %s: results consumer: %w", s.cfg.ID, err)
+	var cons jetstream.Consumer
+	var err error
+	if s.cfg.OwnAccount != nil {
+		// The admin provisions it (broker.StreamsConfig.Tenants): an origin
+		// that could write a consumer config could point its delivery anywhere.
+		if cons, err = s.bindResults(ctx); err != nil {
+			return fmt.Errorf("origin %s: results consumer %s (provisioned by the admin for the origins in nats.auth.origins): %w",
+				s.cfg.ID, broker.OriginConsumer(s.cfg.ID), err)
+		}
+		if err := broker.ProvisionFinished(ctx, s.js, *s.cfg.OwnAccount); err != nil {
+			return fmt.Errorf("origin %s: own finished-results bucket: %w", s.cfg.ID, err)
+		}
+	} else {
+		cons, err = s.js.CreateOrUpdateConsumer(ctx, broker.ResultsStream,
+			broker.OriginConsumerConfig(s.cfg.Subjects, s.cfg.ID, s.cfg.Replicas, s.cfg.ResultAckWait))
+		if err != nil {
+			return fmt.Errorf("origin %s: results consumer: %w", s.cfg.ID, err)
+		}
 	}
 	kv, err := s.js.KeyValue(ctx, broker.FinishedBucket)
 	switch {
@@ -466,7 +532,7 @@ func (s *Server) publish(job *broker.Job) (jetstream.PubAckFuture, error) {
 	if err != nil {
 		return nil, err
 	}
-	fut, err := s.js.PublishAsync(s.cfg.Subjects.Job(s.cfg.ID), data, jetstream.WithMsgID(job.ID))
+	fut, err := s.js.PublishAsync(s.cfg.Subjects.Job(s.cfg.ID), data, jetstream.WithMsgID(broker.JobMsgID(s.cfg.ID, job.ID)))
 	if err != nil {
 		return nil, s.publishErr(err)
 	}

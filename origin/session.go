@@ -102,6 +102,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too many connections", http.StatusServiceUnavailable)
 		return
 	}
+	proceed, refuseInFrame := s.wsAuth(w, r)
+	if !proceed {
+		return
+	}
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		s.log.Debug().Err(err).Str("remote", r.RemoteAddr).Msg("websocket upgrade failed")
@@ -124,8 +128,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		sess.limiter = rate.NewLimiter(rate.Limit(s.cfg.RatePerConn), burst)
 	}
 	sess.log = s.log.With().Str("session", sess.id).Str("remote", r.RemoteAddr).Logger()
-	if !s.authorized(r) {
-		sess.log.Info().Msg("websocket refused: missing or wrong bearer token")
+	if refuseInFrame {
 		_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
 		_ = conn.WriteMessage(websocket.TextMessage, encodeError("", "", broker.Errorf(broker.CodeUnauthorized, "missing or wrong bearer token")))
 		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "unauthorized"), time.Now().Add(time.Second))

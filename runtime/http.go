@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -185,6 +187,11 @@ type HTTPConfig struct {
 	// Handlers are extra routes served next to /rpc/ (e.g. "/metrics",
 	// "/healthz", "/readyz"), by ServeMux pattern.
 	Handlers map[string]http.Handler
+	// AuthToken, when set, is required as a bearer token
+	// (Authorization: Bearer <token>) on /rpc/ and every extra handler but
+	// /healthz and /readyz; a request without it gets 401 before its body
+	// is read. Refusals are logged at most once per 10 s. Empty: no token.
+	AuthToken string
 }
 
 // HTTPServer serves the runtime's HTTP side (NewHTTPHandler plus
@@ -216,7 +223,7 @@ func NewHTTPServer(cfg HTTPConfig) *HTTPServer {
 	}
 	log := cfg.Logger.With().Str("component", "rpc-http").Logger()
 	srv := &http.Server{
-		Handler:           serverHandler(cfg),
+		Handler:           serverHandler(cfg, log),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       cfg.ReadTimeout,
 		WriteTimeout:      cfg.WriteTimeout,
@@ -228,18 +235,74 @@ func NewHTTPServer(cfg HTTPConfig) *HTTPServer {
 }
 
 // serverHandler is the HTTPServer's handler: the functions under /rpc/ (and
-// their JSON 404 for any other path), plus cfg.Handlers.
-func serverHandler(cfg HTTPConfig) http.Handler {
-	h := newRPCHandler(cfg.Registry, newServedMetrics(cfg.Metrics))
+// their JSON 404 for any other path), plus cfg.Handlers; all but the
+// health probes behind cfg.AuthToken.
+func serverHandler(cfg HTTPConfig, log zerolog.Logger) http.Handler {
+	guard := newTokenGuard(cfg.AuthToken, log)
+	h := guard.wrap(newRPCHandler(cfg.Registry, newServedMetrics(cfg.Metrics)))
 	if len(cfg.Handlers) == 0 {
 		return h
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/", h)
 	for pattern, extra := range cfg.Handlers {
-		mux.Handle(pattern, extra)
+		if pattern == "/healthz" || pattern == "/readyz" {
+			mux.Handle(pattern, extra) // probes carry no data
+			continue
+		}
+		mux.Handle(pattern, guard.wrap(extra))
 	}
 	return mux
+}
+
+// tokenGuard requires a bearer token; refusals are logged at most every
+// 10 s (a flood of wrong tokens must not flood the log). Safe for
+// concurrent use.
+type tokenGuard struct {
+	token []byte
+	log   zerolog.Logger
+	// loggedAt is when a refusal was last logged (UnixNano); refused
+	// counts refusals since.
+	loggedAt atomic.Int64
+	refused  atomic.Int64
+}
+
+func newTokenGuard(token string, log zerolog.Logger) *tokenGuard {
+	return &tokenGuard{token: []byte(token), log: log}
+}
+
+// wrap returns h behind the token check, or h itself without a token.
+func (g *tokenGuard) wrap(h http.Handler) http.Handler {
+	if len(g.token) == 0 {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !g.ok(r) {
+			g.refuse(r)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="pipeline"`)
+			writeError(w, http.StatusUnauthorized, "unauthorized: missing or wrong bearer token")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (g *tokenGuard) ok(r *http.Request) bool {
+	h := r.Header.Get("Authorization")
+	if len(h) <= 7 || !strings.EqualFold(h[:7], "Bearer ") {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(h[7:]), g.token) == 1
+}
+
+func (g *tokenGuard) refuse(r *http.Request) {
+	n := g.refused.Add(1)
+	now, last := time.Now().UnixNano(), g.loggedAt.Load()
+	if now-last > int64(10*time.Second) && g.loggedAt.CompareAndSwap(last, now) {
+		g.refused.Add(-n)
+		g.log.Warn().Int64("refused", n).Str("remote", r.RemoteAddr).Str("path", r.URL.Path).
+			Msg("http request refused: missing or wrong bearer token (logged at most every 10 s; refused counts since the last line)")
+	}
 }
 
 // Start binds the listen address and serves in the background. It returns

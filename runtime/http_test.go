@@ -8,8 +8,11 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // startHTTP runs the runtime's HTTP side on a free loopback port, shut down
@@ -163,4 +166,78 @@ func TestHTTPServerLifecycle(t *testing.T) {
 	if NewHTTPServer(HTTPConfig{}).cfg.Addr != DefaultHTTPAddr {
 		t.Fatal("default address is not DefaultHTTPAddr")
 	}
+}
+
+// TestHTTPToken: with AuthToken set, /rpc/ and the extra handlers need the
+// bearer token (401 otherwise, logged once per 10 s however many), the
+// health probes do not.
+func TestHTTPToken(t *testing.T) {
+	var logs lockedBuf
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("data")) })
+	srv := NewHTTPServer(HTTPConfig{
+		Addr: "127.0.0.1:0", AuthToken: "s3cret", Logger: zerolog.New(&logs),
+		Handlers: map[string]http.Handler{"/metrics": ok, "/healthz": ok},
+	})
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	c := testClient(t)
+	do := func(method, path, auth string) int {
+		req, _ := http.NewRequest(method, srv.URL()+path, strings.NewReader("ping"))
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, tc := range []struct {
+		method, path, auth string
+		want               int
+	}{
+		{"POST", "/rpc/echo", "", 401},
+		{"POST", "/rpc/echo", "Bearer nope", 401},
+		{"POST", "/rpc/echo", "Basic s3cret", 401},
+		{"POST", "/rpc/echo", "Bearer s3cret", 200},
+		{"GET", "/metrics", "", 401},
+		{"GET", "/metrics", "bearer s3cret", 200},
+		{"GET", "/healthz", "", 200},
+		{"POST", "/nope", "", 401},
+	} {
+		if got := do(tc.method, tc.path, tc.auth); got != tc.want {
+			t.Errorf("%s %s with %q: got %d, want %d", tc.method, tc.path, tc.auth, got, tc.want)
+		}
+	}
+	for i := 0; i < 100; i++ {
+		do("POST", "/rpc/echo", "Bearer guess-123")
+	}
+	if n := strings.Count(logs.String(), "request refused"); n != 1 {
+		t.Errorf("%d refusal log lines for 105 refusals, want 1 (rate-limited):\n%s", n, logs.String())
+	}
+	if strings.Contains(logs.String(), "s3cret") || strings.Contains(logs.String(), "guess-123") {
+		t.Errorf("a token reached the log: %s", logs.String())
+	}
+}
+
+// lockedBuf is a bytes.Buffer safe for the server's goroutines.
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

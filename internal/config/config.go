@@ -53,8 +53,12 @@ type NATS struct {
 	Host          string `yaml:"host"`
 	Port          int    `yaml:"port"`
 	MonitorPort   int    `yaml:"monitor_port"`
+	MonitorHost   string `yaml:"monitor_host"`
+	MonitorToken  string `yaml:"monitor_token"`
 	DataDir       string `yaml:"data_dir"`
 	SyncAlways    bool   `yaml:"sync_always"`
+	StoreKey      string `yaml:"store_key"`
+	StoreCipher   string `yaml:"store_cipher"`
 	SubjectPrefix string `yaml:"subject_prefix"`
 	User          string `yaml:"user"`
 	Password      string `yaml:"password"`
@@ -101,6 +105,9 @@ type Runtime struct {
 	MaxPayload int           `yaml:"max_payload"`
 	MaxRounds  int           `yaml:"max_rounds"`
 	Timeout    time.Duration `yaml:"timeout"`
+	// AuthToken, when set, is required as a bearer token on the runtime's
+	// HTTP side (/rpc/<fn>, /metrics); the origin's /call?via=http sends it.
+	AuthToken string `yaml:"auth_token"`
 }
 
 // Default returns the built-in defaults: each role's own defaults, plus
@@ -113,8 +120,11 @@ func Default() Config {
 			Host:          broker.DefaultHost,
 			Port:          broker.DefaultClientPort,
 			MonitorPort:   broker.DefaultMonitorPort,
+			MonitorHost:   broker.DefaultHost,
+			StoreCipher:   "chacha",
 			DataDir:       "./data",
 			SubjectPrefix: broker.DefaultPrefix,
+			Auth:          broker.AuthConfig{OriginMaxStore: broker.DefaultOriginMaxStore},
 			Cluster: NATSCluster{
 				Host:     broker.DefaultHost,
 				Port:     broker.DefaultClusterPort,
@@ -182,22 +192,26 @@ func (c *Config) AllowTarget() {
 // settings are ignored. It fails on incomplete settings.
 func (n NATS) ServerConfig(clustered bool) (broker.ServerConfig, error) {
 	scfg := broker.ServerConfig{
-		Host:        n.Host,
-		Port:        n.Port,
-		MonitorPort: n.MonitorPort,
-		StoreDir:    n.DataDir,
-		ServerName:  n.ServerName,
-		SyncAlways:  n.SyncAlways,
-		TLS:         n.tls(),
+		Host:         n.Host,
+		Port:         n.Port,
+		MonitorPort:  n.MonitorPort,
+		MonitorHost:  n.MonitorHost,
+		MonitorToken: n.MonitorToken,
+		StoreDir:     n.DataDir,
+		ServerName:   n.ServerName,
+		SyncAlways:   n.SyncAlways,
+		StoreKey:     n.StoreKey,
+		StoreCipher:  n.StoreCipher,
+		TLS:          n.tls(),
 	}
 	if scfg.StoreDir == "" {
 		return scfg, fmt.Errorf("nats: a data dir is required (--data-dir, nats.data_dir)")
 	}
-	users, err := n.Auth.ServerUsers(broker.Subjects{Prefix: n.SubjectPrefix})
+	users, accounts, err := n.Auth.ServerAccounts(broker.Subjects{Prefix: n.SubjectPrefix})
 	if err != nil {
 		return scfg, fmt.Errorf("nats: users: %w", err)
 	}
-	scfg.Users = users
+	scfg.Users, scfg.Accounts = users, accounts
 	cl := n.Cluster
 	if !clustered {
 		return scfg, nil

@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -22,7 +23,11 @@ func authConfig() broker.AuthConfig {
 		Admin:    broker.Credentials{User: "admin", Password: "admin-pw"},
 		Executor: broker.Credentials{User: "executor", Password: "executor-pw"},
 		Runtime:  broker.Credentials{User: "runtime", Password: "runtime-pw"},
-		Origins:  map[string]broker.Credentials{"o1": {User: "origin-o1", Password: "o1-pw"}},
+		Caller:   broker.Credentials{User: "caller", Password: "caller-pw"},
+		Origins: map[string]broker.Credentials{
+			"o1": {User: "origin-o1", Password: "o1-pw"},
+			"o2": {User: "origin-o2", Password: "o2-pw"},
+		},
 	}
 }
 
@@ -89,5 +94,49 @@ func TestRoleProcessWithoutAdminDoesNotProvision(t *testing.T) {
 	c := testutil.DialWS(t, st.OriginWS())
 	if _, res := c.Fetch("e1", st.TargetURL()+"/delay", nil); res.Type != "result" || res.Status != 200 {
 		t.Fatalf("fetch through the separate executor: %+v", res)
+	}
+}
+
+// TestTwoOriginAccountsExactlyOnce runs two origins, each in its own NATS
+// account (o2 in a second process-like stack that reaches the server over
+// TCP), against the shared executors: every fetch of each origin's client
+// gets exactly one final frame, and no frame of one origin's fetches reaches
+// the other's client (the ledgers count strays).
+func TestTwoOriginAccountsExactlyOnce(t *testing.T) {
+	st := startStack(t, func(c *config.Config) { c.NATS.Auth = authConfig() })
+	cfg := EphemeralConfig()
+	cfg.NATS.Embedded, cfg.NATS.URL = false, st.NATSURL()
+	cfg.Executor.Count, cfg.Runtime.Enabled, cfg.Target.Enabled = 0, false, false
+	cfg.Origin.ID = "o2"
+	cfg.NATS.Auth = broker.AuthConfig{Enabled: true, Origins: map[string]broker.Credentials{"o2": authConfig().Origins["o2"]}}
+	o2 := startConfigured(t, cfg, zerolog.WarnLevel)
+
+	const n = 100
+	type side struct {
+		id string
+		l  *testutil.Ledger
+		lc *testutil.LedgerConn
+	}
+	sides := []side{{id: "o1", l: testutil.NewLedger()}, {id: "o2", l: testutil.NewLedger()}}
+	sides[0].lc = testutil.DialLedger(t, st.OriginWS(), sides[0].l)
+	sides[1].lc = testutil.DialLedger(t, o2.OriginWS(), sides[1].l)
+	for i := 0; i < n; i++ {
+		for _, sd := range sides {
+			id := fmt.Sprintf("%s-%d", sd.id, i)
+			if err := sd.lc.StartFetch(id, st.TargetURL()+"/echo?from="+id, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, sd := range sides {
+		if !sd.l.WaitDone(30 * time.Second) {
+			t.Fatalf("%s: %d fetches unfinished", sd.id, sd.l.Pending())
+		}
+		// Duplicates or strays would arrive late: give them a moment.
+		time.Sleep(200 * time.Millisecond)
+		sum := sd.l.Check(t)
+		if sum.Results != n {
+			t.Errorf("%s: %d results, want %d (%+v)", sd.id, sum.Results, n, sum)
+		}
 	}
 }

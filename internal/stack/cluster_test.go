@@ -30,6 +30,13 @@ type testCluster struct {
 // a node started alone would wait for the others) and stops them at test end.
 func startCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
+	return startClusterAuth(t, n, broker.AuthConfig{})
+}
+
+// startClusterAuth is startCluster with auth's accounts and users on every
+// node (auth disabled: none).
+func startClusterAuth(t *testing.T, n int, auth broker.AuthConfig) *testCluster {
+	t.Helper()
 	ports := testutil.FreePorts(t, n)
 	routes := make([]string, n)
 	for i, p := range ports {
@@ -44,8 +51,15 @@ func startCluster(t *testing.T, n int) *testCluster {
 	ch := make(chan started, n)
 	for i := 0; i < n; i++ {
 		dir := t.TempDir()
+		// Each node parses its own accounts: an account belongs to one server.
+		users, accounts, err := auth.ServerAccounts(broker.Subjects{})
+		if err != nil {
+			t.Fatal(err)
+		}
 		go func(i int) {
 			srv, err := startServer(broker.ServerConfig{
+				Users:        users,
+				Accounts:     accounts,
 				Port:         -1,
 				MonitorPort:  -2,
 				StoreDir:     dir,
@@ -127,7 +141,7 @@ func startClusterStack(t *testing.T, cfg config.Config) *Stack {
 	// The origin's results consumer has a fixed 30 s AckWait; shorten it the
 	// same way, so a result whose delivery died with a server is redelivered
 	// (and de-duplicated) within the test's time.
-	if st.Origin() != nil {
+	if st.Origin() != nil && !cfg.NATS.Auth.Enabled { // with auth the admin provisioned it so
 		js := clusterJS(t, cfg.NATS.URL)
 		cons, err := js.Consumer(ctx, broker.ResultsStream, broker.OriginConsumer(cfg.Origin.ID))
 		if err != nil {
@@ -144,9 +158,9 @@ func startClusterStack(t *testing.T, cfg config.Config) *Stack {
 
 // clusterJS is a JetStream context on its own connection to url, closed at
 // test end.
-func clusterJS(t *testing.T, url string) jetstream.JetStream {
+func clusterJS(t *testing.T, url string, opts ...nats.Option) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	nc, err := nats.Connect(url, append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,13 +250,23 @@ type nodeLoss struct {
 // sends small batches until both executors have taken jobs again. It
 // asserts the exactly-once contract and that both executors and the jobs
 // stream recover.
-func runNodeLoss(t *testing.T, allLeaders bool) nodeLoss {
-	cl := startCluster(t, 3)
+//
+// With auth, every node has the accounts of nats.auth (each origin in its
+// own account) and every role connects as its own user.
+func runNodeLoss(t *testing.T, allLeaders, auth bool) nodeLoss {
+	var ac broker.AuthConfig
+	var admin []nats.Option
+	if auth {
+		ac = authConfig()
+		admin = append(admin, nats.UserInfo(ac.Admin.User, ac.Admin.Password), nats.CustomInboxPrefix(broker.InboxPrefix(broker.RoleAdmin, "")))
+	}
+	cl := startClusterAuth(t, 3, ac)
 	cfg := clusterConfig(cl)
+	cfg.NATS.Auth = ac
 	cfg.Executor.Count = 2
 	cfg.Executor.Concurrency = 32
 	st := startClusterStack(t, cfg)
-	js := clusterJS(t, cl.URL())
+	js := clusterJS(t, cl.URL(), admin...)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 
@@ -373,7 +397,24 @@ func TestClusterSurvivesLosingStreamLeader(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster failover test: skipped with -short")
 	}
-	runNodeLoss(t, false)
+	runNodeLoss(t, false, false)
+}
+
+// TestClusterNodeLossWithAccounts is the worst case of
+// TestClusterNodeLossStrict (the lost node led every stream and consumer,
+// the origin's cross-account results consumer included) with nats.auth on:
+// every node carries the accounts (the origin alone in its own, with its R3
+// finished-results bucket there). Exactly once still holds, and the
+// pipeline resumes within seconds.
+func TestClusterNodeLossWithAccounts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster failover test: skipped with -short")
+	}
+	r := runNodeLoss(t, true, true)
+	if r.recovery > 10*time.Second || r.resumed > 10*time.Second {
+		t.Errorf("first batch ended %v and executors pulled again %v after the loss, want < 10 s",
+			r.recovery.Round(time.Millisecond), r.resumed.Round(time.Millisecond))
+	}
 }
 
 // TestClusterNodeLossStrict is the worst case (the lost node led every
@@ -386,7 +427,7 @@ func TestClusterNodeLossStrict(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster failover test: skipped with -short")
 	}
-	r := runNodeLoss(t, true)
+	r := runNodeLoss(t, true, false)
 	if r.recovery > 10*time.Second || r.resumed > 10*time.Second {
 		t.Errorf("first batch ended %v and executors pulled again %v after the loss, want < 10 s",
 			r.recovery.Round(time.Millisecond), r.resumed.Round(time.Millisecond))

@@ -45,7 +45,7 @@ func (s *Stack) startRuntime(ctx context.Context, subjects broker.Subjects) erro
 	if err != nil {
 		return err
 	}
-	hs := runtime.NewHTTPServer(runtime.HTTPConfig{Addr: s.cfg.Runtime.Listen, Registry: s.functions(), Metrics: s.metrics, Handlers: ops, Logger: s.log})
+	hs := runtime.NewHTTPServer(runtime.HTTPConfig{Addr: s.cfg.Runtime.Listen, Registry: s.functions(), Metrics: s.metrics, Handlers: ops, Logger: s.log, AuthToken: s.cfg.Runtime.AuthToken})
 	if err := hs.Start(ctx); err != nil {
 		return fmt.Errorf("stack: runtime http: %w", err)
 	}
@@ -64,10 +64,11 @@ func (s *Stack) callConfig() origin.CallConfig {
 		runtimeURL = "http://" + s.cfg.Runtime.Listen
 	}
 	return origin.CallConfig{
-		Functions:   s.functions(),
-		RuntimeHTTP: runtimeURL,
-		Timeout:     s.cfg.Runtime.Timeout,
-		MaxPayload:  s.functions().Limits().MaxPayload,
+		Functions:    s.functions(),
+		RuntimeHTTP:  runtimeURL,
+		RuntimeToken: s.cfg.Runtime.AuthToken,
+		Timeout:      s.cfg.Runtime.Timeout,
+		MaxPayload:   s.functions().Limits().MaxPayload,
 	}
 }
 

@@ -207,6 +207,12 @@ func (s *Stack) start(ctx context.Context) error {
 		ocfg := cfg.Origin.Config
 		ocfg.Subjects, ocfg.Replicas, ocfg.ResultAckWait = subjects, cfg.Streams.Replicas, cfg.Streams.AckWait
 		ocfg.Handlers, ocfg.Call, ocfg.Metrics, ocfg.Logger = handlers, s.callConfig(), s.metrics, s.log
+		if cfg.NATS.Auth.Enabled {
+			// Alone in its own NATS account: its own finished-results bucket.
+			own := cfg.Streams
+			own.Subjects = subjects
+			ocfg.OwnAccount = &own
+		}
 		o, err := origin.New(onc, ocfg)
 		if err != nil {
 			return err
@@ -238,6 +244,9 @@ func (s *Stack) provision(ctx context.Context, subjects broker.Subjects) (jetstr
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	sc := cfg.Streams
 	sc.Subjects = subjects
+	// With auth on each origin is in its own account: its results consumer
+	// is made here, in the pipeline account.
+	sc.Tenants = cfg.NATS.Auth.OriginIDs()
 	err = broker.Provision(pctx, js, sc)
 	cancel()
 	if err != nil {
