@@ -17,6 +17,7 @@ import (
 	"github.com/pipeline-dev/pipeline/broker"
 	"github.com/pipeline-dev/pipeline/internal/config"
 	"github.com/pipeline-dev/pipeline/internal/testutil"
+	"github.com/pipeline-dev/pipeline/origin"
 )
 
 func TestQueueFullUnderTinyStreamLimit(t *testing.T) {
@@ -74,7 +75,13 @@ func TestSlowClientDoesNotDelayFastOne(t *testing.T) {
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("20 fetches took %v for the fast client", d)
 	}
-	// The slow client is eventually disconnected with a reason.
+	// The slow client is eventually disconnected: the origin gives up on it
+	// (write timeout, or a full queue) while it still does not read. Reading
+	// before that would make it a client that reads.
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		open, _ := testutil.MetricValue(t, st.Metrics().Gatherer(), origin.MetricWSConnections, nil)
+		return open == 1 // the fast client only
+	})
 	_ = slow.SetReadDeadline(time.Now().Add(15 * time.Second))
 	var closeErr error
 	for closeErr == nil {
