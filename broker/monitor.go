@@ -10,11 +10,12 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
+
+	"github.com/pipeline-dev/pipeline/internal/logging"
 )
 
 // monitor serves nats-server's monitoring endpoints behind a bearer token
@@ -31,8 +32,8 @@ type monitor struct {
 	ln   net.Listener
 	done chan struct{}
 
-	loggedAt atomic.Int64
-	refused  atomic.Int64
+	// refusals paces the log lines of refused requests.
+	refusals logging.Every
 }
 
 func newMonitor(ns *server.Server, listen, token string, log zerolog.Logger) *monitor {
@@ -122,10 +123,7 @@ func (m *monitor) stop() {
 
 // refuse logs a refused request at most once per 10 s, with a count.
 func (m *monitor) refuse(r *http.Request) {
-	n := m.refused.Add(1)
-	now, last := time.Now().UnixNano(), m.loggedAt.Load()
-	if now-last > int64(10*time.Second) && m.loggedAt.CompareAndSwap(last, now) {
-		m.refused.Add(-n)
+	if n, ok := m.refusals.Tick(); ok {
 		m.log.Warn().Int64("refused", n).Str("remote", r.RemoteAddr).Str("path", r.URL.Path).
 			Msg("nats monitor request refused: missing or wrong bearer token (logged at most every 10 s)")
 	}

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 )
 
 // authorized reports whether r carries the configured bearer token, in the
@@ -119,10 +118,7 @@ func (s *Server) wsAuth(w http.ResponseWriter, r *http.Request) (proceed, inFram
 // logRefusal logs a refused request at most once per 10 s, with how many
 // were refused since the last line.
 func (s *Server) logRefusal(r *http.Request, msg string) {
-	n := s.authRefused.Add(1)
-	now, last := time.Now().UnixNano(), s.authLogAt.Load()
-	if now-last > int64(10*time.Second) && s.authLogAt.CompareAndSwap(last, now) {
-		s.authRefused.Add(-n)
+	if n, ok := s.authLog.Tick(); ok {
 		s.log.Warn().Int64("refused", n).Str("remote", r.RemoteAddr).Msg(msg + " (logged at most every 10 s; refused counts since the last line)")
 	}
 }

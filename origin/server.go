@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pipeline-dev/pipeline/broker"
+	"github.com/pipeline-dev/pipeline/internal/logging"
 	"github.com/pipeline-dev/pipeline/internal/metrics"
 )
 
@@ -208,16 +209,13 @@ type Server struct {
 
 	sessMu   sync.Mutex
 	sessions map[string]*session
-	// refusedLogAt is when a refused upgrade was last logged (UnixNano).
-	refusedLogAt atomic.Int64
+	// fullLog and authLog pace the log lines of refused upgrades (at
+	// max_connections) and of refused tokens.
+	fullLog, authLog logging.Every
 	// inflight indexes accepted jobs without a result (get-result: pending).
 	inflight inflight
 	// pingStop ends pingLoop.
 	pingStop chan struct{}
-	// authLogAt is when a token refusal was last logged (UnixNano);
-	// authRefused counts refusals since.
-	authLogAt   atomic.Int64
-	authRefused atomic.Int64
 	// writers are the sessions' buffered writers, held only while writing.
 	writers sync.Pool
 	sessWG  sync.WaitGroup

@@ -95,8 +95,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.sessMu.Unlock()
 	if full {
 		s.m.Refused()
-		if now, last := time.Now().UnixNano(), s.refusedLogAt.Load(); now-last > int64(10*time.Second) && s.refusedLogAt.CompareAndSwap(last, now) {
-			s.log.Warn().Int("max_connections", s.cfg.MaxConnections).Msg("websocket refused: origin.max_connections reached (logged at most every 10 s; see " + MetricWSRefusedTotal + ")")
+		if n, ok := s.fullLog.Tick(); ok {
+			s.log.Warn().Int("max_connections", s.cfg.MaxConnections).Int64("refused", n).Msg("websocket refused: origin.max_connections reached (logged at most every 10 s; refused counts since the last line)")
 		}
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "too many connections", http.StatusServiceUnavailable)

@@ -11,13 +11,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/pipeline-dev/pipeline/broker"
 	"github.com/pipeline-dev/pipeline/internal/httpserve"
+	"github.com/pipeline-dev/pipeline/internal/logging"
 	"github.com/pipeline-dev/pipeline/internal/metrics"
 )
 
@@ -261,10 +261,8 @@ func serverHandler(cfg HTTPConfig, log zerolog.Logger) http.Handler {
 type tokenGuard struct {
 	token []byte
 	log   zerolog.Logger
-	// loggedAt is when a refusal was last logged (UnixNano); refused
-	// counts refusals since.
-	loggedAt atomic.Int64
-	refused  atomic.Int64
+	// refusals paces the log lines of refused requests.
+	refusals logging.Every
 }
 
 func newTokenGuard(token string, log zerolog.Logger) *tokenGuard {
@@ -296,10 +294,7 @@ func (g *tokenGuard) ok(r *http.Request) bool {
 }
 
 func (g *tokenGuard) refuse(r *http.Request) {
-	n := g.refused.Add(1)
-	now, last := time.Now().UnixNano(), g.loggedAt.Load()
-	if now-last > int64(10*time.Second) && g.loggedAt.CompareAndSwap(last, now) {
-		g.refused.Add(-n)
+	if n, ok := g.refusals.Tick(); ok {
 		g.log.Warn().Int64("refused", n).Str("remote", r.RemoteAddr).Str("path", r.URL.Path).
 			Msg("http request refused: missing or wrong bearer token (logged at most every 10 s; refused counts since the last line)")
 	}
