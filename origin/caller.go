@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pipeline-dev/pipeline/broker"
+	"github.com/pipeline-dev/pipeline/internal/httpserve"
 	"github.com/pipeline-dev/pipeline/internal/metrics"
 )
 
@@ -163,7 +164,7 @@ type Caller struct {
 	runtimeURL  string // base URL with no trailing slash, or ""
 	runtimeAuth string // Authorization header value for via=http, or ""
 	log         zerolog.Logger
-	bufs        bodyPool
+	bufs        httpserve.BodyPool
 	m           *callerMetrics // nil: no metrics
 
 	subjectCache sync.Map // fn → NATS subject
@@ -440,13 +441,13 @@ func (c *Caller) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeCallError(w, c.unknownFunction(fn))
 		return
 	}
-	buf, rerr := c.bufs.read(w, r, c.maxPayload)
+	buf, rerr := readBody(&c.bufs, w, r, c.maxPayload)
 	if rerr != nil {
 		writeCallError(w, rerr)
 		return
 	}
-	defer buf.release()
-	out, err := c.Call(r.Context(), via, fn, buf.b)
+	defer buf.Release()
+	out, err := c.Call(r.Context(), via, fn, buf.B)
 	if err != nil {
 		e := asCallError(err)
 		if e.Status == statusClientClosed {
@@ -494,60 +495,15 @@ func writeCallError(w http.ResponseWriter, e *CallError) {
 	_, _ = w.Write(b)
 }
 
-// bodyPool recycles request body buffers of up to maxPooledBody bytes. The
-// zero value is ready to use.
-type bodyPool struct{ p sync.Pool }
-
-// body is a pooled request body buffer.
-type body struct {
-	b    []byte
-	pool *bodyPool
-}
-
-const maxPooledBody = 256 << 10
-
-func (p *bodyPool) get() *body {
-	if b, ok := p.p.Get().(*body); ok {
-		return b
+// readBody reads r's body into a pooled buffer: a body over max is a 413
+// CallError, a failed read a 400 one.
+func readBody(p *httpserve.BodyPool, w http.ResponseWriter, r *http.Request, max int) (*httpserve.Body, *CallError) {
+	buf, err := p.Read(w, r, max)
+	if err == nil {
+		return buf, nil
 	}
-	return &body{b: make([]byte, 0, 4096), pool: p}
-}
-
-// release returns the buffer to its pool; its bytes must not be used after.
-func (b *body) release() {
-	if cap(b.b) <= maxPooledBody {
-		b.b = b.b[:0]
-		b.pool.p.Put(b)
+	if tl, ok := errors.AsType[*httpserve.TooLargeError](err); ok {
+		return nil, callErrorf(http.StatusRequestEntityTooLarge, "%s", tl.Error())
 	}
-}
-
-// read reads r's body, at most max bytes, into a pooled buffer. A body over
-// max fails with 413, a failed read with 400. The caller releases the
-// buffer once nothing refers to its bytes any longer.
-func (p *bodyPool) read(w http.ResponseWriter, r *http.Request, max int) (*body, *CallError) {
-	if r.ContentLength > int64(max) {
-		return nil, callErrorf(http.StatusRequestEntityTooLarge, "payload of %d bytes is over the %d-byte limit", r.ContentLength, max)
-	}
-	buf := p.get()
-	if r.ContentLength > 0 && int(r.ContentLength) > cap(buf.b) {
-		buf.b = make([]byte, 0, r.ContentLength)
-	}
-	rd := http.MaxBytesReader(w, r.Body, int64(max))
-	for {
-		if len(buf.b) == cap(buf.b) {
-			buf.b = append(buf.b, 0)[:len(buf.b)]
-		}
-		n, err := rd.Read(buf.b[len(buf.b):cap(buf.b)])
-		buf.b = buf.b[:len(buf.b)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			buf.release()
-			if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-				return nil, callErrorf(http.StatusRequestEntityTooLarge, "payload is over the %d-byte limit", max)
-			}
-			return nil, callErrorf(http.StatusBadRequest, "cannot read request body: %v", err)
-		}
-	}
+	return nil, callErrorf(http.StatusBadRequest, "%v", err)
 }

@@ -7,11 +7,9 @@ package origin_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -70,43 +68,6 @@ func startHTTP(tb testing.TB, reg *runtime.Registry) *runtime.HTTPServer {
 	return srv
 }
 
-// testClient is an HTTP client whose idle connections are closed by
-// tb.Cleanup (so that goleak sees no leftover goroutines).
-func testClient(tb testing.TB) *http.Client {
-	tr := &http.Transport{MaxIdleConnsPerHost: 64}
-	tb.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr}
-}
-
-func post(t *testing.T, c *http.Client, url string, body []byte) (int, http.Header, []byte) {
-	t.Helper()
-	resp, err := c.Post(url, "application/octet-stream", bytes.NewReader(body))
-	if err != nil {
-		t.Fatalf("POST %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("read reply: %v", err)
-	}
-	return resp.StatusCode, resp.Header, out
-}
-
-// checkErrorReply checks an HTTP error reply: status, JSON content type and
-// an {"error":"..."} body containing msg.
-func checkErrorReply(t *testing.T, status int, h http.Header, body []byte, wantStatus int, msg string) {
-	t.Helper()
-	var e struct {
-		Error *string `json:"error"`
-	}
-	if status != wantStatus || json.Unmarshal(body, &e) != nil || e.Error == nil || !strings.Contains(*e.Error, msg) {
-		t.Fatalf("got %d %q, want %d with {\"error\":\"...%s...\"}", status, body, wantStatus, msg)
-	}
-	if ct := h.Get("Content-Type"); ct != "application/json" {
-		t.Fatalf("error content type %q, want application/json", ct)
-	}
-}
-
 // contentType is the media type the caller gives fn's reply.
 func contentType(fn string) string {
 	if fn == runtime.FnTransform || fn == runtime.FnCompute {
@@ -143,7 +104,7 @@ func startCallerStack(t *testing.T, limits runtime.Limits) *callerStack {
 	mux.Handle("/call/", caller)
 	ts := httptest.NewServer(mux)
 	t.Cleanup(ts.Close)
-	return &callerStack{caller: caller, url: ts.URL, client: testClient(t)}
+	return &callerStack{caller: caller, url: ts.URL, client: testutil.HTTPClient(t)}
 }
 
 var testLimits = runtime.Limits{MaxPayload: testutil.RPCTestMaxPayload, MaxRounds: testutil.RPCTestMaxRounds}
@@ -154,7 +115,7 @@ func TestCallerVias(t *testing.T) {
 		t.Run(tc.Name, func(t *testing.T) {
 			var first []byte
 			for _, via := range []string{ViaDirect, ViaNATS, ViaHTTP} {
-				status, h, out := post(t, st.client, st.url+"/call/"+tc.Fn+"?via="+via, tc.Body)
+				status, h, out := testutil.Post(t, st.client, st.url+"/call/"+tc.Fn+"?via="+via, tc.Body)
 				if status != http.StatusOK {
 					t.Fatalf("via=%s: status %d: %s", via, status, out)
 				}
@@ -171,7 +132,7 @@ func TestCallerVias(t *testing.T) {
 		})
 	}
 	t.Run("default-via-is-nats", func(t *testing.T) {
-		status, _, out := post(t, st.client, st.url+"/call/echo", []byte("x"))
+		status, _, out := testutil.Post(t, st.client, st.url+"/call/echo", []byte("x"))
 		if status != 200 || string(out) != "x" {
 			t.Fatalf("got %d %q", status, out)
 		}
@@ -191,18 +152,18 @@ func TestCallerErrors(t *testing.T) {
 	for _, tc := range testutil.RPCBadCases() {
 		for _, via := range []string{ViaDirect, ViaNATS, ViaHTTP} {
 			t.Run(tc.Name+"/"+via, func(t *testing.T) {
-				status, h, out := post(t, st.client, st.url+"/call/"+tc.Fn+"?via="+via, tc.Body)
-				checkErrorReply(t, status, h, out, tc.Code, tc.Msg)
+				status, h, out := testutil.Post(t, st.client, st.url+"/call/"+tc.Fn+"?via="+via, tc.Body)
+				testutil.CheckErrorReply(t, status, h, out, tc.Code, tc.Msg)
 			})
 		}
 	}
 	t.Run("unknown-function", func(t *testing.T) {
-		status, h, out := post(t, st.client, st.url+"/call/nope?via=nats", nil)
-		checkErrorReply(t, status, h, out, 404, "unknown function")
+		status, h, out := testutil.Post(t, st.client, st.url+"/call/nope?via=nats", nil)
+		testutil.CheckErrorReply(t, status, h, out, 404, "unknown function")
 	})
 	t.Run("unknown-via", func(t *testing.T) {
-		status, h, out := post(t, st.client, st.url+"/call/echo?via=carrier-pigeon", nil)
-		checkErrorReply(t, status, h, out, 404, "unknown via")
+		status, h, out := testutil.Post(t, st.client, st.url+"/call/echo?via=carrier-pigeon", nil)
+		testutil.CheckErrorReply(t, status, h, out, 404, "unknown via")
 	})
 	t.Run("get", func(t *testing.T) {
 		resp, err := st.client.Get(st.url + "/call/echo")

@@ -5,7 +5,6 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"io"
 	stdlog "log"
 	"net/http"
 	"strconv"
@@ -45,7 +44,7 @@ func newRPCHandler(reg *Registry, m *servedMetrics) *rpcHandler {
 type rpcHandler struct {
 	reg        *Registry
 	maxPayload int
-	bufs       bodyPool
+	bufs       httpserve.BodyPool
 	m          *servedMetrics // nil: no metrics
 }
 
@@ -65,15 +64,15 @@ func (h *rpcHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, code, msg)
 		return
 	}
-	buf, err := h.bufs.read(w, r, h.maxPayload)
+	buf, err := readBody(&h.bufs, w, r, h.maxPayload)
 	if err != nil {
 		code, msg := status(err)
 		writeError(w, code, msg)
 		return
 	}
-	defer buf.release()
+	defer buf.Release()
 	start := time.Now()
-	out, cerr := h.reg.Call(r.Context(), fn, buf.b)
+	out, cerr := h.reg.Call(r.Context(), fn, buf.B)
 	code, msg := status(cerr)
 	h.m.served(fn, viaHTTP, code, time.Since(start))
 	if cerr != nil {
@@ -83,63 +82,17 @@ func (h *rpcHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeReply(w, fn, out)
 }
 
-// bodyPool recycles request body buffers of up to maxPooledBody bytes. The
-// zero value is ready to use.
-type bodyPool struct{ p sync.Pool }
-
-// body is a pooled request body buffer.
-type body struct {
-	b    []byte
-	pool *bodyPool
-}
-
-const maxPooledBody = 256 << 10
-
-func (p *bodyPool) get() *body {
-	if b, ok := p.p.Get().(*body); ok {
-		return b
+// readBody reads r's body into a pooled buffer: a body over max is a
+// CodeTooLarge *broker.Error, a failed read a CodeBadRequest one.
+func readBody(p *httpserve.BodyPool, w http.ResponseWriter, r *http.Request, max int) (*httpserve.Body, error) {
+	buf, err := p.Read(w, r, max)
+	if err == nil {
+		return buf, nil
 	}
-	return &body{b: make([]byte, 0, 4096), pool: p}
-}
-
-// release returns the buffer to its pool; its bytes must not be used after.
-func (b *body) release() {
-	if cap(b.b) <= maxPooledBody {
-		b.b = b.b[:0]
-		b.pool.p.Put(b)
+	if tl, ok := errors.AsType[*httpserve.TooLargeError](err); ok {
+		return nil, broker.WrapError(broker.CodeTooLarge, tl)
 	}
-}
-
-// read reads r's body, at most max bytes, into a pooled buffer. A body over
-// max fails with a CodeTooLarge *broker.Error, a failed read with a
-// CodeBadRequest one. The caller
-// releases the buffer once nothing refers to its bytes any longer.
-func (p *bodyPool) read(w http.ResponseWriter, r *http.Request, max int) (*body, error) {
-	if r.ContentLength > int64(max) {
-		return nil, tooLarge(int(r.ContentLength), max)
-	}
-	buf := p.get()
-	if r.ContentLength > 0 && int(r.ContentLength) > cap(buf.b) {
-		buf.b = make([]byte, 0, r.ContentLength)
-	}
-	rd := http.MaxBytesReader(w, r.Body, int64(max))
-	for {
-		if len(buf.b) == cap(buf.b) {
-			buf.b = append(buf.b, 0)[:len(buf.b)]
-		}
-		n, err := rd.Read(buf.b[len(buf.b):cap(buf.b)])
-		buf.b = buf.b[:len(buf.b)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			buf.release()
-			if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-				return nil, broker.Errorf(broker.CodeTooLarge, "payload is over the %d-byte limit", max)
-			}
-			return nil, badInput("cannot read request body: %v", err)
-		}
-	}
+	return nil, badInput("%v", err)
 }
 
 // writeReply writes a function's successful reply.

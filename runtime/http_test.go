@@ -3,7 +3,6 @@ package runtime
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
 // startHTTP runs the runtime's HTTP side on a free loopback port, shut down
@@ -33,49 +34,12 @@ func startHTTP(tb testing.TB, reg *Registry) *HTTPServer {
 	return srv
 }
 
-// testClient is an HTTP client whose idle connections are closed by
-// tb.Cleanup (so that goleak sees no leftover goroutines).
-func testClient(tb testing.TB) *http.Client {
-	tr := &http.Transport{MaxIdleConnsPerHost: 64}
-	tb.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr}
-}
-
-func post(t *testing.T, c *http.Client, url string, body []byte) (int, http.Header, []byte) {
-	t.Helper()
-	resp, err := c.Post(url, "application/octet-stream", bytes.NewReader(body))
-	if err != nil {
-		t.Fatalf("POST %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("read reply: %v", err)
-	}
-	return resp.StatusCode, resp.Header, out
-}
-
-// checkErrorReply checks an HTTP error reply: status, JSON content type and
-// an {"error":"..."} body containing msg.
-func checkErrorReply(t *testing.T, status int, h http.Header, body []byte, wantStatus int, msg string) {
-	t.Helper()
-	var e struct {
-		Error *string `json:"error"`
-	}
-	if status != wantStatus || json.Unmarshal(body, &e) != nil || e.Error == nil || !strings.Contains(*e.Error, msg) {
-		t.Fatalf("got %d %q, want %d with {\"error\":\"...%s...\"}", status, body, wantStatus, msg)
-	}
-	if ct := h.Get("Content-Type"); ct != "application/json" {
-		t.Fatalf("error content type %q, want application/json", ct)
-	}
-}
-
 func TestHTTPFunctions(t *testing.T) {
 	srv := startHTTP(t, nil)
-	c := testClient(t)
+	c := testutil.HTTPClient(t)
 	for _, tc := range validCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			status, h, out := post(t, c, srv.URL()+"/rpc/"+tc.fn, tc.body)
+			status, h, out := testutil.Post(t, c, srv.URL()+"/rpc/"+tc.fn, tc.body)
 			if status != http.StatusOK {
 				t.Fatalf("status %d: %s", status, out)
 			}
@@ -89,20 +53,20 @@ func TestHTTPFunctions(t *testing.T) {
 
 func TestHTTPErrors(t *testing.T) {
 	srv := startHTTP(t, testRegistry())
-	c := testClient(t)
+	c := testutil.HTTPClient(t)
 	for _, tc := range badCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			status, h, out := post(t, c, srv.URL()+"/rpc/"+tc.fn, tc.body)
-			checkErrorReply(t, status, h, out, tc.code, tc.msg)
+			status, h, out := testutil.Post(t, c, srv.URL()+"/rpc/"+tc.fn, tc.body)
+			testutil.CheckErrorReply(t, status, h, out, tc.code, tc.msg)
 		})
 	}
 	t.Run("unknown-function", func(t *testing.T) {
-		status, h, out := post(t, c, srv.URL()+"/rpc/nope", nil)
-		checkErrorReply(t, status, h, out, 404, "unknown function")
+		status, h, out := testutil.Post(t, c, srv.URL()+"/rpc/nope", nil)
+		testutil.CheckErrorReply(t, status, h, out, 404, "unknown function")
 	})
 	t.Run("bad-path", func(t *testing.T) {
-		status, h, out := post(t, c, srv.URL()+"/rpc/echo/x", nil)
-		checkErrorReply(t, status, h, out, 404, "not found")
+		status, h, out := testutil.Post(t, c, srv.URL()+"/rpc/echo/x", nil)
+		testutil.CheckErrorReply(t, status, h, out, 404, "not found")
 	})
 	t.Run("get", func(t *testing.T) {
 		resp, err := c.Get(srv.URL() + "/rpc/echo")
@@ -111,7 +75,7 @@ func TestHTTPErrors(t *testing.T) {
 		}
 		out, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		checkErrorReply(t, resp.StatusCode, resp.Header, out, 405, "use POST")
+		testutil.CheckErrorReply(t, resp.StatusCode, resp.Header, out, 405, "use POST")
 	})
 	t.Run("chunked-too-large", func(t *testing.T) {
 		// No Content-Length: the limit is enforced while reading.
@@ -121,7 +85,7 @@ func TestHTTPErrors(t *testing.T) {
 		}
 		out, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		checkErrorReply(t, resp.StatusCode, resp.Header, out, 413, "limit")
+		testutil.CheckErrorReply(t, resp.StatusCode, resp.Header, out, 413, "limit")
 	})
 }
 
@@ -182,7 +146,7 @@ func TestHTTPToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
-	c := testClient(t)
+	c := testutil.HTTPClient(t)
 	do := func(method, path, auth string) int {
 		req, _ := http.NewRequest(method, srv.URL()+path, strings.NewReader("ping"))
 		if auth != "" {

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sync/atomic"
 	"testing"
+
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
 func TestRegistryRegister(t *testing.T) {
@@ -65,14 +67,14 @@ func TestUserFunctionErrorsOverHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := startHTTP(t, reg)
-	c := testClient(t)
-	status, h, out := post(t, c, srv.URL()+"/rpc/strict", []byte("bad"))
-	checkErrorReply(t, status, h, out, 400, `bad input "bad"`)
-	status, h, out = post(t, c, srv.URL()+"/rpc/strict", []byte("boom"))
-	checkErrorReply(t, status, h, out, 500, "boom")
+	c := testutil.HTTPClient(t)
+	status, h, out := testutil.Post(t, c, srv.URL()+"/rpc/strict", []byte("bad"))
+	testutil.CheckErrorReply(t, status, h, out, 400, `bad input "bad"`)
+	status, h, out = testutil.Post(t, c, srv.URL()+"/rpc/strict", []byte("boom"))
+	testutil.CheckErrorReply(t, status, h, out, 500, "boom")
 	ran.Store(false)
-	status, h, out = post(t, c, srv.URL()+"/rpc/strict", []byte("123456789"))
-	checkErrorReply(t, status, h, out, 413, "limit")
+	status, h, out = testutil.Post(t, c, srv.URL()+"/rpc/strict", []byte("123456789"))
+	testutil.CheckErrorReply(t, status, h, out, 413, "limit")
 	if ran.Load() {
 		t.Error("the function ran on a body over the limit")
 	}
