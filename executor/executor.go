@@ -31,6 +31,12 @@ type Config struct {
 	Subjects broker.Subjects `yaml:"-"`
 	// Concurrency caps fetches in flight in this executor. Default 256.
 	Concurrency int `yaml:"concurrency"`
+	// PerHostConcurrency caps this executor's fetches in flight to one
+	// destination host:port (taken after the policy check). A job whose host
+	// is at its cap waits without holding an executor slot and without
+	// using up a delivery (see hostGate). 0 means no cap, which is the zero
+	// value; DefaultConfig sets DefaultPerHostConcurrency.
+	PerHostConcurrency int `yaml:"per_host_concurrency"`
 	// Fetcher bounds the outbound fetches.
 	Fetcher FetcherConfig `yaml:",inline"`
 	// Retry is the in-process retry policy for failed fetches.
@@ -50,11 +56,22 @@ type Config struct {
 
 // DefaultConfig returns the executor settings with every default filled in
 // (ID stays empty: New makes one up per executor).
-func DefaultConfig() Config { return Config{}.withDefaults() }
+//
+// PerHostConcurrency is the one setting whose zero value is not its
+// default (0 means no cap): DefaultConfig sets it to
+// DefaultPerHostConcurrency.
+func DefaultConfig() Config {
+	c := Config{}.withDefaults()
+	c.PerHostConcurrency = DefaultPerHostConcurrency
+	return c
+}
 
 func (c Config) withDefaults() Config {
 	if c.Concurrency <= 0 {
 		c.Concurrency = 256
+	}
+	if c.PerHostConcurrency < 0 {
+		c.PerHostConcurrency = 0
 	}
 	c.Fetcher = c.Fetcher.withDefaults()
 	c.Retry = c.Retry.withDefaults()
@@ -74,6 +91,7 @@ type Executor struct {
 	log     zerolog.Logger
 
 	sem      chan struct{}
+	hosts    *hostGate // nil: no per-host cap
 	wg       sync.WaitGroup
 	mu       sync.Mutex
 	cc       jetstream.ConsumeContext
@@ -107,8 +125,13 @@ func New(nc *nats.Conn, cfg Config) (*Executor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new executor: jetstream: %w", err)
 	}
+	var hosts *hostGate
+	if cfg.PerHostConcurrency > 0 {
+		hosts = newHostGate(cfg.PerHostConcurrency, cfg.Concurrency*parkedPerSlot)
+	}
 	inflight, abort := context.WithCancel(context.Background())
 	return &Executor{
+		hosts:    hosts,
 		cfg:      cfg,
 		nc:       nc,
 		js:       js,
@@ -161,6 +184,22 @@ func (e *Executor) Start(ctx context.Context) error {
 	return nil
 }
 
+// task is one delivered job on its way through the executor.
+type task struct {
+	msg    jetstream.Msg
+	meta   *jetstream.MsgMetadata
+	job    *broker.Job
+	log    zerolog.Logger
+	picked time.Time
+	origin string // from the subject
+	host   string // destination host:port; "" when the job needs no host slot
+
+	// While the task waits for its host (hostGate):
+	stopWait func()        // stops its in-progress acks
+	ready    chan struct{} // non-nil: its worker waits, holding an executor slot
+	aborted  bool          // set before ready is closed when the executor stops
+}
+
 // handle runs on the consumer's delivery goroutine: it waits for a free slot
 // (backpressure on the pull) and hands the job to a worker goroutine.
 func (e *Executor) handle(msg jetstream.Msg) {
@@ -168,25 +207,79 @@ func (e *Executor) handle(msg jetstream.Msg) {
 	e.wg.Add(1)
 	go func() {
 		defer func() { <-e.sem; e.wg.Done() }()
-		e.m.Begin()
-		e.process(msg)
-		e.m.End()
+		e.work(msg)
 	}()
 }
 
-func (e *Executor) process(msg jetstream.Msg) {
+// work runs one delivered job on the caller's executor slot, after taking a
+// slot on its destination host. A job whose host is at its cap is parked in
+// the host gate and work returns at once, freeing the executor slot; when
+// the job's turn comes, a worker finishing a fetch to that host runs it on
+// its own slots.
+func (e *Executor) work(msg jetstream.Msg) {
+	t := e.prepare(msg)
+	if t == nil {
+		return
+	}
+	if e.hosts != nil && t.host != "" {
+		switch e.hosts.acquire(t, e.startWaiting) {
+		case gateParked:
+			return
+		case gateWait:
+			<-t.ready
+			if t.aborted {
+				_ = msg.Nak()
+				return
+			}
+		case gateClosed:
+			_ = msg.Nak()
+			return
+		}
+	}
+	for t != nil {
+		e.m.Begin()
+		e.process(t)
+		e.m.End()
+		if e.hosts == nil || t.host == "" {
+			return
+		}
+		t = e.hosts.release(t.host, e.stopWaiting)
+	}
+}
+
+// startWaiting keeps a job that waits for its host alive: in-progress acks
+// every third of AckWait, however long it waits, so waiting neither triggers
+// a redelivery nor counts as a delivery.
+func (e *Executor) startWaiting(t *task) {
+	t.stopWait = e.keepAlive(t.msg, -1)
+	e.m.Waiting(waitHostCap, 1)
+}
+
+// stopWaiting undoes startWaiting for a task leaving the wait.
+func (e *Executor) stopWaiting(t *task) {
+	if t.stopWait != nil {
+		t.stopWait()
+		t.stopWait = nil
+	}
+	e.m.Waiting(waitHostCap, -1)
+}
+
+// prepare checks a delivered job. It returns nil when the job was
+// terminated (undecodable, or its body names another origin than its
+// subject).
+func (e *Executor) prepare(msg jetstream.Msg) *task {
 	picked := time.Now()
 	meta, err := msg.Metadata()
 	if err != nil {
 		e.log.Error().Err(err).Msg("job without metadata; terminating it")
 		_ = msg.Term()
-		return
+		return nil
 	}
 	job, err := broker.DecodeJob(msg.Data())
 	if err != nil {
 		e.log.Error().Err(err).Uint64("stream_seq", meta.Sequence.Stream).Msg("undecodable job; terminating it")
 		_ = msg.TermWithReason("undecodable job")
-		return
+		return nil
 	}
 	log := e.log.With().Str("job", job.ID).Str("origin", job.Origin).Logger()
 	if meta.NumDelivered > 1 {
@@ -198,9 +291,18 @@ func (e *Executor) process(msg jetstream.Msg) {
 	if o, ok := e.cfg.Subjects.JobOrigin(msg.Subject()); !ok || o != job.Origin {
 		log.Warn().Str("subject", msg.Subject()).Msg("job origin does not match its subject; terminating it")
 		_ = msg.TermWithReason("job origin does not match its subject")
-		return
+		return nil
 	}
+	t := &task{msg: msg, meta: meta, job: job, log: log, picked: picked, origin: job.Origin}
+	if e.hosts != nil {
+		t.host = e.fetcher.destination(job.URL)
+	}
+	return t
+}
 
+// process fetches a prepared job, stores its result and acks it.
+func (e *Executor) process(t *task) {
+	msg, meta, job, log := t.msg, t.meta, t.job, t.log
 	// Long fetches tell the server the job is still being worked on, so it is
 	// not redelivered while in flight.
 	stopProgress := e.keepAlive(msg, e.fetcher.Timeout(job)*time.Duration(e.cfg.Retry.Attempts))
@@ -218,7 +320,7 @@ func (e *Executor) process(msg jetstream.Msg) {
 		Executor:     e.cfg.ID,
 		ReceivedAt:   job.ReceivedAt,
 		StoredAt:     meta.Timestamp.UnixNano(),
-		PickedAt:     picked.UnixNano(),
+		PickedAt:     t.picked.UnixNano(),
 		FetchNanos:   int64(fetchDur),
 		Continuation: job.Continuation,
 	}
@@ -267,10 +369,11 @@ func (e *Executor) publish(res *broker.Result) error {
 }
 
 // keepAlive sends in-progress acks every third of AckWait while a fetch
-// that may outlive AckWait runs. The returned func stops it.
+// that may outlive AckWait runs; a negative timeout means until stopped. The
+// returned func stops it.
 func (e *Executor) keepAlive(msg jetstream.Msg, timeout time.Duration) func() {
 	every := e.ackWait / 3
-	if every <= 0 || timeout < every*2 {
+	if every <= 0 || (timeout >= 0 && timeout < every*2) {
 		return func() {}
 	}
 	// A timer, not a goroutine: most fetches end long before it fires.
@@ -314,6 +417,17 @@ func (e *Executor) Shutdown(ctx context.Context) error {
 	}
 	if cc != nil {
 		cc.Drain()
+	}
+	// Jobs waiting for a busy host go back to JetStream at once, for
+	// another executor (each costs a delivery, like any job an executor
+	// gives back when it stops); jobs delivered from here on are given back
+	// too.
+	if e.hosts != nil {
+		for _, t := range e.hosts.close(e.stopWaiting) {
+			_ = t.msg.Nak()
+		}
+	}
+	if cc != nil {
 		select {
 		case <-cc.Closed():
 		case <-ctx.Done():

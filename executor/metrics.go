@@ -29,7 +29,18 @@ const (
 	// MetricFetchSeconds is the outbound fetch time histogram, retries
 	// included.
 	MetricFetchSeconds = "pipeline_executor_fetch_seconds"
+	// MetricWaiting is the number of delivered jobs waiting in this process
+	// before their fetch starts, labelled LabelReason (WaitHostCap).
+	MetricWaiting = "pipeline_executor_waiting"
+	// LabelReason says why a job waits.
+	LabelReason = "reason"
+	// WaitHostCap is the reason of a job whose destination host is at
+	// Config.PerHostConcurrency in this executor.
+	WaitHostCap = "host_cap"
 )
+
+// waitHostCap is the label value of jobs waiting for their host.
+const waitHostCap = WaitHostCap
 
 // metricsPart is the key of the executors' part in a process's metrics.
 const metricsPart = "executor"
@@ -44,6 +55,7 @@ const metricsPart = "executor"
 //	pipeline_executor_dead_letters_total                        jobs moved to the dead-letter stream
 //	pipeline_executor_publish_failures_total                    results that could not be stored
 //	pipeline_executor_fetch_seconds                             outbound fetch time, retries included (histogram)
+//	pipeline_executor_waiting{reason="host_cap"}                 delivered jobs waiting for a slot on their host
 //
 // Label children are resolved when it is made: recording a job costs a few
 // atomic adds and no allocation. A nil *Metrics records nothing. Its
@@ -56,6 +68,7 @@ type Metrics struct {
 	deadLetters   prometheus.Counter
 	publishFailed prometheus.Counter
 	fetchSeconds  prometheus.Histogram
+	waitHost      prometheus.Gauge
 }
 
 // MetricsOf returns the executor metrics of m, registering them in m's
@@ -97,7 +110,12 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: metrics.LatencyBuckets(),
 		}),
 	}
-	reg.MustRegister(e.jobs, e.inflight, e.redeliveries, e.retries, e.deadLetters, e.publishFailed, e.fetchSeconds)
+	waiting := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: MetricWaiting,
+		Help: "Delivered jobs waiting in this process before their fetch starts, by reason: host_cap (their destination host is at executor.per_host_concurrency).",
+	}, []string{LabelReason})
+	e.waitHost = waiting.WithLabelValues(WaitHostCap)
+	reg.MustRegister(e.jobs, e.inflight, e.redeliveries, e.retries, e.deadLetters, e.publishFailed, e.fetchSeconds, waiting)
 	return e
 }
 
@@ -112,6 +130,17 @@ func (e *Metrics) Begin() {
 func (e *Metrics) End() {
 	if e != nil {
 		e.inflight.Dec()
+	}
+}
+
+// Waiting adds delta to the jobs waiting for reason (WaitHostCap).
+func (e *Metrics) Waiting(reason string, delta int) {
+	if e == nil {
+		return
+	}
+	switch reason {
+	case WaitHostCap:
+		e.waitHost.Add(float64(delta))
 	}
 }
 
