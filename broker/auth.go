@@ -17,14 +17,16 @@ import (
 //
 //   - origin <id>: publish its own jobs (<prefix>.jobs.fetch.<id>), create and
 //     read its own results consumer (origin-<id>, filtered on
-//     <prefix>.results.<id>), ack its own results, put and get its own keys
+//     <prefix>.results.<id>), create its own jobs consumer (jobs-<id>,
+//     filtered on its own job subject; executors read it), ack its own
+//     results, put and get its own keys
 //     ("<id>.<job>") in the finished-results bucket, call the runtime
 //     (<prefix>.rpc.*); subscribe only under its own inbox prefix. It cannot
 //     read, consume or ack another origin's results, nor publish results.
 //     (Its job bodies are still its own words: executors must take a job's
 //     origin from the subject, see Subjects.JobOrigin.)
-//   - executor: read jobs through the shared "executors" consumer, ack them,
-//     publish results (<prefix>.results.*), process dead letters; it cannot
+//   - executor: create and read the per-origin jobs consumers ("jobs-<id>"),
+//     ack jobs, publish results (<prefix>.results.*), process dead letters; it cannot
 //     publish jobs nor read results.
 //   - runtime: serve <prefix>.rpc.> in queue group "runtime" and the micro
 //     discovery subjects ($SRV.>), reply only to requests it received
@@ -286,7 +288,8 @@ func inboxSub(role Role, originID string) string { return InboxPrefix(role, orig
 //
 // Publish: its jobs subject; its own results consumer: create (only the
 // filtered form naming its own results subject, so it cannot point the
-// consumer elsewhere), info, pull (MSG.NEXT) and ack; its own keys in the
+// consumer elsewhere), info, pull (MSG.NEXT) and ack; create its own jobs
+// consumer (jobs-<id>, filtered on its own job subject, for executors); its own keys in the
 // finished-results bucket (put, and direct get by key; binding the bucket
 // needs its stream info); the info of the jobs stream; runtime calls.
 // Subscribe: its own inbox prefix. Not granted: the unfiltered consumer
@@ -302,6 +305,7 @@ func OriginPermissions(s Subjects, originID string) *server.Permissions {
 			jsAPI + "CONSUMER.INFO." + ResultsStream + "." + cons,
 			jsAPI + "CONSUMER.MSG.NEXT." + ResultsStream + "." + cons,
 			jsAck + ResultsStream + "." + cons + ".>",
+			jsAPI + "CONSUMER.CREATE." + JobsStream + "." + JobsConsumer(originID) + "." + s.Job(originID),
 			finished,
 			jsAPI + "STREAM.INFO." + kvStream(FinishedBucket),
 			jsAPI + "DIRECT.GET." + kvStream(FinishedBucket) + "." + finished,
@@ -315,20 +319,24 @@ func OriginPermissions(s Subjects, originID string) *server.Permissions {
 // ExecutorPermissions are the executors' permissions under prefix s.
 //
 // Publish: results (<prefix>.results.*) and dead letters (<prefix>.dlq.>);
-// the shared executors consumer's info, pull and acks (explicitly, not via
-// allow_responses, which would allow one reply only and break InProgress
-// followed by Ack); the dead-letter consumer's info, pull and acks; stream
-// info, message get and delete on the jobs stream (moving a dead job). Not
-// granted: publishing jobs, any consumer create/delete, reading results.
-// Subscribe: its own inbox prefix.
+// the jobs consumers' create (filtered on a job subject only), list, info,
+// pull and acks (acks explicitly, not via allow_responses, which would allow
+// one reply only and break InProgress followed by Ack); the dead-letter
+// consumer's info, pull and acks; stream info, message get and delete on the
+// jobs stream (moving a dead job). Not granted: publishing jobs, unfiltered
+// consumers, consumer delete, reading results. Subscribe: its own inbox
+// prefix and the jobs stream's consumer-created advisories.
 func ExecutorPermissions(s Subjects) *server.Permissions {
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
 			s.ResultsWildcard(),
 			s.DeadLetterWildcard(),
-			jsAPI + "CONSUMER.INFO." + JobsStream + "." + ExecutorsConsumer,
-			jsAPI + "CONSUMER.MSG.NEXT." + JobsStream + "." + ExecutorsConsumer,
-			jsAck + JobsStream + "." + ExecutorsConsumer + ".>",
+			jsAPI + "CONSUMER.CREATE." + JobsStream + ".*." + s.Job("*"),
+			jsAPI + "CONSUMER.LIST." + JobsStream,
+			jsAPI + "CONSUMER.NAMES." + JobsStream,
+			jsAPI + "CONSUMER.INFO." + JobsStream + ".*",
+			jsAPI + "CONSUMER.MSG.NEXT." + JobsStream + ".*",
+			jsAck + JobsStream + ".>",
 			jsAPI + "CONSUMER.INFO." + AdvisoriesStream + "." + DeadLetterConsumer,
 			jsAPI + "CONSUMER.MSG.NEXT." + AdvisoriesStream + "." + DeadLetterConsumer,
 			jsAck + AdvisoriesStream + "." + DeadLetterConsumer + ".>",
@@ -336,7 +344,7 @@ func ExecutorPermissions(s Subjects) *server.Permissions {
 			jsAPI + "STREAM.MSG.GET." + JobsStream,
 			jsAPI + "STREAM.MSG.DELETE." + JobsStream,
 		}},
-		Subscribe: &server.SubjectPermission{Allow: []string{inboxSub(RoleExecutor, "")}},
+		Subscribe: &server.SubjectPermission{Allow: []string{inboxSub(RoleExecutor, ""), JobsConsumerCreatedSubject()}},
 	}
 }
 

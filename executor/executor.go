@@ -37,6 +37,10 @@ type Config struct {
 	// using up a delivery (see hostGate). 0 means no cap, which is the zero
 	// value; DefaultConfig sets DefaultPerHostConcurrency.
 	PerHostConcurrency int `yaml:"per_host_concurrency"`
+	// DiscoverInterval is how often the executor looks for origins with
+	// stored jobs and no pull from it yet (an origin that starts is found at
+	// once through its consumer-created advisory). Default 1 s.
+	DiscoverInterval time.Duration `yaml:"discover_interval"`
 	// Fetcher bounds the outbound fetches.
 	Fetcher FetcherConfig `yaml:",inline"`
 	// Retry is the in-process retry policy for failed fetches.
@@ -73,6 +77,9 @@ func (c Config) withDefaults() Config {
 	if c.PerHostConcurrency < 0 {
 		c.PerHostConcurrency = 0
 	}
+	if c.DiscoverInterval <= 0 {
+		c.DiscoverInterval = time.Second
+	}
 	c.Fetcher = c.Fetcher.withDefaults()
 	c.Retry = c.Retry.withDefaults()
 	if c.Policy.MaxRedirects == 0 {
@@ -90,12 +97,22 @@ type Executor struct {
 	fetcher *Fetcher
 	log     zerolog.Logger
 
-	sem      chan struct{}
-	hosts    *hostGate // nil: no per-host cap
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	cc       jetstream.ConsumeContext
-	dlq      jetstream.ConsumeContext
+	sem   chan struct{}
+	hosts *hostGate // nil: no per-host cap
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	dlq   jetstream.ConsumeContext
+
+	// Per-origin pulls (fairshare.go); set by Start.
+	stream       jetstream.Stream
+	tmpl         broker.JobsTemplate // read and written by the discovery goroutine
+	orig         origins
+	wake         chan string
+	advSub       *nats.Subscription
+	discoverStop chan struct{}
+	discoverDone chan struct{}
+	drained      []jetstream.ConsumeContext
+
 	ackWait  time.Duration
 	stopped  bool
 	inflight context.Context
@@ -132,6 +149,7 @@ func New(nc *nats.Conn, cfg Config) (*Executor, error) {
 	inflight, abort := context.WithCancel(context.Background())
 	return &Executor{
 		hosts:    hosts,
+		orig:     origins{pulls: map[string]*originPull{}, idle: map[string]struct{}{}},
 		cfg:      cfg,
 		nc:       nc,
 		js:       js,
@@ -147,40 +165,31 @@ func New(nc *nats.Conn, cfg Config) (*Executor, error) {
 // ID is the executor's id as reported in results.
 func (e *Executor) ID() string { return e.cfg.ID }
 
-// Start binds to the shared executors consumer and starts consuming. The
-// streams must exist (broker.Provision). It returns once consuming started.
+// Start starts pulling jobs from every origin that has any (one jobs
+// consumer per origin, see fairshare.go) and following origins as they come
+// and go. The streams must exist, provisioned by this version
+// (broker.Provision); otherwise it fails, with broker.ErrNoJobsTemplate for
+// an older store. It returns once pulling started.
 func (e *Executor) Start(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.stopped {
 		return ErrStopped
 	}
-	cons, err := e.js.Consumer(ctx, broker.JobsStream, broker.ExecutorsConsumer)
-	if err != nil {
-		return fmt.Errorf("executor start: bind consumer %s: %w", broker.ExecutorsConsumer, err)
-	}
-	// Read before consuming: workers read it without a lock.
-	e.ackWait = cons.CachedInfo().Config.AckWait
-	cc, err := cons.Consume(e.handle, append(broker.PullOptions(),
-		jetstream.PullMaxMessages(e.cfg.Concurrency),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
-				e.log.Debug().Err(err).Msg("consume")
-			}
-		}))...)
-	if err != nil {
-		return fmt.Errorf("executor start: consume: %w", err)
-	}
-	e.cc = cc
 	if !e.cfg.NoDeadLetters {
 		dlq, err := e.startDeadLetters(ctx)
 		if err != nil {
-			cc.Stop()
 			return fmt.Errorf("executor start: %w", err)
 		}
 		e.dlq = dlq
 	}
-	e.log.Info().Int("concurrency", e.cfg.Concurrency).Msg("executor consuming jobs")
+	if err := e.startOrigins(ctx); err != nil {
+		if e.dlq != nil {
+			e.dlq.Stop()
+		}
+		return fmt.Errorf("executor start: %w", err)
+	}
+	e.log.Info().Int("concurrency", e.cfg.Concurrency).Int("per_host_concurrency", e.cfg.PerHostConcurrency).Msg("executor consuming jobs")
 	return nil
 }
 
@@ -200,10 +209,17 @@ type task struct {
 	aborted  bool          // set before ready is closed when the executor stops
 }
 
-// handle runs on the consumer's delivery goroutine: it waits for a free slot
-// (backpressure on the pull) and hands the job to a worker goroutine.
+// handle runs on one origin's delivery goroutine: it waits for a free slot
+// (backpressure on that origin's pull; origins waiting are served in turn,
+// see fairshare.go) and hands the job to a worker goroutine.
 func (e *Executor) handle(msg jetstream.Msg) {
-	e.sem <- struct{}{}
+	select {
+	case e.sem <- struct{}{}:
+	default:
+		e.m.Waiting(WaitShare, 1)
+		e.sem <- struct{}{}
+		e.m.Waiting(WaitShare, -1)
+	}
 	e.wg.Add(1)
 	go func() {
 		defer func() { <-e.sem; e.wg.Done() }()
@@ -405,7 +421,6 @@ func (e *Executor) keepAlive(msg jetstream.Msg, timeout time.Duration) func() {
 func (e *Executor) Shutdown(ctx context.Context) error {
 	e.mu.Lock()
 	e.stopped = true
-	cc := e.cc
 	dlq := e.dlq
 	e.mu.Unlock()
 	if dlq != nil {
@@ -415,9 +430,8 @@ func (e *Executor) Shutdown(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}
-	if cc != nil {
-		cc.Drain()
-	}
+	// Stop pulling: no job is delivered after the pulls' buffers.
+	e.stopOrigins()
 	// Jobs waiting for a busy host go back to JetStream at once, for
 	// another executor (each costs a delivery, like any job an executor
 	// gives back when it stops); jobs delivered from here on are given back
@@ -427,12 +441,7 @@ func (e *Executor) Shutdown(ctx context.Context) error {
 			_ = t.msg.Nak()
 		}
 	}
-	if cc != nil {
-		select {
-		case <-cc.Closed():
-		case <-ctx.Done():
-		}
-	}
+	e.waitDrained(ctx)
 	done := make(chan struct{})
 	go func() { e.wg.Wait(); close(done) }()
 	var err error

@@ -265,6 +265,14 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("origin %s: results consumer: %w", s.cfg.ID, err)
 	}
+	// Executors pull each origin's jobs through its own consumer and take
+	// turns between origins; creating it now lets them follow this origin
+	// before its first job. If it fails (a store provisioned by an older
+	// version), executors still find the jobs within their discovery
+	// interval.
+	if _, err := broker.EnsureJobsConsumer(ctx, s.js, s.cfg.Subjects, s.cfg.ID); err != nil {
+		s.log.Warn().Err(err).Msg("jobs consumer not created; executors find this origin's jobs on their next discovery")
+	}
 	kv, err := s.js.KeyValue(ctx, broker.FinishedBucket)
 	switch {
 	case err == nil:
