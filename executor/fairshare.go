@@ -220,6 +220,7 @@ func (e *Executor) follow(ctx context.Context, o string) error {
 		return nil
 	}
 	delete(e.orig.idle, o)
+	others := len(e.orig.pulls)
 	e.orig.mu.Unlock()
 
 	cons, err := broker.EnsureJobsConsumerFrom(ctx, e.stream, e.tmpl, e.cfg.Subjects, o)
@@ -227,7 +228,7 @@ func (e *Executor) follow(ctx context.Context, o string) error {
 		return fmt.Errorf("follow origin %s: %w", o, err)
 	}
 	cc, err := cons.Consume(e.handle, append(broker.PullOptions(),
-		jetstream.PullMaxMessages(e.prefetch()),
+		jetstream.PullMaxMessages(e.prefetch(others)),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
 				e.log.Debug().Err(err).Str("origin", o).Msg("consume")
@@ -264,19 +265,15 @@ func (e *Executor) unfollow(o string) {
 	e.log.Debug().Str("origin", o).Msg("origin idle; no longer pulling its jobs")
 }
 
-// prefetch is how many jobs one origin's pull keeps buffered: small, since
-// a buffered job is held by this executor (no other executor can take it,
-// and its AckWait runs), and one origin's buffer must not stand in for its
-// share.
-func (e *Executor) prefetch() int {
-	n := e.cfg.Concurrency / 4
-	if n < 8 {
-		n = 8
-	}
-	if n > 64 {
-		n = 64
-	}
-	return n
+// prefetch is how many jobs the pull of an origin followed after others
+// keeps buffered: Concurrency for the first origin (one busy origin is
+// pulled exactly as fast as one shared consumer was), then Concurrency/2,
+// /3, ... at least 8, so that the jobs buffered by this executor (held by
+// it, their AckWait running) stay near Concurrency × ln(origins) however
+// many origins there are. A buffer does not widen an origin's share: every
+// delivery still waits its turn for a slot.
+func (e *Executor) prefetch(others int) int {
+	return max(8, e.cfg.Concurrency/(others+1))
 }
 
 // stopOrigins stops discovery and drains every pull: no new jobs are

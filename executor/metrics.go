@@ -131,7 +131,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	waiting := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: MetricWaiting,
-		Help: "Delivered jobs waiting in this process before their fetch starts, by reason: host_cap (their destination host is at executor.per_host_concurrency).",
+		Help: "Delivered jobs waiting in this process before their fetch starts, by reason: host_cap (their destination host is at executor.per_host_concurrency) or share (every executor slot is busy; origins with work take turns).",
 	}, []string{LabelReason})
 	e.waitHost = waiting.WithLabelValues(WaitHostCap)
 	e.waitShare = waiting.WithLabelValues(WaitShare)
