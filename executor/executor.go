@@ -204,15 +204,30 @@ type task struct {
 	host   string // destination host:port; "" when the job needs no host slot
 
 	// While the task waits for its host (hostGate):
-	stopWait func()        // stops its in-progress acks
-	ready    chan struct{} // non-nil: its worker waits, holding an executor slot
-	aborted  bool          // set before ready is closed when the executor stops
+	stopWait func() // stops its in-progress acks
 }
 
-// handle runs on one origin's delivery goroutine: it waits for a free slot
-// (backpressure on that origin's pull; origins waiting are served in turn,
-// see fairshare.go) and hands the job to a worker goroutine.
+// handle runs on one origin's delivery goroutine. It checks the job and
+// its destination host first: a job whose host is at its cap is parked
+// without taking an executor slot (see hostGate). Otherwise it waits for a
+// free executor slot (backpressure on that origin's pull; origins waiting
+// are served in turn, see fairshare.go) and hands the job to a worker
+// goroutine, which then also runs the jobs parked for the same host, on the
+// same slots, as their turn comes.
 func (e *Executor) handle(msg jetstream.Msg) {
+	t := e.prepare(msg)
+	if t == nil {
+		return
+	}
+	if e.hosts != nil && t.host != "" {
+		switch e.hosts.acquire(t, e.blockedOnPark, e.startWaiting) {
+		case gateParked:
+			return
+		case gateClosed:
+			_ = msg.Nak()
+			return
+		}
+	}
 	select {
 	case e.sem <- struct{}{}:
 	default:
@@ -223,35 +238,13 @@ func (e *Executor) handle(msg jetstream.Msg) {
 	e.wg.Add(1)
 	go func() {
 		defer func() { <-e.sem; e.wg.Done() }()
-		e.work(msg)
+		e.work(t)
 	}()
 }
 
-// work runs one delivered job on the caller's executor slot, after taking a
-// slot on its destination host. A job whose host is at its cap is parked in
-// the host gate and work returns at once, freeing the executor slot; when
-// the job's turn comes, a worker finishing a fetch to that host runs it on
-// its own slots.
-func (e *Executor) work(msg jetstream.Msg) {
-	t := e.prepare(msg)
-	if t == nil {
-		return
-	}
-	if e.hosts != nil && t.host != "" {
-		switch e.hosts.acquire(t, e.startWaiting) {
-		case gateParked:
-			return
-		case gateWait:
-			<-t.ready
-			if t.aborted {
-				_ = msg.Nak()
-				return
-			}
-		case gateClosed:
-			_ = msg.Nak()
-			return
-		}
-	}
+// work runs t, then, while jobs are parked for t's host, the next of them
+// on the same host slot.
+func (e *Executor) work(t *task) {
 	for t != nil {
 		e.m.Begin()
 		e.process(t)
@@ -260,6 +253,16 @@ func (e *Executor) work(msg jetstream.Msg) {
 			return
 		}
 		t = e.hosts.release(t.host, e.stopWaiting)
+	}
+}
+
+// blockedOnPark keeps a job alive while its origin's pull waits for a place
+// in the park.
+func (e *Executor) blockedOnPark(t *task, blocked bool) {
+	if blocked {
+		e.startWaiting(t)
+	} else {
+		e.stopWaiting(t)
 	}
 }
 

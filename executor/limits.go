@@ -10,8 +10,9 @@ import (
 // DefaultPerHostConcurrency is Config.PerHostConcurrency in DefaultConfig.
 const DefaultPerHostConcurrency = 32
 
-// parkedPerSlot sizes the bound on parked jobs: Concurrency × parkedPerSlot
-// jobs may wait for a busy host without holding an executor slot.
+// parkedPerSlot sizes the park: each origin may have Concurrency ×
+// parkedPerSlot jobs waiting for busy hosts in one executor, without
+// holding executor slots.
 const parkedPerSlot = 16
 
 // destination returns the host:port a job's fetch goes to (lower-case host,
@@ -40,14 +41,11 @@ func (f *Fetcher) destination(rawURL string) string {
 type gateResult int
 
 const (
-	// gateRun: the task holds a host slot; run it now.
+	// gateRun: the task holds a slot on its host; run it now.
 	gateRun gateResult = iota
-	// gateParked: the gate keeps the task; the caller drops it and frees
-	// its executor slot. A worker that releases the host picks it up.
+	// gateParked: the gate keeps the task until a worker releasing its
+	// host picks it up.
 	gateParked
-	// gateWait: the park list is full; the caller keeps its executor slot
-	// and waits on task.ready.
-	gateWait
 	// gateClosed: the executor is stopping; give the job back.
 	gateClosed
 )
@@ -58,23 +56,25 @@ const (
 // origin's many jobs to a host cannot push another origin's job to the back
 // of that host's line.
 //
-// A waiting job is "parked" (it holds no executor slot: its worker
-// goroutine ends) while fewer than maxParked jobs are parked; beyond that,
-// the worker keeps its executor slot and waits, so a flood of jobs to busy
-// hosts ends up slowing this executor's intake instead of growing memory
-// without bound. Either way the job is kept alive with in-progress acks and
-// never nak'd for waiting, so waiting costs none of its deliveries.
+// A waiting job is parked: it holds no executor slot (its host is checked
+// before it takes one), and it is kept alive with in-progress acks, never
+// nak'd, so waiting costs none of its deliveries. At most maxParked jobs of
+// one origin are parked; beyond that, acquire blocks the calling delivery
+// goroutine (that origin's own pull) until one of its parked jobs leaves.
+// So a flood to busy hosts slows only its own origin's intake, bounds the
+// memory one origin can hold here, and never takes the executor slots or
+// park places other origins need.
 //
 // A hostGate is safe for concurrent use.
 type hostGate struct {
 	limit     int
 	maxParked int
+	done      chan struct{} // closed by close
 
 	mu     sync.Mutex
 	hosts  map[string]*hostLine
-	parked int  // tasks waiting without an executor slot
-	queued int  // all waiting tasks
-	closed bool // stop: acquire refuses, everything waiting was handed back
+	places map[string]chan struct{} // per origin: one token per parked task
+	closed bool                     // acquire refuses, everything parked was handed back
 }
 
 // hostLine is one host's slots in use and its waiting tasks, by origin.
@@ -86,50 +86,84 @@ type hostLine struct {
 }
 
 func newHostGate(limit, maxParked int) *hostGate {
-	return &hostGate{limit: limit, maxParked: maxParked, hosts: make(map[string]*hostLine)}
+	return &hostGate{limit: limit, maxParked: maxParked, done: make(chan struct{}),
+		hosts: make(map[string]*hostLine), places: make(map[string]chan struct{})}
 }
 
-// acquire takes a slot on t.host for t, or queues t (see gateResult).
-// onWait runs under the gate's lock for a task that is queued (it must not
+// acquire takes a slot on t.host for t, or parks t (see gateResult). When
+// every place is taken it blocks until one frees up or the gate closes;
+// onBlock(true) runs before such a wait and onBlock(false) after it.
+// onPark runs under the gate's lock for a task that is parked (it must not
 // call back into the gate).
-func (g *hostGate) acquire(t *task, onWait func(*task)) gateResult {
+func (g *hostGate) acquire(t *task, onBlock func(*task, bool), onPark func(*task)) gateResult {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	if g.closed {
+		g.mu.Unlock()
 		return gateClosed
 	}
-	h := g.hosts[t.host]
-	if h == nil {
-		h = &hostLine{byOrig: make(map[string][]*task)}
-		g.hosts[t.host] = h
-	}
-	if h.active < g.limit {
-		h.active++
+	if g.take(t.host) {
+		g.mu.Unlock()
 		return gateRun
 	}
-	res := gateParked
-	if g.parked >= g.maxParked {
-		t.ready = make(chan struct{})
-		res = gateWait
-	} else {
-		g.parked++
+	places := g.places[t.origin]
+	if places == nil {
+		places = make(chan struct{}, g.maxParked)
+		g.places[t.origin] = places
 	}
+	g.mu.Unlock()
+	// The host is busy: take one of the origin's places in the park.
+	select {
+	case places <- struct{}{}:
+	default:
+		onBlock(t, true)
+		select {
+		case places <- struct{}{}:
+			onBlock(t, false)
+		case <-g.done:
+			onBlock(t, false)
+			return gateClosed
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch {
+	case g.closed:
+		<-places
+		return gateClosed
+	case g.take(t.host): // freed meanwhile
+		<-places
+		return gateRun
+	}
+	h := g.hosts[t.host]
 	q := h.byOrig[t.origin]
 	if len(q) == 0 {
 		h.turn = append(h.turn, t.origin)
 	}
 	h.byOrig[t.origin] = append(q, t)
 	h.waiting++
-	g.queued++
-	onWait(t)
-	return res
+	onPark(t)
+	return gateParked
 }
 
-// release gives back a slot of host. When tasks wait for the host, the slot
-// passes to the next one, origins in turn: a parked task is returned for
-// the caller to run on the slot (and on its executor slot); a task whose
-// worker waits is woken and nil returned. nil means the slot is free.
-// onResume runs under the gate's lock for the task taken off the line.
+// take takes a slot on host if one is free. g.mu is held.
+func (g *hostGate) take(host string) bool {
+	h := g.hosts[host]
+	if h == nil {
+		h = &hostLine{byOrig: make(map[string][]*task)}
+		g.hosts[host] = h
+	}
+	if h.active < g.limit {
+		h.active++
+		return true
+	}
+	return false
+}
+
+// release gives back a slot of host. When tasks are parked for the host,
+// the slot passes to the next one, origins in turn, and that task is
+// returned for the caller to run on the slot (and on its executor slot);
+// nil means the slot is free. onResume runs under the gate's lock for the
+// task taken out of the park.
 func (g *hostGate) release(host string, onResume func(*task)) *task {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -157,47 +191,34 @@ func (g *hostGate) release(host string, onResume func(*task)) *task {
 		h.turn = append(h.turn, origin)
 	}
 	h.waiting--
-	g.queued--
+	<-g.places[t.origin]
 	onResume(t)
-	if t.ready != nil {
-		close(t.ready)
-		return nil
-	}
-	g.parked--
 	return t
 }
 
-// close refuses further acquires and returns every parked task; the caller
-// gives them back to JetStream. Tasks whose worker waits are woken with
-// aborted set. onDrop runs under the lock for every waiting task.
+// close refuses further acquires, wakes blocked ones, and returns every
+// parked task for the caller to give back to JetStream. onDrop runs under
+// the lock for each of them.
 func (g *hostGate) close(onDrop func(*task)) []*task {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.closed {
+		return nil
+	}
 	g.closed = true
+	close(g.done)
 	var out []*task
 	for _, h := range g.hosts {
 		for _, o := range h.turn {
 			for _, t := range h.byOrig[o] {
 				onDrop(t)
-				if t.ready != nil {
-					t.aborted = true
-					close(t.ready)
-					continue
-				}
 				out = append(out, t)
+				<-g.places[t.origin]
 			}
 		}
 		h.byOrig = map[string][]*task{}
 		h.turn = nil
 		h.waiting = 0
 	}
-	g.parked, g.queued = 0, 0
 	return out
-}
-
-// waiting returns the number of tasks waiting for a busy host.
-func (g *hostGate) waiting() int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.queued
 }

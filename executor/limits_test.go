@@ -331,3 +331,44 @@ func TestParkedJobsOneResultEach(t *testing.T) {
 		t.Errorf("o2's last job was fetched as number %d of %d; with turns between origins it comes within the first 60 or so", last+1, len(order))
 	}
 }
+
+// When an origin's places in the park are full, only that origin stops
+// pulling: another origin's fetches go on, even those that wait for their
+// own host (cap 1 here), and once the host answers every parked
+// job gets exactly one result.
+func TestFullParkBlocksOnlyItsOrigin(t *testing.T) {
+	h := newHarness(t, broker.StreamsConfig{})
+	hang := newHangingHost(t)
+	fast := fastHost(t)
+	// 2 slots: 32 places per origin in the park; o1 sends more than that.
+	h.executor(Config{Concurrency: 2, PerHostConcurrency: 1, DiscoverInterval: 100 * time.Millisecond})
+	var o1 []string
+	for i := range 60 {
+		id := fmt.Sprintf("o1-hang-%d", i)
+		o1 = append(o1, id)
+		h.enqueue("o1", id, hang.URL+"/", 30*time.Second)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for hang.peak() < 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	var o2 []string
+	for i := range 10 {
+		id := fmt.Sprintf("o2-fast-%d", i)
+		o2 = append(o2, id)
+		h.enqueue("o2", id, fast.URL+"/", 5*time.Second)
+	}
+	if !h.waitResults(o2, 10*time.Second) {
+		t.Fatalf("o2 got %d of 10 results while o1 filled the park", h.done(o2))
+	}
+	hang.open()
+	if !h.waitResults(o1, 30*time.Second) {
+		t.Fatalf("o1 got %d of 60 results after the host answered", h.done(o1))
+	}
+	time.Sleep(200 * time.Millisecond)
+	for _, id := range append(o1, o2...) {
+		if rs, _ := h.result(id); len(rs) != 1 {
+			t.Errorf("job %s: %d results, want exactly 1", id, len(rs))
+		}
+	}
+}
