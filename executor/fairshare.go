@@ -280,6 +280,13 @@ func (e *Executor) prefetch(others int) int {
 // pulled once it returns, jobs already buffered are still delivered
 // (waitDrained waits for them).
 func (e *Executor) stopOrigins() {
+	e.orig.mu.Lock()
+	again := e.orig.stopped
+	e.orig.stopped = true
+	e.orig.mu.Unlock()
+	if again { // a second Shutdown
+		return
+	}
 	if e.discoverStop != nil {
 		close(e.discoverStop)
 		<-e.discoverDone
@@ -288,7 +295,6 @@ func (e *Executor) stopOrigins() {
 		_ = e.advSub.Unsubscribe()
 	}
 	e.orig.mu.Lock()
-	e.orig.stopped = true
 	all := e.orig.draining
 	for _, p := range e.orig.pulls {
 		p.cc.Drain()

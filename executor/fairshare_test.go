@@ -158,3 +158,20 @@ func TestProvisionDropsLegacyConsumer(t *testing.T) {
 		t.Fatal("job stored before the upgrade was not fetched")
 	}
 }
+
+// Shutdown may be called twice; Start after Shutdown fails with ErrStopped.
+func TestShutdownTwice(t *testing.T) {
+	h := newHarness(t, broker.StreamsConfig{})
+	e := h.executor(Config{Concurrency: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.Shutdown(ctx); err != nil {
+		t.Fatalf("first Shutdown: %v", err)
+	}
+	if err := e.Shutdown(ctx); err != nil {
+		t.Fatalf("second Shutdown: %v", err)
+	}
+	if err := e.Start(ctx); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Start after Shutdown = %v, want ErrStopped", err)
+	}
+}
