@@ -268,9 +268,13 @@ func (s *Server) Start(ctx context.Context) error {
 	// Executors pull each origin's jobs through its own consumer and take
 	// turns between origins; creating it now lets them follow this origin
 	// before its first job. If it fails (a store provisioned by an older
-	// version), executors still find the jobs within their discovery
-	// interval.
-	if _, err := broker.EnsureJobsConsumer(ctx, s.js, s.cfg.Subjects, s.cfg.ID); err != nil {
+	// version, or permissions that leave consumers to the admin, whose
+	// refusal is only a timeout: hence the short one), executors still find
+	// the jobs within their discovery interval.
+	jctx, jcancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err = broker.EnsureJobsConsumer(jctx, s.js, s.cfg.Subjects, s.cfg.ID)
+	jcancel()
+	if err != nil {
 		s.log.Warn().Err(err).Msg("jobs consumer not created; executors find this origin's jobs on their next discovery")
 	}
 	kv, err := s.js.KeyValue(ctx, broker.FinishedBucket)
