@@ -23,8 +23,8 @@ import (
 //     another origin's results, nor publish results.
 //     (Its job bodies are still its own words: executors must take a job's
 //     origin from the subject, see Subjects.JobOrigin.)
-//   - executor: read jobs through the shared "executors" consumer, ack them,
-//     publish results (<prefix>.results.*), process dead letters; it cannot
+//   - executor: create and read the per-origin jobs consumers ("jobs-<id>"),
+//     ack jobs, publish results (<prefix>.results.*), process dead letters; it cannot
 //     publish jobs nor read results.
 //   - runtime: serve <prefix>.rpc.> in queue group "runtime" and the micro
 //     discovery subjects ($SRV.>), and publish only to inbox reply subjects.
@@ -249,6 +249,7 @@ func OriginPermissions(s Subjects, originID string) *server.Permissions {
 			PipelineAPIPrefix + ".CONSUMER.INFO." + ResultsStream + "." + cons,
 			PipelineAPIPrefix + ".CONSUMER.MSG.NEXT." + ResultsStream + "." + cons,
 			jsAck + ResultsStream + "." + cons + ".>",
+			jsAPI + "CONSUMER.CREATE." + JobsStream + "." + JobsConsumer(originID) + "." + s.Job(originID),
 			finished,
 			jsAPI + "INFO",
 			jsAPI + "STREAM.INFO." + bucket,
@@ -264,20 +265,24 @@ func OriginPermissions(s Subjects, originID string) *server.Permissions {
 // ExecutorPermissions are the executors' permissions under prefix s.
 //
 // Publish: results (<prefix>.results.*) and dead letters (<prefix>.dlq.>);
-// the shared executors consumer's info, pull and acks (explicitly, not via
-// allow_responses, which would allow one reply only and break InProgress
-// followed by Ack); the dead-letter consumer's info, pull and acks; stream
-// info, message get and delete on the jobs stream (moving a dead job). Not
-// granted: publishing jobs, any consumer create/delete, reading results.
-// Subscribe: its own inbox prefix.
+// the jobs consumers' create (filtered on a job subject only), list, info,
+// pull and acks (acks explicitly, not via allow_responses, which would allow
+// one reply only and break InProgress followed by Ack); the dead-letter
+// consumer's info, pull and acks; stream info, message get and delete on the
+// jobs stream (moving a dead job). Not granted: publishing jobs, unfiltered
+// consumers, consumer delete, reading results. Subscribe: its own inbox
+// prefix and the jobs stream's consumer-created advisories.
 func ExecutorPermissions(s Subjects) *server.Permissions {
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
 			s.ResultsWildcard(),
 			s.DeadLetterWildcard(),
-			jsAPI + "CONSUMER.INFO." + JobsStream + "." + ExecutorsConsumer,
-			jsAPI + "CONSUMER.MSG.NEXT." + JobsStream + "." + ExecutorsConsumer,
-			jsAck + JobsStream + "." + ExecutorsConsumer + ".>",
+			jsAPI + "CONSUMER.CREATE." + JobsStream + ".*." + s.Job("*"),
+			jsAPI + "CONSUMER.LIST." + JobsStream,
+			jsAPI + "CONSUMER.NAMES." + JobsStream,
+			jsAPI + "CONSUMER.INFO." + JobsStream + ".*",
+			jsAPI + "CONSUMER.MSG.NEXT." + JobsStream + ".*",
+			jsAck + JobsStream + ".>",
 			jsAPI + "CONSUMER.INFO." + AdvisoriesStream + "." + DeadLetterConsumer,
 			jsAPI + "CONSUMER.MSG.NEXT." + AdvisoriesStream + "." + DeadLetterConsumer,
 			jsAck + AdvisoriesStream + "." + DeadLetterConsumer + ".>",
@@ -285,7 +290,7 @@ func ExecutorPermissions(s Subjects) *server.Permissions {
 			jsAPI + "STREAM.MSG.GET." + JobsStream,
 			jsAPI + "STREAM.MSG.DELETE." + JobsStream,
 		}},
-		Subscribe: &server.SubjectPermission{Allow: []string{inboxSub(RoleExecutor, "")}},
+		Subscribe: &server.SubjectPermission{Allow: []string{inboxSub(RoleExecutor, ""), JobsConsumerCreatedSubject()}},
 	}
 }
 

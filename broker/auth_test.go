@@ -229,13 +229,15 @@ func TestAuthAllowedOperationsPerRole(t *testing.T) {
 		t.Fatal("o1 async pub ack: timeout")
 	}
 
-	// The executor binds the shared consumer, signals progress, stores the
-	// result and acks: InProgress then Ack needs the explicit $JS.ACK grant.
+	// The executor creates the origin's jobs consumer from the template (an
+	// origin in its own account cannot; with accounts the admin provisions
+	// it), binds it, signals progress, stores the result and acks:
+	// InProgress then Ack needs the explicit $JS.ACK grant.
 	ex := connectAs(t, srv, auth, RoleExecutor, "")
 	exjs := newJS(t, ex)
-	cons, err := exjs.Consumer(ctx, JobsStream, ExecutorsConsumer)
+	cons, err := EnsureJobsConsumer(ctx, exjs, s, "o1")
 	if err != nil {
-		t.Fatalf("executor binds %s: %v", ExecutorsConsumer, err)
+		t.Fatalf("executor binds %s: %v", JobsConsumer("o1"), err)
 	}
 	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
 	if err != nil {
@@ -279,7 +281,7 @@ func TestAuthAllowedOperationsPerRole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	moved, err := MoveToDeadLetter(ctx, exjs, s, MaxDeliveriesAdvisory{Stream: JobsStream, Consumer: ExecutorsConsumer, StreamSeq: info.State.LastSeq, Deliveries: 5})
+	moved, err := MoveToDeadLetter(ctx, exjs, s, MaxDeliveriesAdvisory{Stream: JobsStream, Consumer: JobsConsumer("o1"), StreamSeq: info.State.LastSeq, Deliveries: 5})
 	if err != nil || moved == nil {
 		t.Fatalf("executor moves a dead job: job %v, err %v", moved, err)
 	}
@@ -408,6 +410,16 @@ func TestAuthForbiddenOperationsAreRefused(t *testing.T) {
 			_, err := js.CreateOrUpdateConsumer(ctx, ResultsStream, cfg)
 			return err
 		}, "$JS.API.CONSUMER.CREATE.PIPELINE_RESULTS.origin-o1"},
+		{"origin o1 creates o2's jobs consumer", RoleOrigin, "o1", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
+			_, err := EnsureJobsConsumer(ctx, js, s, "o2")
+			return err
+		}, "$JS.API.STREAM.INFO.PIPELINE_JOBS"}, // refused at its first step: origins create no consumers
+		{"origin o1 points its jobs consumer at o2's jobs", RoleOrigin, "o1", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
+			cfg := JobsTemplate{AckWait: time.Second, MaxDeliver: 1}.Config(s, "o1")
+			cfg.FilterSubject = s.Job("o2")
+			_, err := js.CreateOrUpdateConsumer(ctx, JobsStream, cfg)
+			return err
+		}, "$JS.API.CONSUMER.CREATE.PIPELINE_JOBS.jobs-o1.pipeline.jobs.fetch.o2"},
 		{"origin o1 binds consumer origin-o2", RoleOrigin, "o1", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
 			_, err := js.Consumer(ctx, ResultsStream, OriginConsumer("o2"))
 			return err

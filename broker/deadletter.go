@@ -19,7 +19,7 @@ import (
 // executor's dead-letter processor moves each job into DeadLetterStream,
 // tells the origin (a dead_letter error result) and deletes the original.
 const (
-	// AdvisoriesStream captures max-deliveries advisories of the executors consumer.
+	// AdvisoriesStream captures max-deliveries advisories of the jobs consumers.
 	AdvisoriesStream = "PIPELINE_ADVISORIES"
 	// DeadLetterStream keeps dead jobs for operators to list and replay.
 	DeadLetterStream = "PIPELINE_DLQ"
@@ -34,9 +34,17 @@ const (
 	HeaderDeadAt         = "Pipeline-Dead-At"
 )
 
-// MaxDeliveriesSubject is the advisory subject for the executors consumer.
+// MaxDeliveriesSubject is the advisory subject for every consumer of the
+// jobs stream (one per origin, see JobsConsumer).
 func MaxDeliveriesSubject() string {
-	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + JobsStream + "." + ExecutorsConsumer
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + JobsStream + ".*"
+}
+
+// JobsConsumerCreatedSubject is the advisory subject the server publishes
+// on when a consumer of the jobs stream is created: executors listen to it
+// to start pulling from a new origin at once.
+func JobsConsumerCreatedSubject() string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.CREATED." + JobsStream + ".*"
 }
 
 // DeadLetter is the dead-letter subject for origin originID's jobs.
@@ -48,7 +56,7 @@ func (s Subjects) DeadLetterWildcard() string { return s.prefix() + ".dlq.>" }
 func provisionDeadLetters(ctx context.Context, js jetstream.JetStream, c StreamsConfig, storage jetstream.StorageType) error {
 	adv := jetstream.StreamConfig{
 		Name:        AdvisoriesStream,
-		Description: "max-deliveries advisories of the executors consumer",
+		Description: "max-deliveries advisories of the jobs consumers",
 		Subjects:    []string{MaxDeliveriesSubject()},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     storage,

@@ -33,8 +33,8 @@ const (
 	MemoryStorage Storage = "memory"
 )
 
-// StreamsConfig sizes the jobs and results streams and the shared executors
-// consumer: the `streams` section of the configuration. Zero values take the
+// StreamsConfig sizes the jobs and results streams and the per-origin jobs
+// consumers: the `streams` section of the configuration. Zero values take the
 // defaults of DefaultStreamsConfig.
 type StreamsConfig struct {
 	Subjects Subjects `yaml:"-"`
@@ -63,9 +63,14 @@ type StreamsConfig struct {
 	AckWait time.Duration `yaml:"ack_wait"`
 	// MaxDeliver caps deliveries per job. Default 5.
 	MaxDeliver int `yaml:"max_deliver"`
-	// MaxAckPending caps jobs in flight across all executors. Default
-	// DefaultMaxAckPending.
+	// MaxAckPending caps one origin's jobs in flight across all executors
+	// (each origin has its own jobs consumer). Default DefaultMaxAckPending.
 	MaxAckPending int `yaml:"max_ack_pending"`
+	// JobsConsumerIdle is how long an origin's jobs consumer lives on with
+	// no stored jobs: executors stop pulling from it after this long, and
+	// the server deletes it after this long without pulls. Default
+	// DefaultJobsConsumerIdle.
+	JobsConsumerIdle time.Duration `yaml:"jobs_consumer_idle"`
 	// DeadLetterMaxAge is how long dead jobs are kept. Default 7 days.
 	DeadLetterMaxAge time.Duration `yaml:"dead_letter_max_age"`
 	// FinishedTTL is how long finished results are kept for get-result and
@@ -133,6 +138,9 @@ func (c StreamsConfig) withDefaults() StreamsConfig {
 	if d.MaxAckPending == 0 {
 		d.MaxAckPending = DefaultMaxAckPending
 	}
+	if d.JobsConsumerIdle <= 0 {
+		d.JobsConsumerIdle = DefaultJobsConsumerIdle
+	}
 	if d.FinishedTTL == 0 {
 		d.FinishedTTL = 10 * time.Minute
 	}
@@ -145,8 +153,12 @@ func (c StreamsConfig) withDefaults() StreamsConfig {
 	return d
 }
 
-// Provision creates or updates the jobs and results streams and the shared
-// executors consumer. It is idempotent: every role may call it at start.
+// Provision creates or updates the jobs and results streams, stores the
+// per-origin jobs consumer template in the jobs stream (JobsTemplateOf) and
+// deletes the shared executors consumer of older versions. Per-origin jobs
+// consumers are created by their origin at start, or by an executor that
+// finds jobs without one (EnsureJobsConsumer). It is idempotent: every role
+// may call it at start.
 //
 // Provision never lowers the replica count of existing streams: a role
 // started without the cluster's replicas setting must not scale a
@@ -211,6 +223,7 @@ func provision(ctx context.Context, js jetstream.JetStream, c StreamsConfig) err
 		Storage:     storage,
 		Replicas:    c.Replicas,
 		Duplicates:  c.DuplicateWindow,
+		Metadata:    c.jobsTemplate().metadata(),
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, jobs); err != nil {
 		return fmt.Errorf("provision stream %s: %w", JobsStream, err)
@@ -229,18 +242,8 @@ func provision(ctx context.Context, js jetstream.JetStream, c StreamsConfig) err
 	if _, err := js.CreateOrUpdateStream(ctx, results); err != nil {
 		return fmt.Errorf("provision stream %s: %w", ResultsStream, err)
 	}
-	cons := jetstream.ConsumerConfig{
-		Durable:       ExecutorsConsumer,
-		Description:   "shared by every executor process",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       c.AckWait,
-		MaxDeliver:    c.MaxDeliver,
-		BackOff:       c.Backoff(),
-		MaxAckPending: c.MaxAckPending,
-		Replicas:      c.Replicas,
-	}
-	if _, err := js.CreateOrUpdateConsumer(ctx, JobsStream, cons); err != nil {
-		return fmt.Errorf("provision consumer %s: %w", ExecutorsConsumer, err)
+	if err := dropLegacyConsumer(ctx, js); err != nil {
+		return err
 	}
 	for _, id := range c.Tenants {
 		if err := ValidateToken("origin id", id); err != nil {
@@ -249,6 +252,11 @@ func provision(ctx context.Context, js jetstream.JetStream, c StreamsConfig) err
 		oc := OriginConsumerConfig(c.Subjects, id, c.Replicas, c.AckWait)
 		if _, err := js.CreateOrUpdateConsumer(ctx, ResultsStream, oc); err != nil {
 			return fmt.Errorf("provision consumer %s: %w", oc.Durable, err)
+		}
+		// An origin in its own account cannot create its jobs consumer
+		// (executors read it in this account): the admin does.
+		if _, err := EnsureJobsConsumer(ctx, js, c.Subjects, id); err != nil {
+			return fmt.Errorf("provision: %w", err)
 		}
 	}
 	if len(c.Tenants) == 0 {

@@ -11,8 +11,6 @@ const (
 	JobsStream = "PIPELINE_JOBS"
 	// ResultsStream holds fetch results until their origin acknowledges them.
 	ResultsStream = "PIPELINE_RESULTS"
-	// ExecutorsConsumer is the durable pull consumer every executor shares.
-	ExecutorsConsumer = "executors"
 	// DefaultPrefix is the default subject prefix.
 	DefaultPrefix = "pipeline"
 	// RPCQueueGroup is the queue group every runtime endpoint subscribes in,

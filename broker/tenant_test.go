@@ -195,7 +195,7 @@ func runReflectionAttacks(t *testing.T, loosen bool) {
 		{"delete the jobs stream", "$JS.API.STREAM.DELETE." + JobsStream, nil},
 		{"update the jobs stream to republish into o2's inbox", "$JS.API.STREAM.UPDATE." + JobsStream, update},
 		{"consume o1's finished store", "$JS.API.CONSUMER.CREATE." + kvStream(FinishedBucket), []byte(`{"stream_name":"KV_PIPELINE_FINISHED","config":{"deliver_subject":"_INBOX.origin.o2.kv"}}`)},
-		{"take the executors' jobs", "$JS.API.CONSUMER.MSG.NEXT." + JobsStream + "." + ExecutorsConsumer, []byte(`{"batch":10}`)},
+		{"take the executors' jobs", "$JS.API.CONSUMER.MSG.NEXT." + JobsStream + "." + JobsConsumer("o1"), []byte(`{"batch":10}`)},
 	}
 	for _, att := range []struct {
 		role Role
@@ -294,7 +294,7 @@ func runReadAttacks(t *testing.T, loosen bool) {
 		{"get o1's result by sequence", jsAPI + "STREAM.MSG.GET." + ResultsStream, `{"seq":1}`},
 		{"direct-get o1's last result", jsAPI + "DIRECT.GET." + ResultsStream + "." + s.Result("o1"), ``},
 		{"get o1's job by sequence", jsAPI + "STREAM.MSG.GET." + JobsStream, `{"seq":1}`},
-		{"pull the executors' jobs", jsAPI + "CONSUMER.MSG.NEXT." + JobsStream + "." + ExecutorsConsumer, `{"batch":1,"no_wait":true}`},
+		{"pull the executors' jobs", jsAPI + "CONSUMER.MSG.NEXT." + JobsStream + "." + JobsConsumer("o1"), `{"batch":1,"no_wait":true}`},
 		{"create a consumer on the jobs stream", jsAPI + "CONSUMER.CREATE." + JobsStream, `{"stream_name":"PIPELINE_JOBS","config":{"ack_policy":"none"}}`},
 		{"direct-get o1's finished result", jsAPI + "DIRECT.GET." + kvStream(FinishedBucket) + "." + FinishedSubject("o1", "secret"), ``},
 		{"list streams", jsAPI + "STREAM.NAMES", `{}`},

@@ -31,6 +31,16 @@ type Config struct {
 	Subjects broker.Subjects `yaml:"-"`
 	// Concurrency caps fetches in flight in this executor. Default 256.
 	Concurrency int `yaml:"concurrency"`
+	// PerHostConcurrency caps this executor's fetches in flight to one
+	// destination host:port (taken after the policy check). A job whose host
+	// is at its cap waits without holding an executor slot and without
+	// using up a delivery (see hostGate). 0 means no cap, which is the zero
+	// value; DefaultConfig sets DefaultPerHostConcurrency.
+	PerHostConcurrency int `yaml:"per_host_concurrency"`
+	// DiscoverInterval is how often the executor looks for origins with
+	// stored jobs and no pull from it yet (an origin that starts is found at
+	// once through its consumer-created advisory). Default 1 s.
+	DiscoverInterval time.Duration `yaml:"discover_interval"`
 	// Fetcher bounds the outbound fetches.
 	Fetcher FetcherConfig `yaml:",inline"`
 	// Retry is the in-process retry policy for failed fetches.
@@ -50,11 +60,25 @@ type Config struct {
 
 // DefaultConfig returns the executor settings with every default filled in
 // (ID stays empty: New makes one up per executor).
-func DefaultConfig() Config { return Config{}.withDefaults() }
+//
+// PerHostConcurrency is the one setting whose zero value is not its
+// default (0 means no cap): DefaultConfig sets it to
+// DefaultPerHostConcurrency.
+func DefaultConfig() Config {
+	c := Config{}.withDefaults()
+	c.PerHostConcurrency = DefaultPerHostConcurrency
+	return c
+}
 
 func (c Config) withDefaults() Config {
 	if c.Concurrency <= 0 {
 		c.Concurrency = 256
+	}
+	if c.PerHostConcurrency < 0 {
+		c.PerHostConcurrency = 0
+	}
+	if c.DiscoverInterval <= 0 {
+		c.DiscoverInterval = time.Second
 	}
 	c.Fetcher = c.Fetcher.withDefaults()
 	c.Retry = c.Retry.withDefaults()
@@ -73,11 +97,22 @@ type Executor struct {
 	fetcher *Fetcher
 	log     zerolog.Logger
 
-	sem      chan struct{}
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	cc       jetstream.ConsumeContext
-	dlq      jetstream.ConsumeContext
+	sem   chan struct{}
+	hosts *hostGate // nil: no per-host cap
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	dlq   jetstream.ConsumeContext
+
+	// Per-origin pulls (fairshare.go); set by Start.
+	stream       jetstream.Stream
+	tmpl         broker.JobsTemplate // read and written by the discovery goroutine
+	orig         origins
+	wake         chan string
+	advSub       *nats.Subscription
+	discoverStop chan struct{}
+	discoverDone chan struct{}
+	drained      []jetstream.ConsumeContext
+
 	ackWait  time.Duration
 	stopped  bool
 	inflight context.Context
@@ -107,8 +142,14 @@ func New(nc *nats.Conn, cfg Config) (*Executor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new executor: jetstream: %w", err)
 	}
+	var hosts *hostGate
+	if cfg.PerHostConcurrency > 0 {
+		hosts = newHostGate(cfg.PerHostConcurrency, cfg.Concurrency*parkedPerSlot)
+	}
 	inflight, abort := context.WithCancel(context.Background())
 	return &Executor{
+		hosts:    hosts,
+		orig:     origins{pulls: map[string]*originPull{}, idle: map[string]struct{}{}},
 		cfg:      cfg,
 		nc:       nc,
 		js:       js,
@@ -124,69 +165,140 @@ func New(nc *nats.Conn, cfg Config) (*Executor, error) {
 // ID is the executor's id as reported in results.
 func (e *Executor) ID() string { return e.cfg.ID }
 
-// Start binds to the shared executors consumer and starts consuming. The
-// streams must exist (broker.Provision). It returns once consuming started.
+// Start starts pulling jobs from every origin that has any (one jobs
+// consumer per origin, see fairshare.go) and following origins as they come
+// and go. The streams must exist, provisioned by this version
+// (broker.Provision); otherwise it fails, with broker.ErrNoJobsTemplate for
+// an older store. It returns once pulling started.
 func (e *Executor) Start(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.stopped {
 		return ErrStopped
 	}
-	cons, err := e.js.Consumer(ctx, broker.JobsStream, broker.ExecutorsConsumer)
-	if err != nil {
-		return fmt.Errorf("executor start: bind consumer %s: %w", broker.ExecutorsConsumer, err)
-	}
-	// Read before consuming: workers read it without a lock.
-	e.ackWait = cons.CachedInfo().Config.AckWait
-	cc, err := cons.Consume(e.handle, append(broker.PullOptions(),
-		jetstream.PullMaxMessages(e.cfg.Concurrency),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
-				e.log.Debug().Err(err).Msg("consume")
-			}
-		}))...)
-	if err != nil {
-		return fmt.Errorf("executor start: consume: %w", err)
-	}
-	e.cc = cc
 	if !e.cfg.NoDeadLetters {
 		dlq, err := e.startDeadLetters(ctx)
 		if err != nil {
-			cc.Stop()
 			return fmt.Errorf("executor start: %w", err)
 		}
 		e.dlq = dlq
 	}
-	e.log.Info().Int("concurrency", e.cfg.Concurrency).Msg("executor consuming jobs")
+	if err := e.startOrigins(ctx); err != nil {
+		if e.dlq != nil {
+			e.dlq.Stop()
+		}
+		return fmt.Errorf("executor start: %w", err)
+	}
+	e.log.Info().Int("concurrency", e.cfg.Concurrency).Int("per_host_concurrency", e.cfg.PerHostConcurrency).Msg("executor consuming jobs")
 	return nil
 }
 
-// handle runs on the consumer's delivery goroutine: it waits for a free slot
-// (backpressure on the pull) and hands the job to a worker goroutine.
+// task is one delivered job on its way through the executor.
+type task struct {
+	msg    jetstream.Msg
+	meta   *jetstream.MsgMetadata
+	job    *broker.Job
+	log    zerolog.Logger
+	picked time.Time
+	origin string // from the subject
+	host   string // destination host:port; "" when the job needs no host slot
+
+	// While the task waits for its host (hostGate):
+	stopWait func() // stops its in-progress acks
+}
+
+// handle runs on one origin's delivery goroutine. It checks the job and
+// its destination host first: a job whose host is at its cap is parked
+// without taking an executor slot (see hostGate). Otherwise it waits for a
+// free executor slot (backpressure on that origin's pull; origins waiting
+// are served in turn, see fairshare.go) and hands the job to a worker
+// goroutine, which then also runs the jobs parked for the same host, on the
+// same slots, as their turn comes.
 func (e *Executor) handle(msg jetstream.Msg) {
-	e.sem <- struct{}{}
+	t := e.prepare(msg)
+	if t == nil {
+		return
+	}
+	if e.hosts != nil && t.host != "" {
+		switch e.hosts.acquire(t, e.blockedOnPark, e.startWaiting) {
+		case gateParked:
+			return
+		case gateClosed:
+			_ = msg.Nak()
+			return
+		}
+	}
+	select {
+	case e.sem <- struct{}{}:
+	default:
+		e.m.Waiting(WaitShare, 1)
+		e.sem <- struct{}{}
+		e.m.Waiting(WaitShare, -1)
+	}
 	e.wg.Add(1)
 	go func() {
 		defer func() { <-e.sem; e.wg.Done() }()
-		e.m.Begin()
-		e.process(msg)
-		e.m.End()
+		e.work(t)
 	}()
 }
 
-func (e *Executor) process(msg jetstream.Msg) {
+// work runs t, then, while jobs are parked for t's host, the next of them
+// on the same host slot.
+func (e *Executor) work(t *task) {
+	for t != nil {
+		e.m.Begin()
+		e.process(t)
+		e.m.End()
+		if e.hosts == nil || t.host == "" {
+			return
+		}
+		t = e.hosts.release(t.host, e.stopWaiting)
+	}
+}
+
+// blockedOnPark keeps a job alive while its origin's pull waits for a place
+// in the park.
+func (e *Executor) blockedOnPark(t *task, blocked bool) {
+	if blocked {
+		e.startWaiting(t)
+	} else {
+		e.stopWaiting(t)
+	}
+}
+
+// startWaiting keeps a job that waits for its host alive: in-progress acks
+// every third of AckWait, however long it waits, so waiting neither triggers
+// a redelivery nor counts as a delivery.
+func (e *Executor) startWaiting(t *task) {
+	t.stopWait = e.keepAlive(t.msg, -1)
+	e.m.Waiting(waitHostCap, 1)
+}
+
+// stopWaiting undoes startWaiting for a task leaving the wait.
+func (e *Executor) stopWaiting(t *task) {
+	if t.stopWait != nil {
+		t.stopWait()
+		t.stopWait = nil
+	}
+	e.m.Waiting(waitHostCap, -1)
+}
+
+// prepare checks a delivered job. It returns nil when the job was
+// terminated (undecodable, or its body names another origin than its
+// subject).
+func (e *Executor) prepare(msg jetstream.Msg) *task {
 	picked := time.Now()
 	meta, err := msg.Metadata()
 	if err != nil {
 		e.log.Error().Err(err).Msg("job without metadata; terminating it")
 		_ = msg.Term()
-		return
+		return nil
 	}
 	job, err := broker.DecodeJob(msg.Data())
 	if err != nil {
 		e.log.Error().Err(err).Uint64("stream_seq", meta.Sequence.Stream).Msg("undecodable job; terminating it")
 		_ = msg.TermWithReason("undecodable job")
-		return
+		return nil
 	}
 	log := e.log.With().Str("job", job.ID).Str("origin", job.Origin).Logger()
 	if meta.NumDelivered > 1 {
@@ -198,9 +310,18 @@ func (e *Executor) process(msg jetstream.Msg) {
 	if o, ok := e.cfg.Subjects.JobOrigin(msg.Subject()); !ok || o != job.Origin {
 		log.Warn().Str("subject", msg.Subject()).Msg("job origin does not match its subject; terminating it")
 		_ = msg.TermWithReason("job origin does not match its subject")
-		return
+		return nil
 	}
+	t := &task{msg: msg, meta: meta, job: job, log: log, picked: picked, origin: job.Origin}
+	if e.hosts != nil {
+		t.host = e.fetcher.destination(job.URL)
+	}
+	return t
+}
 
+// process fetches a prepared job, stores its result and acks it.
+func (e *Executor) process(t *task) {
+	msg, meta, job, log := t.msg, t.meta, t.job, t.log
 	// Long fetches tell the server the job is still being worked on, so it is
 	// not redelivered while in flight.
 	stopProgress := e.keepAlive(msg, e.fetcher.Timeout(job)*time.Duration(e.cfg.Retry.Attempts))
@@ -218,7 +339,7 @@ func (e *Executor) process(msg jetstream.Msg) {
 		Executor:     e.cfg.ID,
 		ReceivedAt:   job.ReceivedAt,
 		StoredAt:     meta.Timestamp.UnixNano(),
-		PickedAt:     picked.UnixNano(),
+		PickedAt:     t.picked.UnixNano(),
 		FetchNanos:   int64(fetchDur),
 		Continuation: job.Continuation,
 	}
@@ -267,10 +388,11 @@ func (e *Executor) publish(res *broker.Result) error {
 }
 
 // keepAlive sends in-progress acks every third of AckWait while a fetch
-// that may outlive AckWait runs. The returned func stops it.
+// that may outlive AckWait runs; a negative timeout means until stopped. The
+// returned func stops it.
 func (e *Executor) keepAlive(msg jetstream.Msg, timeout time.Duration) func() {
 	every := e.ackWait / 3
-	if every <= 0 || timeout < every*2 {
+	if every <= 0 || (timeout >= 0 && timeout < every*2) {
 		return func() {}
 	}
 	// A timer, not a goroutine: most fetches end long before it fires.
@@ -302,7 +424,6 @@ func (e *Executor) keepAlive(msg jetstream.Msg, timeout time.Duration) func() {
 func (e *Executor) Shutdown(ctx context.Context) error {
 	e.mu.Lock()
 	e.stopped = true
-	cc := e.cc
 	dlq := e.dlq
 	e.mu.Unlock()
 	if dlq != nil {
@@ -312,13 +433,18 @@ func (e *Executor) Shutdown(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}
-	if cc != nil {
-		cc.Drain()
-		select {
-		case <-cc.Closed():
-		case <-ctx.Done():
+	// Stop pulling: no job is delivered after the pulls' buffers.
+	e.stopOrigins()
+	// Jobs waiting for a busy host go back to JetStream at once, for
+	// another executor (each costs a delivery, like any job an executor
+	// gives back when it stops); jobs delivered from here on are given back
+	// too.
+	if e.hosts != nil {
+		for _, t := range e.hosts.close(e.stopWaiting) {
+			_ = t.msg.Nak()
 		}
 	}
+	e.waitDrained(ctx)
 	done := make(chan struct{})
 	go func() { e.wg.Wait(); close(done) }()
 	var err error

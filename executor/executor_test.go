@@ -125,7 +125,7 @@ func (b *bench) consumer() *jetstream.ConsumerInfo {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := b.js.Consumer(ctx, broker.JobsStream, broker.ExecutorsConsumer)
+	c, err := broker.EnsureJobsConsumer(ctx, b.js, broker.Subjects{}, testOrigin)
 	if err != nil {
 		b.t.Fatal(err)
 	}

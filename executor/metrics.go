@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,7 +30,30 @@ const (
 	// MetricFetchSeconds is the outbound fetch time histogram, retries
 	// included.
 	MetricFetchSeconds = "pipeline_executor_fetch_seconds"
+	// MetricWaiting is the number of delivered jobs waiting in this process
+	// before their fetch starts, labelled LabelReason (WaitHostCap).
+	MetricWaiting = "pipeline_executor_waiting"
+	// LabelReason says why a job waits.
+	LabelReason = "reason"
+	// WaitHostCap is the reason of a job whose destination host is at
+	// Config.PerHostConcurrency in this executor.
+	WaitHostCap = "host_cap"
+	// WaitShare is the reason of a delivered job waiting for an executor
+	// slot while the slots are busy with the jobs of every origin that has
+	// work (at most one such job per origin per executor; the rest of an
+	// origin's backlog stays in its consumer).
+	WaitShare = "share"
+	// MetricOriginBacklog is the number of jobs stored for an origin and not
+	// yet acknowledged (queued or in flight), labelled LabelOrigin, as the
+	// executor's last discovery round read it. Origin ids are few, so they
+	// make a bounded label set; destination hosts are never labels.
+	MetricOriginBacklog = "pipeline_executor_origin_backlog"
+	// LabelOrigin is the origin id label.
+	LabelOrigin = "origin"
 )
+
+// waitHostCap is the label value of jobs waiting for their host.
+const waitHostCap = WaitHostCap
 
 // metricsPart is the key of the executors' part in a process's metrics.
 const metricsPart = "executor"
@@ -44,6 +68,8 @@ const metricsPart = "executor"
 //	pipeline_executor_dead_letters_total                        jobs moved to the dead-letter stream
 //	pipeline_executor_publish_failures_total                    results that could not be stored
 //	pipeline_executor_fetch_seconds                             outbound fetch time, retries included (histogram)
+//	pipeline_executor_waiting{reason="host_cap|share"}          delivered jobs waiting for their host / for an executor slot
+//	pipeline_executor_origin_backlog{origin}                    jobs stored per origin, not yet acknowledged
 //
 // Label children are resolved when it is made: recording a job costs a few
 // atomic adds and no allocation. A nil *Metrics records nothing. Its
@@ -56,6 +82,12 @@ type Metrics struct {
 	deadLetters   prometheus.Counter
 	publishFailed prometheus.Counter
 	fetchSeconds  prometheus.Histogram
+	waitHost      prometheus.Gauge
+	waitShare     prometheus.Gauge
+	backlog       *prometheus.GaugeVec
+
+	mu      sync.Mutex
+	origins map[string]struct{} // backlog label values set
 }
 
 // MetricsOf returns the executor metrics of m, registering them in m's
@@ -97,7 +129,18 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: metrics.LatencyBuckets(),
 		}),
 	}
-	reg.MustRegister(e.jobs, e.inflight, e.redeliveries, e.retries, e.deadLetters, e.publishFailed, e.fetchSeconds)
+	waiting := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: MetricWaiting,
+		Help: "Delivered jobs waiting in this process before their fetch starts, by reason: host_cap (their destination host is at executor.per_host_concurrency) or share (every executor slot is busy; origins with work take turns).",
+	}, []string{LabelReason})
+	e.waitHost = waiting.WithLabelValues(WaitHostCap)
+	e.waitShare = waiting.WithLabelValues(WaitShare)
+	e.backlog = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: MetricOriginBacklog,
+		Help: "Jobs stored for an origin and not yet acknowledged (queued or in flight), as the executors' origin discovery last read it.",
+	}, []string{LabelOrigin})
+	e.origins = map[string]struct{}{}
+	reg.MustRegister(e.jobs, e.inflight, e.redeliveries, e.retries, e.deadLetters, e.publishFailed, e.fetchSeconds, waiting, e.backlog)
 	return e
 }
 
@@ -112,6 +155,39 @@ func (e *Metrics) Begin() {
 func (e *Metrics) End() {
 	if e != nil {
 		e.inflight.Dec()
+	}
+}
+
+// Waiting adds delta to the jobs waiting for reason (WaitHostCap).
+func (e *Metrics) Waiting(reason string, delta int) {
+	if e == nil {
+		return
+	}
+	switch reason {
+	case WaitHostCap:
+		e.waitHost.Add(float64(delta))
+	case WaitShare:
+		e.waitShare.Add(float64(delta))
+	}
+}
+
+// Backlog sets the per-origin backlog to byOrigin: origins missing from it
+// are removed, so the label set is the origins with jobs now.
+func (e *Metrics) Backlog(byOrigin map[string]uint64) {
+	if e == nil {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for o := range e.origins {
+		if _, ok := byOrigin[o]; !ok {
+			e.backlog.DeleteLabelValues(o)
+			delete(e.origins, o)
+		}
+	}
+	for o, n := range byOrigin {
+		e.backlog.WithLabelValues(o).Set(float64(n))
+		e.origins[o] = struct{}{}
 	}
 }
 

@@ -24,6 +24,8 @@ func TestNilMetricsRecordNothing(t *testing.T) {
 	e.Error(broker.CodeFetchFailed)
 	e.DeadLetter()
 	e.PublishFailed()
+	e.Waiting(WaitHostCap, 1)
+	e.Backlog(map[string]uint64{"o1": 1})
 }
 
 func TestMetrics(t *testing.T) {
@@ -42,7 +44,18 @@ func TestMetrics(t *testing.T) {
 	e.Error(broker.CodeBlockedDestination)
 	e.DeadLetter()
 	e.PublishFailed()
+	e.Waiting(WaitHostCap, 2)
+	e.Waiting(WaitShare, 1)
+	e.Waiting(WaitHostCap, -1)
+	e.Backlog(map[string]uint64{"o1": 5, "o2": 3})
+	e.Backlog(map[string]uint64{"o1": 4}) // o2 has no jobs left: its series goes
 	g := m.Gatherer()
+	testutil.WantMetric(t, g, MetricWaiting, map[string]string{LabelReason: WaitHostCap}, 1)
+	testutil.WantMetric(t, g, MetricWaiting, map[string]string{LabelReason: WaitShare}, 1)
+	testutil.WantMetric(t, g, MetricOriginBacklog, map[string]string{LabelOrigin: "o1"}, 4)
+	if _, ok := testutil.MetricValue(t, g, MetricOriginBacklog, map[string]string{LabelOrigin: "o2"}); ok {
+		t.Error("backlog of an origin without jobs is still reported")
+	}
 	testutil.WantMetric(t, g, "pipeline_executor_inflight", nil, 1)
 	testutil.WantMetric(t, g, "pipeline_executor_redeliveries_total", nil, 1)
 	testutil.WantMetric(t, g, "pipeline_executor_fetch_retries_total", nil, 1)
@@ -55,7 +68,7 @@ func TestMetrics(t *testing.T) {
 	// The exported names are the names gathered (the dashboard reads them).
 	for _, name := range []string{
 		MetricJobsTotal, MetricInflight, MetricRedeliveriesTotal, MetricFetchRetriesTotal,
-		MetricDeadLettersTotal, MetricPublishFailuresTotal, MetricFetchSeconds,
+		MetricDeadLettersTotal, MetricPublishFailuresTotal, MetricFetchSeconds, MetricWaiting, MetricOriginBacklog,
 	} {
 		if _, ok := testutil.MetricValue(t, g, name, nil); !ok {
 			t.Errorf("%s: not gathered", name)

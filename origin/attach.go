@@ -115,13 +115,13 @@ func (s *Server) finishJob(res *broker.Result) {
 }
 
 // jobState tells whether the job at stream sequence seq is still waiting
-// for an executor or was handed to one. Unknown (seq 0, or the consumer
+// for an executor or was handed to one (from this origin's jobs consumer). Unknown (seq 0, or the consumer
 // cannot be read) counts as queued.
 func (s *Server) jobState(ctx context.Context, seq uint64) string {
 	if seq == 0 {
 		return stateQueued
 	}
-	cons, err := s.js.Consumer(ctx, broker.JobsStream, broker.ExecutorsConsumer)
+	cons, err := s.js.Consumer(ctx, broker.JobsStream, broker.JobsConsumer(s.cfg.ID))
 	if err != nil {
 		return stateQueued
 	}

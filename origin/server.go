@@ -371,6 +371,19 @@ func (s *Server) Start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("origin %s: results consumer: %w", s.cfg.ID, err)
 		}
+		// Executors pull each origin's jobs through its own consumer and
+		// take turns between origins; creating it now lets them follow this
+		// origin before its first job. If it fails (a store provisioned by
+		// an older version, or permissions that leave consumers to the
+		// admin, whose refusal is only a timeout: hence the short one),
+		// executors still find the jobs within their discovery interval. In
+		// its own account the admin provisions it with the results consumer.
+		jctx, jcancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err = broker.EnsureJobsConsumer(jctx, s.js, s.cfg.Subjects, s.cfg.ID)
+		jcancel()
+		if err != nil {
+			s.log.Warn().Err(err).Msg("jobs consumer not created; executors find this origin's jobs on their next discovery")
+		}
 	}
 	kv, err := s.js.KeyValue(ctx, broker.FinishedBucket)
 	switch {

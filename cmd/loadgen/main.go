@@ -115,6 +115,12 @@ const rootExample = `  # one-command demo: start the whole pipeline in-process a
   # the original proxy-fetch study: bursts of 10, 100, 1000 concurrent 14 ms fetches
   loadgen --sweep 10,100,1000 --target-url /delay?ms=14
 
+  # a measured client next to a noisy one: 600 fetches to a host that never
+  # answers, and 200 fetches of a 14 ms target, 20 in flight, reported apart
+  loadgen --concurrency 20 --requests 200 --target-url /delay?ms=14 \
+          --noisy-target-url http://127.0.0.1:9/hang --noisy-concurrency 600 \
+          --noisy-requests 600 --noisy-fetch-timeout 30s
+
   # 5000 fetches/s for 30 s over two origins, with a direct-fetch baseline
   loadgen --rate 5000 --duration 30s --origin ws://a:8080/ws --origin ws://b:8080/ws \
           --baseline --json result.json`
@@ -180,7 +186,21 @@ type options struct {
 	warmupRequests int
 	warmupDuration time.Duration
 	warmupAuto     bool
+	noisy          noisyOptions
 }
+
+// noisyOptions describe the second connection set (--noisy-*), run at the
+// same time as the measured one and reported apart.
+type noisyOptions struct {
+	origins      []string
+	targetURL    string
+	concurrency  int
+	requests     int
+	fetchTimeout time.Duration
+	wait         bool
+}
+
+func (n *noisyOptions) enabled() bool { return n.targetURL != "" }
 
 // listFlag is a repeatable flag that also accepts comma-separated values.
 type listFlag struct{ vals *[]string }
@@ -241,6 +261,12 @@ func (o *options) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.quiet, "quiet", false, "do not print the table")
 	fs.BoolVar(&o.noProgress, "no-progress", false, "no live progress line (it is shown only when stderr is a terminal)")
 	o.log.register(fs)
+	fs.StringVar(&o.noisy.targetURL, "noisy-target-url", "", "run a second connection set at the same time, fetching this `URL` (/... is relative to the test target), reported separately")
+	fs.Var(listFlag{&o.noisy.origins}, "noisy-origin", "origin WebSocket `URL` of the second set (default: the first set's origins)")
+	fs.IntVar(&o.noisy.concurrency, "noisy-concurrency", 100, "fetches in flight in the second set")
+	fs.IntVar(&o.noisy.requests, "noisy-requests", 1000, "fetches of the second set")
+	fs.DurationVar(&o.noisy.fetchTimeout, "noisy-fetch-timeout", 0, "timeout_ms of the second set's fetches; 0 = the origin's default")
+	fs.BoolVar(&o.noisy.wait, "noisy-wait", false, "wait for the second set to finish; by default it is stopped (and reported partial) when the first set ends")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of loadgen (and, with --embedded, the pipeline) to `FILE`")
 }
 
@@ -300,6 +326,19 @@ func (o *options) validate(fs *pflag.FlagSet) error {
 		if k, _, ok := strings.Cut(h, ":"); !ok || strings.TrimSpace(k) == "" {
 			return fmt.Errorf("--header %q: want Name: value", h)
 		}
+	}
+	if o.noisy.enabled() {
+		if o.sweep != "" {
+			return errors.New("--noisy-target-url cannot be combined with --sweep")
+		}
+		if o.noisy.concurrency <= 0 || o.noisy.requests <= 0 {
+			return errors.New("--noisy-concurrency and --noisy-requests must be positive")
+		}
+		if o.embedded && len(o.noisy.origins) > 0 {
+			return errors.New("--embedded starts its own origin; do not combine it with --noisy-origin")
+		}
+	} else if fs.Changed("noisy-origin") || fs.Changed("noisy-concurrency") || fs.Changed("noisy-requests") || fs.Changed("noisy-fetch-timeout") || fs.Changed("noisy-wait") {
+		return errors.New("the --noisy-* flags need --noisy-target-url")
 	}
 	return nil
 }
@@ -394,7 +433,15 @@ func runFetch(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 		runErr  error
 		heading string
 	)
-	if len(o.sweepLevels) > 0 {
+	if o.noisy.enabled() {
+		cfg.WarmupRequests, cfg.WarmupDuration = o.warmupFor(o.concurrency, o.requests)
+		var sr *loadgen.SetsReport
+		sr, runErr = loadgen.RunSets(ctx, o.sets(cfg, targetBase))
+		if sr != nil {
+			result = sr
+		}
+		heading = "sets"
+	} else if len(o.sweepLevels) > 0 {
 		var sw *loadgen.SweepReport
 		sw, runErr = loadgen.RunSweep(ctx, loadgen.SweepConfig{
 			Base:   cfg,
@@ -438,6 +485,32 @@ func runFetch(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	return code
+}
+
+// sets returns the measured set (cfg) and the noisy one, which has its own
+// connections, target, concurrency, count and fetch timeout, no warm-up,
+// and a client deadline long enough for its fetch timeout.
+func (o *options) sets(cfg loadgen.Config, targetBase string) []loadgen.Set {
+	n := cfg
+	n.Progress = nil
+	n.Baseline = false
+	n.WarmupRequests, n.WarmupDuration = 0, 0
+	n.Duration = 0
+	n.Rate = 0
+	n.Connections = 0
+	if len(o.noisy.origins) > 0 {
+		n.Origins = o.noisy.origins
+	}
+	n.TargetURL = (&options{targetURL: o.noisy.targetURL}).targetFor(targetBase)
+	n.Concurrency, n.Requests = o.noisy.concurrency, o.noisy.requests
+	n.FetchTimeout = o.noisy.fetchTimeout
+	if min := o.noisy.fetchTimeout + 30*time.Second; n.Timeout < min {
+		n.Timeout = min
+	}
+	return []loadgen.Set{
+		{Name: "main", Config: cfg},
+		{Name: "noisy", Config: n, StopWithFirst: !o.noisy.wait},
+	}
 }
 
 // reporter is a run or sweep report.

@@ -279,7 +279,7 @@ func newOriginCmd(o *options) *cobra.Command {
 func newExecutorCmd(o *options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "executor",
-		Short: "Run one executor process: joins the shared consumer and fetches jobs",
+		Short: "Run one executor process: pulls every origin's jobs (fair share) and fetches them",
 		Example: `  pipeline executor --nats nats://127.0.0.1:4222
   pipeline executor --nats nats://n1:4222,nats://n2:4222 --concurrency 512`,
 		Args: cobra.NoArgs,

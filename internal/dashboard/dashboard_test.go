@@ -91,6 +91,9 @@ func TestStatsWindows(t *testing.T) {
 	e.Result()
 	e.Error(broker.CodeTimeout)
 	e.Redelivered()
+	e.Waiting(executor.WaitHostCap, 3)
+	e.Waiting(executor.WaitShare, 2)
+	e.Backlog(map[string]uint64{"o1": 500, "o2": 7})
 	st, err = d.Stats()
 	if err != nil {
 		t.Fatal(err)
@@ -112,6 +115,12 @@ func TestStatsWindows(t *testing.T) {
 	}
 	if st.QueueDepth != nil {
 		t.Errorf("queue depth %v without a queue reading, want null", *st.QueueDepth)
+	}
+	if st.WaitingHostCap != 3 || st.WaitingShare != 2 {
+		t.Errorf("waiting host_cap %v share %v, want 3 and 2", st.WaitingHostCap, st.WaitingShare)
+	}
+	if len(st.OriginBacklog) != 2 || st.OriginBacklog["o1"] != 500 || st.OriginBacklog["o2"] != 7 {
+		t.Errorf("origin backlog %v, want o1:500 o2:7", st.OriginBacklog)
 	}
 	byPhase := map[string]PhaseStats{}
 	for _, p := range st.Phases {

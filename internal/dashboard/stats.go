@@ -49,6 +49,15 @@ type Stats struct {
 	// the jobs delivered but not acknowledged.
 	QueueDepth *float64 `json:"queue_depth"`
 	AckPending *float64 `json:"ack_pending"`
+	// WaitingHostCap and WaitingShare are the jobs this process's executors
+	// hold before fetching them, by reason: their host is at its cap, or
+	// every executor slot is busy with the origins' shares.
+	WaitingHostCap float64 `json:"waiting_host_cap"`
+	WaitingShare   float64 `json:"waiting_share"`
+	// OriginBacklog is the jobs stored per origin and not yet acknowledged,
+	// as this process's executors last read it (origins without jobs are
+	// left out).
+	OriginBacklog map[string]float64 `json:"origin_backlog"`
 
 	// ErrorsByCode counts error frames by wire code since start (codes
 	// with a zero count are left out).
@@ -80,6 +89,8 @@ type snapshot struct {
 	errors                         map[string]float64
 	connections, inflight, seen    float64
 	queueDepth, ackPending         *float64
+	waitHost, waitShare            float64
+	backlog                        map[string]float64
 	execJobs, redeliveries, rpcCal float64
 	phases                         map[string]hist
 }
@@ -104,7 +115,7 @@ func (s *snapshot) errorsTotal() float64 {
 
 // snapshotOf reduces gathered metric families.
 func snapshotOf(at time.Time, mfs []*dto.MetricFamily) *snapshot {
-	s := &snapshot{at: at, errors: map[string]float64{}, phases: map[string]hist{}}
+	s := &snapshot{at: at, errors: map[string]float64{}, phases: map[string]hist{}, backlog: map[string]float64{}}
 	for _, mf := range mfs {
 		switch mf.GetName() {
 		case origin.MetricFetchesTotal:
@@ -138,6 +149,21 @@ func snapshotOf(at time.Time, mfs []*dto.MetricFamily) *snapshot {
 		case metrics.MetricJobsAckPending:
 			v := sumGauge(mf)
 			s.ackPending = &v
+		case executor.MetricWaiting:
+			for _, m := range mf.GetMetric() {
+				switch label(m, executor.LabelReason) {
+				case executor.WaitHostCap:
+					s.waitHost += m.GetGauge().GetValue()
+				case executor.WaitShare:
+					s.waitShare += m.GetGauge().GetValue()
+				}
+			}
+		case executor.MetricOriginBacklog:
+			for _, m := range mf.GetMetric() {
+				if v := m.GetGauge().GetValue(); v > 0 {
+					s.backlog[label(m, executor.LabelOrigin)] = v
+				}
+			}
 		case origin.MetricPhaseSeconds:
 			for _, m := range mf.GetMetric() {
 				h := m.GetHistogram()
@@ -229,6 +255,9 @@ func statsOf(title string, started time.Time, cur, rateBase, latBase *snapshot) 
 		ExecutorsSeen:     cur.seen,
 		QueueDepth:        cur.queueDepth,
 		AckPending:        cur.ackPending,
+		WaitingHostCap:    cur.waitHost,
+		WaitingShare:      cur.waitShare,
+		OriginBacklog:     cur.backlog,
 		ErrorsByCode:      cur.errors,
 		DuplicatesTotal:   cur.duplicates,
 		RedeliveriesTotal: cur.redeliveries,

@@ -31,8 +31,9 @@
 //   - pipeline_executor_*: package executor (executor/metrics.go, type
 //     executor.Metrics, constants executor.Metric*).
 //
-// Jobs stream (WatchQueue, read from the shared consumer, cached for a
-// second; MetricJobsQueueDepth and MetricJobsAckPending):
+// Jobs stream (WatchQueue, read from the jobs stream and its per-origin
+// consumers, cached for a second; MetricJobsQueueDepth and
+// MetricJobsAckPending):
 //
 //	pipeline_jobs_queue_depth                                   jobs waiting for an executor
 //	pipeline_jobs_ack_pending                                   jobs delivered and not yet acknowledged

@@ -205,7 +205,10 @@ func TestReadinessFollowsNATS(t *testing.T) {
 	}
 
 	// Consumers are checked too.
-	for cons, wantReady := range map[string]bool{broker.ExecutorsConsumer: true, "nope": false} {
+	if _, err := broker.EnsureJobsConsumer(context.Background(), js, broker.Subjects{}, "o1"); err != nil {
+		t.Fatal(err)
+	}
+	for cons, wantReady := range map[string]bool{broker.JobsConsumer("o1"): true, "nope": false} {
 		rc, err := NewReadiness(ReadinessConfig{Conns: []*nats.Conn{nc}, JS: js,
 			Consumers: []ConsumerRef{{Stream: broker.JobsStream, Consumer: cons}}})
 		if err != nil {

@@ -21,7 +21,7 @@ const (
 	MetricJobsAckPending = "pipeline_jobs_ack_pending"
 )
 
-// queueCacheTTL is how long one read of the executors consumer's state
+// queueCacheTTL is how long one read of the jobs stream's state
 // serves scrapes; queueTimeout bounds the read.
 const (
 	queueCacheTTL = time.Second
@@ -30,8 +30,8 @@ const (
 
 // WatchQueue adds MetricJobsQueueDepth (jobs waiting for an executor) and
 // MetricJobsAckPending (jobs delivered, not yet acknowledged), read from the
-// shared executors consumer through js at scrape time, at most once a
-// second. When the consumer cannot be read (NATS is away) the
+// jobs stream and its per-origin jobs consumers through js at scrape time,
+// at most once a second. When they cannot be read (NATS is away) the
 // two gauges are left out of the scrape rather than reported stale. Only the
 // first call per Metrics registers; later calls do nothing.
 func (m *Metrics) WatchQueue(js jetstream.JetStream) {
@@ -49,7 +49,7 @@ type queueCollector struct {
 
 	mu   sync.Mutex // held during a read: concurrent scrapes share it
 	at   time.Time
-	info *jetstream.ConsumerInfo
+	info *queueState
 	err  error
 }
 
@@ -57,9 +57,9 @@ func newQueueCollector(js jetstream.JetStream) *queueCollector {
 	return &queueCollector{
 		js: js,
 		depth: prometheus.NewDesc(MetricJobsQueueDepth,
-			"Jobs stored and not yet delivered to any executor (consumer "+broker.ExecutorsConsumer+" NumPending).", nil, nil),
+			"Jobs stored and not yet delivered to any executor (jobs stream messages minus the jobs consumers' NumAckPending).", nil, nil),
 		pending: prometheus.NewDesc(MetricJobsAckPending,
-			"Jobs delivered to executors and not yet acknowledged (consumer "+broker.ExecutorsConsumer+" NumAckPending).", nil, nil),
+			"Jobs delivered to executors and not yet acknowledged (sum of the per-origin jobs consumers' NumAckPending).", nil, nil),
 	}
 }
 
@@ -75,13 +75,13 @@ func (q *queueCollector) Collect(ch chan<- prometheus.Metric) {
 	if err != nil {
 		return
 	}
-	ch <- prometheus.MustNewConstMetric(q.depth, prometheus.GaugeValue, float64(info.NumPending))
-	ch <- prometheus.MustNewConstMetric(q.pending, prometheus.GaugeValue, float64(info.NumAckPending))
+	ch <- prometheus.MustNewConstMetric(q.depth, prometheus.GaugeValue, float64(info.queued))
+	ch <- prometheus.MustNewConstMetric(q.pending, prometheus.GaugeValue, float64(info.ackPending))
 }
 
 // read returns the cached consumer info, refreshing it when older than
 // queueCacheTTL.
-func (q *queueCollector) read() (*jetstream.ConsumerInfo, error) {
+func (q *queueCollector) read() (*queueState, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if !q.at.IsZero() && time.Since(q.at) < queueCacheTTL {
@@ -89,16 +89,35 @@ func (q *queueCollector) read() (*jetstream.ConsumerInfo, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), queueTimeout)
 	defer cancel()
-	q.info, q.err = consumerInfo(ctx, q.js)
+	q.info, q.err = readQueue(ctx, q.js)
 	q.at = time.Now()
 	return q.info, q.err
 }
 
-func consumerInfo(ctx context.Context, js jetstream.JetStream) (*jetstream.ConsumerInfo, error) {
-	cons, err := js.Consumer(ctx, broker.JobsStream, broker.ExecutorsConsumer)
+// queueState is the jobs backlog: stored jobs not yet delivered, and
+// delivered ones not yet acknowledged.
+type queueState struct{ queued, ackPending uint64 }
+
+// readQueue reads the jobs stream's message count and its jobs consumers'
+// ack-pending counts (one consumer per origin; a consumer list is paged by
+// the server, 256 infos a page).
+func readQueue(ctx context.Context, js jetstream.JetStream) (*queueState, error) {
+	st, err := js.Stream(ctx, broker.JobsStream)
 	if err != nil {
-		return nil, fmt.Errorf("queue depth: consumer %s: %w", broker.ExecutorsConsumer, err)
+		return nil, fmt.Errorf("queue depth: stream %s: %w", broker.JobsStream, err)
 	}
-	// Consumer already fetched the info; CachedInfo avoids a second request.
-	return cons.CachedInfo(), nil
+	var q queueState
+	l := st.ListConsumers(ctx)
+	for ci := range l.Info() {
+		if _, ok := broker.JobsConsumerOrigin(ci.Name); ok {
+			q.ackPending += uint64(ci.NumAckPending)
+		}
+	}
+	if err := l.Err(); err != nil {
+		return nil, fmt.Errorf("queue depth: consumers of %s: %w", broker.JobsStream, err)
+	}
+	if msgs := st.CachedInfo().State.Msgs; msgs > q.ackPending {
+		q.queued = msgs - q.ackPending
+	}
+	return &q, nil
 }

@@ -277,7 +277,7 @@ func runNodeLoss(t *testing.T, allLeaders, auth bool) nodeLoss {
 	if allLeaders {
 		nc := js.Conn()
 		moveLeader(ctx, t, nc, js, broker.ResultsStream, "", victim)
-		moveLeader(ctx, t, nc, js, broker.JobsStream, broker.ExecutorsConsumer, victim)
+		moveLeader(ctx, t, nc, js, broker.JobsStream, broker.JobsConsumer(cfg.Origin.ID), victim)
 		moveLeader(ctx, t, nc, js, broker.ResultsStream, broker.OriginConsumer(cfg.Origin.ID), victim)
 	}
 
@@ -316,7 +316,7 @@ func runNodeLoss(t *testing.T, allLeaders, auth bool) nodeLoss {
 	}
 	t.Logf("shutting down %s, leader of %s (leaders: %s %s, consumer %s %s, consumer %s %s)", leader, broker.JobsStream,
 		broker.ResultsStream, must(streamLeader(ctx, js, broker.ResultsStream)),
-		broker.ExecutorsConsumer, consumerLeader(ctx, js, broker.JobsStream, broker.ExecutorsConsumer),
+		broker.JobsConsumer(cfg.Origin.ID), consumerLeader(ctx, js, broker.JobsStream, broker.JobsConsumer(cfg.Origin.ID)),
 		broker.OriginConsumer(cfg.Origin.ID), consumerLeader(ctx, js, broker.ResultsStream, broker.OriginConsumer(cfg.Origin.ID)))
 	killed := time.Now()
 	cl.stop(leader)

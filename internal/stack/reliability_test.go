@@ -201,7 +201,8 @@ func TestDeadLetterPath(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cons, err := js.Consumer(ctx, broker.JobsStream, broker.ExecutorsConsumer)
+	// The origin created its jobs consumer at start.
+	cons, err := js.Consumer(ctx, broker.JobsStream, broker.JobsConsumer(st.cfg.Origin.ID))
 	if err != nil {
 		t.Fatal(err)
 	}
