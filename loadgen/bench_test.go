@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/pipeline-dev/pipeline/client/wire"
 )
 
 // echoOrigin answers every start-fetch at once with enqueued and result
@@ -26,21 +28,21 @@ func echoOrigin(tb testing.TB) string {
 		defer wg.Done()
 		defer ws.Close()
 		_ = ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"hello","origin":"echo","version":"bench"}`))
-		var f frame
+		var f wire.Frame
 		var out []byte
 		for {
 			_, msg, err := ws.ReadMessage()
 			if err != nil {
 				return
 			}
-			if parseFrame(msg, &f) != nil {
+			if wire.Parse(msg, &f) != nil {
 				continue
 			}
-			out = append(append(append(out[:0], `{"type":"enqueued","id":"`...), f.id...), `","job":"j"}`...)
+			out = append(append(append(out[:0], `{"type":"enqueued","id":"`...), f.ID...), `","job":"j"}`...)
 			if ws.WriteMessage(websocket.TextMessage, out) != nil {
 				return
 			}
-			out = append(append(append(out[:0], `{"type":"result","id":"`...), f.id...),
+			out = append(append(append(out[:0], `{"type":"result","id":"`...), f.ID...),
 				`","job":"j","status":200,"headers":{},"body":"ok","body_encoding":"utf8","timing":{"enqueue_ms":0.1,"queue_ms":0.1,"fetch_ms":0.1,"total_ms":0.3}}`...)
 			if ws.WriteMessage(websocket.TextMessage, out) != nil {
 				return

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/pipeline-dev/pipeline/client/wire"
 )
 
 // Limits of one WebSocket client connection.
@@ -101,12 +103,12 @@ func (e *engine) dial(ctx context.Context, origin string) (*client, error) {
 		_ = ws.Close()
 		return nil, fmt.Errorf("read hello from %s: %w", origin, err)
 	}
-	var f frame
-	if err := parseFrame(msg, &f); err != nil || string(f.typ) != frameHello {
+	var f wire.Frame
+	if err := wire.Parse(msg, &f); err != nil || !f.Is(wire.TypeHello) {
 		_ = ws.Close()
 		return nil, fmt.Errorf("origin %s: first frame is not a hello frame: %.80q", origin, msg)
 	}
-	c.originID, c.version = string(f.origin), string(f.version)
+	c.originID, c.version = string(f.Origin), string(f.Version)
 	if err := ws.SetReadDeadline(time.Time{}); err != nil {
 		_ = ws.Close()
 		return nil, fmt.Errorf("dial %s: %w", origin, err)
@@ -213,7 +215,7 @@ func (c *client) finish(s int32, seq uint64) (*slot, bool) {
 }
 
 // completeOK records a result frame for (s, seq).
-func (c *client) completeOK(s int32, seq uint64, f *frame, now int64) {
+func (c *client) completeOK(s int32, seq uint64, f *wire.Frame, now int64) {
 	sl, ok := c.finish(s, seq)
 	if !ok {
 		return
@@ -272,7 +274,7 @@ func (c *client) readLoop() {
 	defer close(c.readerDone)
 	var (
 		buf     bytes.Buffer
-		f       frame
+		f       wire.Frame
 		lastLog time.Time
 	)
 	for {
@@ -289,7 +291,7 @@ func (c *client) readLoop() {
 			continue
 		}
 		now := c.e.now()
-		if err := parseFrame(buf.Bytes(), &f); err != nil {
+		if err := wire.Parse(buf.Bytes(), &f); err != nil {
 			if time.Since(lastLog) > time.Second {
 				lastLog = time.Now()
 				c.e.log.Warn().Str("origin", c.url).Str("frame", truncate(buf.Bytes(), 120)).Msg("unreadable frame")
@@ -301,41 +303,41 @@ func (c *client) readLoop() {
 }
 
 // handle routes one parsed frame to the fetch it is about.
-func (c *client) handle(f *frame, now int64, lastLog *time.Time) {
-	switch string(f.typ) {
-	case frameEnqueued, frameResult, frameError:
+func (c *client) handle(f *wire.Frame, now int64, lastLog *time.Time) {
+	switch string(f.Type) {
+	case wire.TypeEnqueued, wire.TypeResult, wire.TypeError:
 	default:
 		return // hello or an extension this client does not use
 	}
-	id, err := parseRequestID(f.id)
+	id, err := parseRequestID(f.ID)
 	if err != nil || id.conn != c.idx {
-		if string(f.typ) == frameError {
+		if f.Is(wire.TypeError) {
 			// An error about no fetch of ours, e.g. bad_request with an empty id.
 			if p := c.e.phase.Load(); p != nil && p.stats != nil {
-				p.stats.recordUnmatched(string(f.code))
+				p.stats.recordUnmatched(string(f.Code))
 			}
 			if time.Since(*lastLog) > time.Second {
 				*lastLog = time.Now()
-				c.e.log.Warn().Str("origin", c.url).Bytes("code", f.code).Bytes("message", f.message).
+				c.e.log.Warn().Str("origin", c.url).Bytes("code", f.Code).Bytes("message", f.Message).
 					Msg("error frame without a known id")
 			}
 		}
 		return
 	}
 	s := int32(id.slot)
-	switch string(f.typ) {
-	case frameEnqueued:
+	switch string(f.Type) {
+	case wire.TypeEnqueued:
 		if s >= 0 && int(s) < len(c.slots) && c.slots[s].st.Load() == inFlight(id.seq) {
 			c.slots[s].enqNs.Store(now)
 		}
-	case frameResult:
+	case wire.TypeResult:
 		c.completeOK(s, id.seq, f, now)
-	case frameError:
-		code := string(f.code)
+	case wire.TypeError:
+		code := string(f.Code)
 		if code == "" {
 			code = "unknown"
 		}
-		c.completeErr(s, id.seq, code, string(f.message), now, true)
+		c.completeErr(s, id.seq, code, string(f.Message), now, true)
 	}
 }
 
@@ -344,7 +346,7 @@ func (c *client) writeLoop() {
 	defer c.e.bg.Done()
 	open := c.e.cfg.Rate > 0
 	suffix := c.e.frameSuffix
-	buf := make([]byte, 0, len(startFetchPrefix)+32+len(suffix))
+	buf := make([]byte, 0, len(wire.StartFetchPrefix)+32+len(suffix))
 	for {
 		var req sendReq
 		select {
@@ -356,7 +358,7 @@ func (c *client) writeLoop() {
 		if sl.st.Load() != inFlight(req.seq) {
 			continue // timed out before it could be sent
 		}
-		buf = append(buf[:0], startFetchPrefix...)
+		buf = append(buf[:0], wire.StartFetchPrefix...)
 		buf = appendRequestID(buf, c.idx, int(req.slot), req.seq)
 		buf = append(buf, suffix...)
 		now := c.e.now()

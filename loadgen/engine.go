@@ -2,7 +2,6 @@ package loadgen
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/pipeline-dev/pipeline/client/wire"
 )
 
 // Defaults used when the corresponding Config field is zero. They point at
@@ -261,8 +262,6 @@ type engine struct {
 	stopBG    chan struct{}
 }
 
-const startFetchPrefix = `{"type":"start-fetch","id":"`
-
 // now returns nanoseconds since the start of the run on the monotonic clock.
 func (e *engine) now() int64 { return int64(time.Since(e.base)) }
 
@@ -291,25 +290,18 @@ func newEngine(ctx context.Context, cfg Config) (*engine, error) {
 // encodeFrameSuffix pre-encodes the part of every start-fetch frame that
 // follows the id, so sending a fetch is two appends and one write.
 func encodeFrameSuffix(cfg Config) ([]byte, error) {
-	type tail struct {
-		URL       string            `json:"url"`
-		Method    string            `json:"method"`
-		Headers   map[string]string `json:"headers,omitempty"`
-		Body      string            `json:"body,omitempty"`
-		TimeoutMS int64             `json:"timeout_ms,omitempty"`
-	}
-	b, err := json.Marshal(tail{
+	f := wire.StartFetch{
 		URL:       cfg.TargetURL,
 		Method:    cfg.Method,
 		Headers:   cfg.Headers,
 		Body:      cfg.Body,
 		TimeoutMS: cfg.FetchTimeout.Milliseconds(),
-	})
+	}
+	b, err := f.Suffix()
 	if err != nil {
 		return nil, fmt.Errorf("loadgen: encode start-fetch frame: %w", err)
 	}
-	// b is `{"url":...}`; the frame continues `..."id":"c1.2.3","url":...}`.
-	return append([]byte(`",`), b[1:]...), nil
+	return b, nil
 }
 
 // phase is one warm-up or measured period of a run.

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/pipeline-dev/pipeline/client/wire"
 )
 
 // benchFrame mirrors the origin's outgoing frames (origin/frames.go) so that
@@ -63,12 +65,12 @@ func benchFrames(tb testing.TB) []struct {
 		name string
 		f    benchFrame
 	}{
-		{"enqueued", benchFrame{Type: frameEnqueued, ID: id, Job: job}},
-		{"result-100B", benchFrame{Type: frameResult, ID: id, Job: job, Status: 200, Headers: headers(len(smallBody)),
+		{"enqueued", benchFrame{Type: wire.TypeEnqueued, ID: id, Job: job}},
+		{"result-100B", benchFrame{Type: wire.TypeResult, ID: id, Job: job, Status: 200, Headers: headers(len(smallBody)),
 			Body: &smallBody, BodyEncoding: "utf8", Truncated: &no, Attempt: 1, Executor: exec, Timing: timing}},
-		{"result-10KB", benchFrame{Type: frameResult, ID: id, Job: job, Status: 200, Headers: headers(len(bigBody)),
+		{"result-10KB", benchFrame{Type: wire.TypeResult, ID: id, Job: job, Status: 200, Headers: headers(len(bigBody)),
 			Body: &bigBody, BodyEncoding: "utf8", Truncated: &no, Attempt: 1, Executor: exec, Timing: timing}},
-		{"error", benchFrame{Type: frameError, ID: id, Job: job, Code: "fetch_failed",
+		{"error", benchFrame{Type: wire.TypeError, ID: id, Job: job, Code: "fetch_failed",
 			Message: "dial tcp 127.0.0.1:1: connect: connection refused"}},
 	}
 	out := make([]struct {
@@ -86,8 +88,9 @@ func benchFrames(tb testing.TB) []struct {
 }
 
 // stdFrame is what encoding/json would decode a frame into in place of the
-// scanner: the same fields as frame, with timing a pointer so that a
-// missing or null timing is told apart as frame.hasTiming does.
+// scanner: the fields of wire.Frame the load generator reads, with timing a
+// pointer so that a missing or null timing is told apart as
+// wire.Frame.HasTiming does.
 type stdFrame struct {
 	Type    string `json:"type"`
 	ID      string `json:"id"`
@@ -107,23 +110,23 @@ type stdFrame struct {
 // BenchmarkFrameDecode is the A/B behind the choice of a hand-written frame
 // scanner: each frame a loadgen connection reads is decoded the way
 // client.readLoop and client.handle use it (all fields into a reused value,
-// then the request id parsed), once by parseFrame and once by encoding/json
+// then the request id parsed), once by wire.Parse and once by encoding/json
 // into the equivalent struct. Compare with benchstat -col /impl.
 func BenchmarkFrameDecode(b *testing.B) {
 	for _, fr := range benchFrames(b) {
-		var want frame
-		if err := parseFrame(fr.b, &want); err != nil {
+		var want wire.Frame
+		if err := wire.Parse(fr.b, &want); err != nil {
 			b.Fatalf("%s: %v", fr.name, err)
 		}
 		b.Run("frame="+fr.name+"/impl=scanner", func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(fr.b)))
-			var f frame
+			var f wire.Frame
 			for b.Loop() {
-				if err := parseFrame(fr.b, &f); err != nil {
+				if err := wire.Parse(fr.b, &f); err != nil {
 					b.Fatal(err)
 				}
-				if _, err := parseRequestID(f.id); err != nil {
+				if _, err := parseRequestID(f.ID); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -139,7 +142,7 @@ func BenchmarkFrameDecode(b *testing.B) {
 				id []byte // reused: parseRequestID takes bytes, and a conversion would allocate
 			)
 			for b.Loop() {
-				f = stdFrame{} // as parseFrame resets: no field survives from the last frame
+				f = stdFrame{} // as wire.Parse resets: no field survives from the last frame
 				if err := json.Unmarshal(fr.b, &f); err != nil {
 					b.Fatal(err)
 				}
@@ -148,14 +151,22 @@ func BenchmarkFrameDecode(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			got := frame{typ: []byte(f.Type), id: []byte(f.ID), code: []byte(f.Code), message: []byte(f.Message),
-				origin: []byte(f.Origin), version: []byte(f.Version), status: f.Status, hasTiming: f.Timing != nil}
+			got := wire.Frame{Type: []byte(f.Type), ID: []byte(f.ID), Code: []byte(f.Code), Message: []byte(f.Message),
+				Origin: []byte(f.Origin), Version: []byte(f.Version), Status: f.Status, HasTiming: f.Timing != nil}
 			if f.Timing != nil {
-				got.timing = frameTiming{f.Timing.Enqueue, f.Timing.Queue, f.Timing.Fetch, f.Timing.Total}
+				got.Timing = wire.Timing{EnqueueMS: f.Timing.Enqueue, QueueMS: f.Timing.Queue, FetchMS: f.Timing.Fetch, TotalMS: f.Timing.Total}
 			}
 			if !frameEqual(got, want) {
 				b.Fatalf("encoding/json read %+v, scanner %+v: not the same work", got, want)
 			}
 		})
 	}
+}
+
+// frameEqual compares the members of two frames that the load generator
+// reads.
+func frameEqual(a, b wire.Frame) bool {
+	return string(a.Type) == string(b.Type) && string(a.ID) == string(b.ID) && string(a.Code) == string(b.Code) &&
+		string(a.Message) == string(b.Message) && string(a.Origin) == string(b.Origin) &&
+		string(a.Version) == string(b.Version) && a.Status == b.Status && a.HasTiming == b.HasTiming && a.Timing == b.Timing
 }

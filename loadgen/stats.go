@@ -3,6 +3,8 @@ package loadgen
 import (
 	"sync"
 	"time"
+
+	"github.com/pipeline-dev/pipeline/client/wire"
 )
 
 // stats accumulates the observations of one measured phase. It is safe for
@@ -70,20 +72,20 @@ func (st *stats) bucket(sinceStart int64) *slice {
 // recordOK records a result frame. sinceStart places it on the timeline,
 // lat is its end-to-end latency, sent/enq/now are the send, enqueued and
 // result times (enq is 0 when no enqueued frame arrived).
-func (st *stats) recordOK(sinceStart, lat, sent, enq, now int64, f *frame) {
+func (st *stats) recordOK(sinceStart, lat, sent, enq, now int64, f *wire.Frame) {
 	st.latency.Record(time.Duration(lat))
 	if enq > 0 {
 		st.enqueue.Record(time.Duration(enq - sent))
 		st.execution.Record(time.Duration(now - enq))
 	}
-	if f.hasTiming {
-		st.originEnqueue.RecordMillis(f.timing.enqueue)
-		st.queue.RecordMillis(f.timing.queue)
-		st.fetch.RecordMillis(f.timing.fetch)
-		st.total.RecordMillis(f.timing.total)
+	if f.HasTiming {
+		st.originEnqueue.RecordMillis(f.Timing.EnqueueMS)
+		st.queue.RecordMillis(f.Timing.QueueMS)
+		st.fetch.RecordMillis(f.Timing.FetchMS)
+		st.total.RecordMillis(f.Timing.TotalMS)
 	}
 	st.mu.Lock()
-	st.status[f.status]++
+	st.status[f.Status]++
 	b := st.bucket(sinceStart)
 	b.ok++
 	b.latSum += lat
