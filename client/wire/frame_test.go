@@ -9,9 +9,9 @@ import (
 // want is the comparable form of a Frame for tests.
 type want struct {
 	typ, id, job, code, message, origin, version, state, executor, enc, body, headers string
-	status, attempt                                                                  int
-	truncated, duplicate, hasTiming                                                  bool
-	timing                                                                           Timing
+	status, attempt                                                                   int
+	truncated, duplicate, hasTiming                                                   bool
+	timing                                                                            Timing
 }
 
 func view(f *Frame) want {
