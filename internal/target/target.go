@@ -53,6 +53,9 @@ func Handler() http.Handler {
 	mux.HandleFunc("/status", status)
 	mux.HandleFunc("/redirect", redirect)
 	mux.HandleFunc("/drip", drip)
+	cnt := newCounter()
+	mux.HandleFunc("/count", cnt.count)
+	mux.HandleFunc("/seen", cnt.seen)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)
