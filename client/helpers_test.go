@@ -198,4 +198,3 @@ func (p *cutProxy) close() {
 	p.mu.Unlock()
 	p.wg.Wait()
 }
-
