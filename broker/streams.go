@@ -58,6 +58,12 @@ type StreamsConfig struct {
 	// DuplicateWindow is how long a job id (Nats-Msg-Id) is remembered for
 	// de-duplication. Default 2 minutes.
 	DuplicateWindow time.Duration `yaml:"duplicate_window"`
+	// KeyWindow is how long an idempotency key (start-fetch "key") is
+	// remembered: within it an origin accepts at most one job per key
+	// (PROTOCOL.md §1.1). The jobs stream keeps every job id for
+	// max(DuplicateWindow, KeyWindow), which costs the server about 150
+	// bytes of memory per job stored within that window. Default 10 minutes.
+	KeyWindow time.Duration `yaml:"key_window"`
 	// AckWait is how long an executor may hold a job without acking or
 	// signalling progress before it is redelivered. Default DefaultAckWait.
 	AckWait time.Duration `yaml:"ack_wait"`
@@ -101,6 +107,9 @@ func (c StreamsConfig) Backoff() []time.Duration {
 
 // Validate reports a setting that cannot work.
 func (c StreamsConfig) Validate() error {
+	if c.KeyWindow < 0 {
+		return fmt.Errorf("streams.key_window %s: must not be negative", c.KeyWindow)
+	}
 	switch c.Storage {
 	case "", FileStorage, MemoryStorage:
 	default:
@@ -128,6 +137,9 @@ func (c StreamsConfig) withDefaults() StreamsConfig {
 	}
 	if d.DuplicateWindow == 0 {
 		d.DuplicateWindow = 2 * time.Minute
+	}
+	if d.KeyWindow == 0 {
+		d.KeyWindow = 10 * time.Minute
 	}
 	if d.AckWait == 0 {
 		d.AckWait = DefaultAckWait
@@ -222,7 +234,7 @@ func provision(ctx context.Context, js jetstream.JetStream, c StreamsConfig) err
 		MaxBytes:    c.MaxJobBytes,
 		Storage:     storage,
 		Replicas:    c.Replicas,
-		Duplicates:  c.DuplicateWindow,
+		Duplicates:  max(c.DuplicateWindow, c.KeyWindow),
 		Metadata:    c.jobsTemplate().metadata(),
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, jobs); err != nil {

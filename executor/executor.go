@@ -342,6 +342,7 @@ func (e *Executor) process(t *task) {
 		PickedAt:     t.picked.UnixNano(),
 		FetchNanos:   int64(fetchDur),
 		Continuation: job.Continuation,
+		DelayMS:      job.DelayMS,
 	}
 	if ferr != nil {
 		if e.inflight.Err() != nil {

@@ -29,7 +29,11 @@ type inflight struct {
 
 type inflightJob struct {
 	// seq is the job's sequence in the jobs stream, once stored (0 before).
-	seq      uint64
+	seq uint64
+	// followed marks an entry made only for connections waiting on a job
+	// this process did not start (a duplicate key, a job from before a
+	// restart): it goes when its last attachment does.
+	followed bool
 	attached []attachment
 }
 
@@ -40,14 +44,23 @@ type attachment struct {
 	id   string
 }
 
-// add records an accepted job.
-func (f *inflight) add(job string) {
+// add records an accepted job. It reports false, recording nothing, when
+// the job is in flight already (a key-derived id started by another
+// connection of this process).
+func (f *inflight) add(job string) bool {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.jobs == nil {
 		f.jobs = make(map[string]*inflightJob)
 	}
+	if j, ok := f.jobs[job]; ok && !j.followed {
+		return false
+	} else if ok {
+		j.followed = false // this process now owns it: its result clears the entry
+		return true
+	}
 	f.jobs[job] = &inflightJob{}
-	f.mu.Unlock()
+	return true
 }
 
 // stored records the job's stream sequence.
@@ -73,13 +86,22 @@ func (f *inflight) remove(job string) []attachment {
 
 // attach adds a connection waiting for job. It reports whether the job is
 // in flight (then seq is its stream sequence, 0 while it is being stored)
-// and whether the attachment was taken (false beyond maxAttachPerJob).
-func (f *inflight) attach(job string, a attachment) (seq uint64, found, taken bool) {
+// and whether the attachment was taken (false beyond maxAttachPerJob). With
+// follow, a job not in flight here gets an entry (found is then false, taken
+// true): the caller knows the job exists elsewhere.
+func (f *inflight) attach(job string, a attachment, follow bool) (seq uint64, found, taken bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	j := f.jobs[job]
 	if j == nil {
-		return 0, false, false
+		if !follow {
+			return 0, false, false
+		}
+		if f.jobs == nil {
+			f.jobs = make(map[string]*inflightJob)
+		}
+		f.jobs[job] = &inflightJob{followed: true, attached: []attachment{a}}
+		return 0, false, true
 	}
 	if len(j.attached) >= maxAttachPerJob {
 		return j.seq, true, false
@@ -100,16 +122,34 @@ func (f *inflight) detach(job string, a attachment) bool {
 	for i, x := range j.attached {
 		if x == a {
 			j.attached = append(j.attached[:i], j.attached[i+1:]...)
+			if j.followed && len(j.attached) == 0 {
+				delete(f.jobs, job)
+			}
 			return true
 		}
 	}
 	return false
 }
 
+// disown turns job's entry into one that only follows the job (it was
+// stored before by another process or an earlier run): it goes with its
+// last attachment or with the job's result.
+func (f *inflight) disown(job string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if j := f.jobs[job]; j != nil {
+		j.followed = true
+		if len(j.attached) == 0 {
+			delete(f.jobs, job)
+		}
+	}
+}
+
 // finishJob ends a job in the index and sends its final frame to every
 // connection attached to it.
 func (s *Server) finishJob(res *broker.Result) {
 	for _, a := range s.inflight.remove(res.JobID) {
+		a.sess.attached.Add(-1)
 		a.sess.queueFinal(a.id, res)
 	}
 }

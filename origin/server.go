@@ -88,6 +88,10 @@ type Config struct {
 	// DedupWindow is how long finished job ids are remembered to suppress
 	// duplicate results. Default 10 minutes.
 	DedupWindow time.Duration `yaml:"dedup_window"`
+	// KeyWindow is the jobs stream's key window (broker.StreamsConfig
+	// KeyWindow): how long a start-fetch key names its job. Default 10
+	// minutes.
+	KeyWindow time.Duration `yaml:"-"`
 	// Replicas for the origin's results consumer (3 on a cluster). Default 1.
 	Replicas int `yaml:"-"`
 	// ResultAckWait is how long a result delivered to this origin may stay
@@ -176,6 +180,9 @@ func (c Config) withDefaults() Config {
 	if c.ResultAckWait <= 0 {
 		c.ResultAckWait = broker.DefaultAckWait
 	}
+	if c.KeyWindow <= 0 {
+		c.KeyWindow = broker.DefaultStreamsConfig().KeyWindow
+	}
 	if c.DedupWindow <= 0 {
 		c.DedupWindow = 10 * time.Minute
 	}
@@ -232,6 +239,11 @@ type Server struct {
 	m         *Metrics // nil: no metrics
 	ready     *metrics.Readiness
 	untrackIF func()
+
+	// keyMu guards keyCheckUntil and keyReconnects (keyed.go).
+	keyMu         sync.Mutex
+	keyCheckUntil time.Time
+	keyReconnects uint64
 
 	// Counters, for tests and metrics.
 	duplicates atomic.Int64
@@ -411,6 +423,8 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("origin %s: consume results: %w", s.cfg.ID, err)
 	}
 	s.cc = cc
+	s.keyReconnects = s.nc.Stats().Reconnects
+	s.keyCheckUntil = time.Now().Add(s.cfg.KeyWindow)
 	go s.ackLoop()
 	s.ln = ln
 	mux := http.NewServeMux()
@@ -513,8 +527,13 @@ func (s *Server) ProxyFetch(ctx context.Context, req FetchRequest, name string, 
 }
 
 func (s *Server) newJob(req FetchRequest, clientID string, cont broker.Continuation, received time.Time) *broker.Job {
+	id := nuid.Next()
+	if req.Key != "" {
+		id = broker.KeyJobID(req.Key)
+	}
 	return &broker.Job{
-		ID:           nuid.Next(),
+		ID:           id,
+		DelayMS:      req.Delay.Milliseconds(),
 		Origin:       s.cfg.ID,
 		ClientID:     clientID,
 		URL:          req.URL,
@@ -570,7 +589,7 @@ func (s *Server) onResult(msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	if !s.dedup.begin(res.JobID) {
+	if !s.dedup.begin(res.JobID, res.ReceivedAt) {
 		s.suppress(msg, res)
 		return
 	}
@@ -578,7 +597,7 @@ func (s *Server) onResult(msg jetstream.Msg) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		prev, err := s.finished.get(ctx, res.JobID)
 		cancel()
-		if err == nil && prev != nil {
+		if err == nil && prev != nil && prev.ReceivedAt == res.ReceivedAt {
 			s.dedup.finish(res.JobID)
 			s.suppress(msg, res)
 			return
