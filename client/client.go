@@ -193,7 +193,13 @@ func (c *Client) dial(ctx context.Context) (*conn, Hello, error) {
 		_ = ws.Close()
 		return nil, Hello{}, fmt.Errorf("client: %s: first frame is not hello: %.80q", c.wsURL, msg)
 	}
-	_ = ws.SetReadDeadline(time.Time{})
+	idle := c.opts.idleTimeout
+	ws.SetPingHandler(func(data string) error {
+		_ = ws.SetReadDeadline(time.Now().Add(idle))
+		// A failed pong shows up as a failed read or write soon enough.
+		_ = ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		return nil
+	})
 	return &conn{ws: ws}, Hello{Origin: string(f.Origin), Version: string(f.Version)}, nil
 }
 
@@ -276,6 +282,7 @@ func (c *Client) read(cn *conn) {
 		f   wire.Frame
 	)
 	for {
+		_ = cn.ws.SetReadDeadline(time.Now().Add(c.opts.idleTimeout))
 		typ, r, err := cn.ws.NextReader()
 		if err == nil {
 			buf.Reset()
@@ -287,7 +294,7 @@ func (c *Client) read(cn *conn) {
 		if typ != websocket.TextMessage || wire.Parse(buf.Bytes(), &f) != nil {
 			continue // not a frame of the protocol: nothing to act on
 		}
-		c.handle(cn, &f)
+		c.handle(&f)
 		if buf.Cap() > 1<<20 {
 			buf = bytes.Buffer{} // do not keep one large result's buffer
 		}
@@ -295,7 +302,7 @@ func (c *Client) read(cn *conn) {
 }
 
 // handle acts on one frame from the origin.
-func (c *Client) handle(cn *conn, f *wire.Frame) {
+func (c *Client) handle(f *wire.Frame) {
 	switch string(f.Type) {
 	case wire.TypeEnqueued, wire.TypePending:
 		c.mu.Lock()
@@ -327,21 +334,6 @@ func (c *Client) handle(cn *conn, f *wire.Frame) {
 		if p == nil {
 			c.mu.Unlock()
 			return // about no request of ours (an empty id), or an abandoned one
-		}
-		// An origin without §1.1 keys refuses get-result by key: ask by
-		// job once instead.
-		if p.attaching && !p.byJob && e.Code == CodeBadRequest && p.job != "" {
-			p.byJob = true
-			delete(c.byID, id)
-			nid := c.newID()
-			p.id = nid
-			c.byID[nid] = p
-			gr := wire.GetResult{ID: nid, Job: p.job}
-			c.mu.Unlock()
-			if b, err := gr.Encode(); err == nil {
-				_ = cn.write(b, c.opts.writeTimeout)
-			}
-			return
 		}
 		delete(c.byID, id)
 		c.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -35,7 +36,8 @@ func keysHonoured(t *testing.T, c *client.Client, target string) bool {
 // connection every 100–300 ms, and checks that each fetch gets exactly one
 // result, none fails, and (with an origin that honours keys) the target saw
 // each fetch exactly once. PIPELINE_DROPS=1 runs 10,000 fetches and prints
-// figures; by default it runs 500.
+// figures; by default it runs 500. PIPELINE_DROPS_INFLIGHT=N sets the
+// fetches in flight (default 100).
 func TestConnectionDrops(t *testing.T) {
 	n, inFlight := 500, 100
 	full := os.Getenv("PIPELINE_DROPS") == "1"
@@ -44,6 +46,9 @@ func TestConnectionDrops(t *testing.T) {
 	}
 	if testing.Short() {
 		n = 200
+	}
+	if v, err := strconv.Atoi(os.Getenv("PIPELINE_DROPS_INFLIGHT")); err == nil && v > 0 {
+		inFlight = v
 	}
 	st := startStack(t, nil)
 	u, err := url.Parse(st.OriginWS())

@@ -77,8 +77,6 @@ type Pending struct {
 	id        string          // current frame id (start-fetch or get-result)
 	job       string
 	confirmed bool // enqueued or pending seen: ask by key after a drop
-	attaching bool // id is a get-result
-	byJob     bool // asked by job after the origin refused by key
 	dup       bool
 }
 

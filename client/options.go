@@ -18,6 +18,8 @@ const (
 	DefaultMinBackoff       = 50 * time.Millisecond
 	DefaultMaxBackoff       = 5 * time.Second
 	DefaultReconnectTimeout = time.Minute
+	// DefaultIdleTimeout is over twice the origin's ping interval (30 s).
+	DefaultIdleTimeout = 75 * time.Second
 	// DefaultMaxResponseBytes bounds a frame read from the origin and a
 	// Call reply body.
 	DefaultMaxResponseBytes = 64 << 20
@@ -36,6 +38,7 @@ type options struct {
 	minBackoff       time.Duration
 	maxBackoff       time.Duration
 	reconnectTimeout time.Duration
+	idleTimeout      time.Duration
 	maxResponse      int64
 	httpClient       *http.Client
 }
@@ -48,6 +51,7 @@ func defaultOptions() options {
 		minBackoff:       DefaultMinBackoff,
 		maxBackoff:       DefaultMaxBackoff,
 		reconnectTimeout: DefaultReconnectTimeout,
+		idleTimeout:      DefaultIdleTimeout,
 		maxResponse:      DefaultMaxResponseBytes,
 	}
 }
@@ -137,6 +141,20 @@ func WithReconnectTimeout(d time.Duration) Option {
 			return fmt.Errorf("client: WithReconnectTimeout(%s): must be positive", d)
 		}
 		o.reconnectTimeout = d
+		return nil
+	}
+}
+
+// WithIdleTimeout drops and re-dials a connection on which nothing (no
+// frame, not even one of the origin's pings) arrived for d: a peer that
+// vanished without closing the TCP connection. Default DefaultIdleTimeout;
+// keep it above the origin's ping interval.
+func WithIdleTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("client: WithIdleTimeout(%s): must be positive", d)
+		}
+		o.idleTimeout = d
 		return nil
 	}
 }

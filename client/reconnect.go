@@ -54,10 +54,24 @@ func (c *Client) reconnect() *conn {
 			}
 			continue
 		}
-		if !c.attach(cn, hello) {
+		frames, ok := c.attach(cn, hello)
+		if !ok {
 			_ = cn.ws.Close()
 			return nil
 		}
+		// The frames go out on their own goroutine while the caller reads:
+		// a reader that wrote a thousand frames first could fill the
+		// origin's send queue with unread replies, and the origin stops
+		// reading a client whose queue is past half full.
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			for _, b := range frames {
+				if cn.write(b, c.opts.writeTimeout) != nil {
+					return // the reader sees the closed socket; the next attach re-sends
+				}
+			}
+		}()
 		return cn
 	}
 }
@@ -81,12 +95,13 @@ func (c *Client) failOpen() {
 // attach makes cn the client's connection and re-attaches every open
 // fetch on it under a new frame id: one the origin confirmed is asked for by
 // key, one it did not confirm is sent again with the same key (the origin
-// de-duplicates it). It reports false when the client was closed meanwhile.
-func (c *Client) attach(cn *conn, hello Hello) bool {
+// de-duplicates it). It returns the frames to send, and false when the
+// client was closed meanwhile.
+func (c *Client) attach(cn *conn, hello Hello) ([][]byte, bool) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return false
+		return nil, false
 	}
 	frames := make([][]byte, 0, len(c.byID))
 	var failed []*Pending
@@ -98,7 +113,6 @@ func (c *Client) attach(cn *conn, hello Hello) bool {
 			err error
 		)
 		if p.confirmed {
-			p.attaching, p.byJob = true, false
 			gr := wire.GetResult{ID: id, Key: p.key}
 			b, err = gr.Encode()
 		} else {
@@ -120,10 +134,5 @@ func (c *Client) attach(cn *conn, hello Hello) bool {
 	for _, p := range failed {
 		p.finish(nil, ErrDisconnected)
 	}
-	for _, b := range frames {
-		if cn.write(b, c.opts.writeTimeout) != nil {
-			break // the reader sees the closed socket; the next attach re-sends
-		}
-	}
-	return true
+	return frames, true
 }
