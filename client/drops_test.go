@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pipeline-dev/pipeline/client"
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
 // keysHonoured reports whether the origin de-duplicates start-fetch by key
@@ -141,4 +142,9 @@ func TestConnectionDrops(t *testing.T) {
 	if px.cutCount() == 0 {
 		t.Error("the proxy never cut a connection: the test proved nothing")
 	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, func() bool { return len(clientGoroutines()) == 0 },
+		"client goroutines left after Close: %v", clientGoroutines())
 }

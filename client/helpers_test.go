@@ -3,7 +3,6 @@ package client_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"math/rand/v2"
 	"net"
 	"runtime"
@@ -95,11 +94,12 @@ type cutProxy struct {
 	target string
 	lo, hi time.Duration
 
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	cuts  int
-	done  chan struct{}
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	frozen map[net.Conn]bool // data read from these is dropped
+	cuts   int
+	done   chan struct{}
+	wg     sync.WaitGroup
 }
 
 func newCutProxy(t testing.TB, target string, lo, hi time.Duration) *cutProxy {
@@ -108,7 +108,7 @@ func newCutProxy(t testing.TB, target string, lo, hi time.Duration) *cutProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &cutProxy{ln: ln, target: target, lo: lo, hi: hi, conns: map[net.Conn]struct{}{}, done: make(chan struct{})}
+	p := &cutProxy{ln: ln, target: target, lo: lo, hi: hi, conns: map[net.Conn]struct{}{}, frozen: map[net.Conn]bool{}, done: make(chan struct{})}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(p.close)
@@ -134,12 +134,25 @@ func (p *cutProxy) accept() {
 		p.mu.Unlock()
 		pipe := func(dst, src net.Conn) {
 			defer p.wg.Done()
-			_, _ = io.Copy(dst, src)
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := src.Read(buf)
+				if n > 0 && !p.isFrozen(src) {
+					if _, werr := dst.Write(buf[:n]); werr != nil {
+						break
+					}
+				}
+				if err != nil {
+					break
+				}
+			}
 			dst.Close()
 			src.Close()
 			p.mu.Lock()
 			delete(p.conns, dst)
 			delete(p.conns, src)
+			delete(p.frozen, dst)
+			delete(p.frozen, src)
 			p.mu.Unlock()
 		}
 		p.wg.Add(2)
@@ -176,6 +189,25 @@ func (p *cutProxy) cut() (stop func()) {
 	var once sync.Once
 	return func() { once.Do(func() { close(stopCh) }) }
 }
+
+// freeze makes the open connections silent in both directions without
+// closing them: a peer that vanished. New connections are not affected.
+func (p *cutProxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		p.frozen[c] = true
+	}
+}
+
+func (p *cutProxy) isFrozen(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.frozen[c]
+}
+
+// stopListening refuses new connections (open ones stay).
+func (p *cutProxy) stopListening() { p.ln.Close() }
 
 func (p *cutProxy) cutCount() int {
 	p.mu.Lock()

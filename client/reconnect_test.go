@@ -1,0 +1,62 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/pipeline-dev/pipeline/client"
+)
+
+// TestIdleTimeout: a connection whose peer goes silent without closing it
+// is dropped after the idle timeout, and a fetch sent into it is sent again
+// on the next connection.
+func TestIdleTimeout(t *testing.T) {
+	st := startStack(t, nil)
+	u, _ := url.Parse(st.OriginWS())
+	px := newCutProxy(t, u.Host, time.Second, 2*time.Second)
+	c := dial(t, "ws://"+px.addr()+"/ws", client.WithIdleTimeout(300*time.Millisecond),
+		client.WithReconnectBackoff(10*time.Millisecond, 100*time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.Fetch(ctx, client.Request{URL: st.TargetURL() + "/delay"}); err != nil {
+		t.Fatal(err)
+	}
+	px.freeze()
+	res, err := c.Fetch(ctx, client.Request{URL: st.TargetURL() + "/delay?ms=1"})
+	if err != nil || res.Status != 200 {
+		t.Fatalf("fetch across a silent connection: %+v %v", res, err)
+	}
+}
+
+// TestReconnectTimeout: when the origin stays unreachable past the
+// reconnect timeout, open fetches and new calls fail with ErrDisconnected.
+func TestReconnectTimeout(t *testing.T) {
+	st := startStack(t, nil)
+	u, _ := url.Parse(st.OriginWS())
+	px := newCutProxy(t, u.Host, time.Second, 2*time.Second)
+	c := dial(t, "ws://"+px.addr()+"/ws", client.WithReconnectTimeout(300*time.Millisecond),
+		client.WithReconnectBackoff(10*time.Millisecond, 50*time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p, err := c.Go(ctx, client.Request{URL: st.TargetURL() + "/delay?ms=2000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	px.stopListening()
+	px.close() // cuts the open connection; nothing answers any more
+	if _, err := p.Wait(ctx); !errors.Is(err, client.ErrDisconnected) {
+		t.Fatalf("open fetch: got %v, want ErrDisconnected", err)
+	}
+	if _, err := c.Go(ctx, client.Request{URL: st.TargetURL()}); !errors.Is(err, client.ErrDisconnected) {
+		t.Errorf("new fetch: got %v, want ErrDisconnected", err)
+	}
+	if err := c.Cancel(ctx, client.Key("k")); !errors.Is(err, client.ErrDisconnected) {
+		t.Errorf("cancel: got %v, want ErrDisconnected", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
