@@ -242,8 +242,8 @@ func (a AuthConfig) serverConf(s Subjects, pw func(Credentials) (string, error))
 	for _, id := range origins {
 		acc := OriginAccount(id)
 		fmt.Fprintf(&b, "  %s {\n", strconv.Quote(acc))
-		b.WriteString("    # its own finished-results bucket, nothing else\n")
-		fmt.Fprintf(&b, "    jetstream: {max_mem: %d, max_file: %d, max_streams: 1, max_consumers: 8}\n", maxStore, maxStore)
+		b.WriteString("    # its own finished-results bucket and delayed-jobs stream, nothing else\n")
+		fmt.Fprintf(&b, "    jetstream: {max_mem: %d, max_file: %d, max_streams: 2, max_consumers: 8}\n", maxStore, maxStore)
 		if err := writeUsers(&b, byAccount[acc], pw); err != nil {
 			return "", err
 		}

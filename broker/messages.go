@@ -147,3 +147,8 @@ func KeyJobID(key string) string {
 // keyIDEncoding is lower-case base32 without padding: valid in subjects and
 // KV keys.
 var keyIDEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// IsKeyJobID reports whether job id was made by KeyJobID (a client's key
+// names it, so a key reused after the key window names a new job with the
+// same id), rather than by the server (never reused).
+func IsKeyJobID(id string) bool { return len(id) == 27 && id[0] == 'k' }

@@ -53,6 +53,11 @@ type StreamsConfig struct {
 	MaxJobs int64 `yaml:"max_jobs"`
 	// MaxJobBytes caps the jobs stream size. Default 1 GiB.
 	MaxJobBytes int64 `yaml:"max_job_bytes"`
+	// MaxDelayedBytes caps the delayed-jobs stream (start-fetch delay_ms)
+	// of each origin, or of all origins without auth; beyond it the oldest
+	// schedules are dropped (a stream with message schedules cannot refuse
+	// new ones). Default 256 MiB.
+	MaxDelayedBytes int64 `yaml:"max_delayed_bytes"`
 	// MaxResultBytes caps the results stream size. Default 1 GiB.
 	MaxResultBytes int64 `yaml:"max_result_bytes"`
 	// DuplicateWindow is how long a job id (Nats-Msg-Id) is remembered for
@@ -131,6 +136,9 @@ func (c StreamsConfig) withDefaults() StreamsConfig {
 	}
 	if d.MaxJobBytes == 0 {
 		d.MaxJobBytes = 1 << 30
+	}
+	if d.MaxDelayedBytes == 0 {
+		d.MaxDelayedBytes = 256 << 20
 	}
 	if d.MaxResultBytes == 0 {
 		d.MaxResultBytes = 1 << 30
@@ -273,6 +281,9 @@ func provision(ctx context.Context, js jetstream.JetStream, c StreamsConfig) err
 	}
 	if len(c.Tenants) == 0 {
 		if err := ProvisionFinished(ctx, js, c); err != nil {
+			return err
+		}
+		if err := ProvisionDelayed(ctx, js, c); err != nil {
 			return err
 		}
 	}

@@ -12,8 +12,9 @@ const maxAttachPerJob = 64
 
 // Job states a pending frame reports (PROTOCOL.md §1.1).
 const (
-	stateQueued  = "queued"
-	stateRunning = "running"
+	stateQueued    = "queued"
+	stateRunning   = "running"
+	stateScheduled = "scheduled"
 )
 
 // inflight is the origin's index of its accepted jobs that have no final
@@ -28,8 +29,10 @@ type inflight struct {
 }
 
 type inflightJob struct {
-	// seq is the job's sequence in the jobs stream, once stored (0 before).
-	seq uint64
+	// seq is the job's sequence in the jobs stream, once stored (0 before),
+	// or in the delayed stream while scheduled.
+	seq       uint64
+	scheduled bool
 	// followed marks an entry made only for connections waiting on a job
 	// this process did not start (a duplicate key, a job from before a
 	// restart): it goes when its last attachment does.
@@ -63,11 +66,12 @@ func (f *inflight) add(job string) bool {
 	return true
 }
 
-// stored records the job's stream sequence.
-func (f *inflight) stored(job string, seq uint64) {
+// stored records the job's stream sequence: in the delayed stream while
+// scheduled, then in the jobs stream.
+func (f *inflight) stored(job string, seq uint64, scheduled bool) {
 	f.mu.Lock()
 	if j := f.jobs[job]; j != nil {
-		j.seq = seq
+		j.seq, j.scheduled = seq, scheduled
 	}
 	f.mu.Unlock()
 }
@@ -89,25 +93,26 @@ func (f *inflight) remove(job string) []attachment {
 // and whether the attachment was taken (false beyond maxAttachPerJob). With
 // follow, a job not in flight here gets an entry (found is then false, taken
 // true): the caller knows the job exists elsewhere.
-func (f *inflight) attach(job string, a attachment, follow bool) (seq uint64, found, taken bool) {
+func (f *inflight) attach(job string, a attachment, follow bool) (st jobRef, found, taken bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	j := f.jobs[job]
 	if j == nil {
 		if !follow {
-			return 0, false, false
+			return jobRef{}, false, false
 		}
 		if f.jobs == nil {
 			f.jobs = make(map[string]*inflightJob)
 		}
 		f.jobs[job] = &inflightJob{followed: true, attached: []attachment{a}}
-		return 0, false, true
+		return jobRef{}, false, true
 	}
+	ref := jobRef{seq: j.seq, scheduled: j.scheduled}
 	if len(j.attached) >= maxAttachPerJob {
-		return j.seq, true, false
+		return ref, true, false
 	}
 	j.attached = append(j.attached, a)
-	return j.seq, true, true
+	return ref, true, true
 }
 
 // detach removes attachment a of job and reports whether it was still
@@ -154,10 +159,21 @@ func (s *Server) finishJob(res *broker.Result) {
 	}
 }
 
-// jobState tells whether the job at stream sequence seq is still waiting
-// for an executor or was handed to one (from this origin's jobs consumer). Unknown (seq 0, or the consumer
-// cannot be read) counts as queued.
-func (s *Server) jobState(ctx context.Context, seq uint64) string {
+// jobRef is where an in-flight job is stored.
+type jobRef struct {
+	seq       uint64
+	scheduled bool
+}
+
+// jobState tells whether the job stored at ref is scheduled (delayed), still
+// waiting for an executor, or was handed to one (from this origin's jobs
+// consumer). Unknown (seq 0, or the consumer cannot be read) counts as
+// queued.
+func (s *Server) jobState(ctx context.Context, ref jobRef) string {
+	if ref.scheduled {
+		return stateScheduled
+	}
+	seq := ref.seq
 	if seq == 0 {
 		return stateQueued
 	}

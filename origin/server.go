@@ -232,6 +232,8 @@ type Server struct {
 	acks     chan resultAck
 	ackDone  chan struct{}
 	cc       jetstream.ConsumeContext
+	dueCC    jetstream.ConsumeContext // moves due delayed jobs (delayed.go)
+	cancels  cancels
 	closing  atomic.Bool
 	serveErr chan error
 
@@ -397,6 +399,14 @@ func (s *Server) Start(ctx context.Context) error {
 			s.log.Warn().Err(err).Msg("jobs consumer not created; executors find this origin's jobs on their next discovery")
 		}
 	}
+	if s.cfg.OwnAccount != nil {
+		if err := broker.ProvisionDelayed(ctx, s.js, *s.cfg.OwnAccount); err != nil {
+			return fmt.Errorf("origin %s: own delayed-jobs stream: %w", s.cfg.ID, err)
+		}
+	}
+	if err := s.startMover(ctx); err != nil {
+		return err
+	}
 	kv, err := s.js.KeyValue(ctx, broker.FinishedBucket)
 	switch {
 	case err == nil:
@@ -404,10 +414,12 @@ func (s *Server) Start(ctx context.Context) error {
 	case errors.Is(err, jetstream.ErrBucketNotFound):
 		s.log.Warn().Msg("finished-results bucket disabled: no get-result, de-duplication across restarts only within one process")
 	default:
+		s.dueCC.Stop()
 		return fmt.Errorf("origin %s: finished-results bucket: %w", s.cfg.ID, err)
 	}
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
+		s.dueCC.Stop()
 		return fmt.Errorf("origin %s: listen: %w", s.cfg.ID, err)
 	}
 	// Bounded by bytes, not count: results carry bodies up to 1 MiB, and a
@@ -420,6 +432,7 @@ func (s *Server) Start(ctx context.Context) error {
 		}))...)
 	if err != nil {
 		ln.Close()
+		s.dueCC.Stop()
 		return fmt.Errorf("origin %s: consume results: %w", s.cfg.ID, err)
 	}
 	s.cc = cc
@@ -562,7 +575,13 @@ func (s *Server) publish(job *broker.Job) (jetstream.PubAckFuture, error) {
 	if err != nil {
 		return nil, err
 	}
-	fut, err := s.js.PublishAsync(s.cfg.Subjects.Job(s.cfg.ID), data, jetstream.WithMsgID(broker.JobMsgID(s.cfg.ID, job.ID)))
+	var fut jetstream.PubAckFuture
+	if job.DelayMS > 0 {
+		due := time.Unix(0, job.ReceivedAt).Add(time.Duration(job.DelayMS) * time.Millisecond)
+		fut, err = s.js.PublishMsgAsync(broker.DelayedJobMsg(s.cfg.Subjects, s.cfg.ID, job.ID, data, due))
+	} else {
+		fut, err = s.js.PublishAsync(s.cfg.Subjects.Job(s.cfg.ID), data, jetstream.WithMsgID(broker.JobMsgID(s.cfg.ID, job.ID)))
+	}
 	if err != nil {
 		return nil, s.publishErr(err)
 	}
@@ -589,7 +608,7 @@ func (s *Server) onResult(msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	if !s.dedup.begin(res.JobID, res.ReceivedAt) {
+	if !s.dedup.begin(res.JobID, generation(res)) {
 		s.suppress(msg, res)
 		return
 	}
@@ -597,7 +616,7 @@ func (s *Server) onResult(msg jetstream.Msg) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		prev, err := s.finished.get(ctx, res.JobID)
 		cancel()
-		if err == nil && prev != nil && prev.ReceivedAt == res.ReceivedAt {
+		if err == nil && prev != nil && generation(prev) == generation(res) {
 			s.dedup.finish(res.JobID)
 			s.suppress(msg, res)
 			return
@@ -632,6 +651,17 @@ func (s *Server) onResult(msg jetstream.Msg) {
 		s.log.Warn().Err(err).Str("job", res.JobID).Msg("finished result not stored; get-result will not find it")
 	}
 	s.acks <- resultAck{msg: msg, job: res.JobID, fut: fut}
+}
+
+// generation tells apart jobs under one id: only a key's job id
+// (broker.KeyJobID) names a new job when the key is used again after the key
+// window; such jobs differ by when their request came. Server-named ids are
+// never reused: every result under one is the same job's.
+func generation(res *broker.Result) int64 {
+	if broker.IsKeyJobID(res.JobID) {
+		return res.ReceivedAt
+	}
+	return 0
 }
 
 func (s *Server) suppress(msg jetstream.Msg, res *broker.Result) {
@@ -726,6 +756,9 @@ closeSessions:
 	}
 	s.sessMu.Unlock()
 	s.sessWG.Wait()
+	if s.dueCC != nil {
+		s.dueCC.Stop()
+	}
 	if s.cc != nil {
 		s.cc.Drain()
 		select {

@@ -85,6 +85,8 @@ type pendingFetch struct {
 	fut      jetstream.PubAckFuture
 	// keyed: the client named the job with a key (a duplicate is possible).
 	keyed bool
+	// delayed: the job waits in the delayed stream first.
+	delayed bool
 	// republished: the job was published again after an uncertain first
 	// attempt, so a duplicate PubAck may be that attempt's.
 	republished bool
@@ -325,7 +327,7 @@ func (c *session) follow(ctx context.Context, id, job string, known bool) {
 		c.queue(encodeError(id, job, broker.Errorf(broker.CodeQueueFull, "this connection already waits for %d jobs", c.srv.cfg.MaxInFlight)))
 		return
 	}
-	seq, found, taken := c.srv.inflight.attach(job, a, known)
+	ref, found, taken := c.srv.inflight.attach(job, a, known)
 	switch {
 	case !found && !taken:
 		if !c.replyFinished(ctx, id, job) {
@@ -338,7 +340,7 @@ func (c *session) follow(ctx context.Context, id, job string, known bool) {
 	}
 	c.attached.Add(1)
 	if !known {
-		c.queue(mustJSON(pendingFrame{Type: framePending, ID: id, Job: job, State: c.srv.jobState(ctx, seq)}))
+		c.queue(mustJSON(pendingFrame{Type: framePending, ID: id, Job: job, State: c.srv.jobState(ctx, ref)}))
 	}
 	res, err := c.srv.finished.get(ctx, job)
 	if err != nil && c.srv.inflight.detach(job, a) {
@@ -387,7 +389,7 @@ func (c *session) startFetch(f *clientFrame, received time.Time) {
 		return
 	}
 	job := c.srv.newJob(req, f.ID, broker.Continuation{Name: ResultToClient, State: c.state}, received)
-	p := &pendingFetch{clientID: f.ID, jobID: job.ID, received: received, keyed: req.Key != ""}
+	p := &pendingFetch{clientID: f.ID, jobID: job.ID, received: received, keyed: req.Key != "", delayed: job.DelayMS > 0}
 	// Read before taking the session's lock: it may be a store read.
 	finished := p.keyed && c.srv.finishedKeyed(job.ID, received)
 
@@ -507,7 +509,7 @@ func (c *session) stored(p *pendingFetch, ack *jetstream.PubAck) {
 		c.duplicate(p.clientID, p.jobID)
 		return
 	}
-	c.srv.inflight.stored(p.jobID, ack.Sequence)
+	c.srv.inflight.stored(p.jobID, ack.Sequence, p.delayed)
 	c.srv.enqueued.Add(1)
 	c.srv.m.Enqueued()
 	c.markEnqueued(p)
@@ -653,6 +655,7 @@ func (c *session) finishLocked(p *pendingFetch, res *broker.Result) {
 		QueueMS:   ms(res.QueueDuration()),
 		FetchMS:   ms(time.Duration(res.FetchNanos)),
 		TotalMS:   ms(time.Since(p.received)),
+		DelayMS:   float64(res.DelayMS),
 	}
 	c.srv.observe(res, t)
 	c.queueLocked(encodeResult(p.clientID, res, t))
