@@ -266,3 +266,28 @@ func TestDialErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestDelay: a delayed job is not fetched before its delay has passed, and
+// its timing says so (PROTOCOL.md §1.1).
+func TestDelay(t *testing.T) {
+	st := startStack(t, nil)
+	c := dial(t, st.OriginWS())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const delay = 300 * time.Millisecond
+	key := fmt.Sprintf("delay-%d", time.Now().UnixNano())
+	start := time.Now()
+	res, err := c.Fetch(ctx, client.Request{URL: st.TargetURL() + "/count?tag=" + key, Key: key, Delay: delay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < delay {
+		t.Errorf("a job delayed %s finished after %s", delay, took)
+	}
+	if res.Status != 200 || res.Timing.DelayMS < float64(delay.Milliseconds()) {
+		t.Errorf("got status %d, timing %+v; want 200 and delay_ms >= %d", res.Status, res.Timing, delay.Milliseconds())
+	}
+	if n := seen(t, st.TargetURL(), key)[key]; n != 1 {
+		t.Errorf("target saw the delayed fetch %d times, want 1", n)
+	}
+}

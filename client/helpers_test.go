@@ -206,6 +206,16 @@ func (p *cutProxy) isFrozen(c net.Conn) bool {
 	return p.frozen[c]
 }
 
+// cutNow closes every open connection once.
+func (p *cutProxy) cutNow() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+	}
+	p.cuts++
+}
+
 // stopListening refuses new connections (open ones stay).
 func (p *cutProxy) stopListening() { p.ln.Close() }
 

@@ -3,11 +3,13 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
 	"testing"
 	"time"
 
 	"github.com/pipeline-dev/pipeline/client"
+	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
 // TestIdleTimeout: a connection whose peer goes silent without closing it
@@ -58,5 +60,30 @@ func TestReconnectTimeout(t *testing.T) {
 	}
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDelayAcrossDrop: a delayed job the origin confirmed is collected by
+// key after the connection drops while it waits, and runs once.
+func TestDelayAcrossDrop(t *testing.T) {
+	st := startStack(t, nil)
+	u, _ := url.Parse(st.OriginWS())
+	px := newCutProxy(t, u.Host, time.Second, 2*time.Second)
+	c := dial(t, "ws://"+px.addr()+"/ws", client.WithReconnectBackoff(10*time.Millisecond, 100*time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	key := fmt.Sprintf("delay-drop-%d", time.Now().UnixNano())
+	p, err := c.Go(ctx, client.Request{URL: st.TargetURL() + "/count?tag=" + key, Key: key, Delay: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return p.Job() != "" }, "fetch never confirmed")
+	px.cutNow()
+	res, err := p.Wait(ctx)
+	if err != nil || res.Status != 200 || res.Key != key {
+		t.Fatalf("got %+v %v", res, err)
+	}
+	if n := seen(t, st.TargetURL(), key)[key]; n != 1 {
+		t.Errorf("target saw the fetch %d times, want 1", n)
 	}
 }
