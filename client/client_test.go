@@ -291,3 +291,36 @@ func TestDelay(t *testing.T) {
 		t.Errorf("target saw the delayed fetch %d times, want 1", n)
 	}
 }
+
+// TestQueueFull: fetches beyond the origin's per-connection in-flight cap
+// are refused with a typed queue_full error, not retried.
+func TestQueueFull(t *testing.T) {
+	st := startStack(t, func(c *config.Config) { c.Origin.MaxInFlight = 2 })
+	c := dial(t, st.OriginWS(), client.WithMaxInFlight(10))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var ps []*client.Pending
+	for range 5 {
+		p, err := c.Go(ctx, client.Request{URL: st.TargetURL() + "/delay?ms=500"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, p)
+	}
+	var ok, full int
+	for _, p := range ps {
+		_, err := p.Wait(ctx)
+		var e *client.Error
+		switch {
+		case err == nil:
+			ok++
+		case errors.As(err, &e) && e.Code == client.CodeQueueFull:
+			full++
+		default:
+			t.Errorf("got %v, want a result or queue_full", err)
+		}
+	}
+	if ok != 2 || full != 3 {
+		t.Errorf("got %d results and %d queue_full, want 2 and 3", ok, full)
+	}
+}

@@ -93,6 +93,9 @@ func (c *Client) Go(ctx context.Context, req Request) (*Pending, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	select {
 	case c.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -133,7 +136,12 @@ func (c *Client) Go(ctx context.Context, req Request) (*Pending, error) {
 
 // Fetch starts a fetch and waits for its result. The origin's error frames
 // are returned as *Error (e.g. CodeInvalidURL, CodeBlockedDestination,
-// CodeTimeout, CodeQueueFull). When ctx ends first it returns ctx's error and
+// CodeTimeout). CodeQueueFull means the origin refused the fetch (too many
+// in flight on the connection, its rate limit, or a full jobs stream); the
+// client does not retry it, so back off before trying again. While the
+// origin applies read-side backpressure (it stops reading until this client
+// has read its replies) sending blocks instead, up to the write timeout.
+// When ctx ends first it returns ctx's error and
 // stops waiting; the job is NOT canceled on the origin (use Cancel, or give a
 // Key and collect the result again). Other failures are those of Go and
 // ErrClosed, ErrDisconnected.
