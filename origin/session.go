@@ -292,6 +292,8 @@ func (c *session) handleFrame(data []byte, received time.Time) {
 		c.getResult(f)
 	case frameStartFetch:
 		c.startFetch(f, received)
+	case frameCancel:
+		c.cancel(f)
 	}
 }
 
@@ -430,7 +432,7 @@ func (c *session) startFetch(f *clientFrame, received time.Time) {
 	c.pending[job.ID] = p
 	c.byClient[f.ID] = struct{}{}
 	c.mu.Unlock()
-	if !c.srv.inflight.add(job.ID) {
+	if !c.srv.inflight.add(job.ID, c, received) {
 		// A key whose job another connection of this process started:
 		// nothing to store.
 		c.forget(p)
