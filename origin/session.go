@@ -394,6 +394,11 @@ func (c *session) startFetch(f *clientFrame, received time.Time) {
 	p := &pendingFetch{clientID: f.ID, jobID: job.ID, received: received, keyed: req.Key != "", delayed: job.DelayMS > 0}
 	// Read before taking the session's lock: it may be a store read.
 	finished := p.keyed && c.srv.finishedKeyed(job.ID, received)
+	if p.delayed && c.srv.delayedFull(received, len(req.URL)+len(req.Body)+256) {
+		c.srv.m.Error(broker.CodeQueueFull)
+		c.queue(encodeError(f.ID, "", broker.Errorf(broker.CodeQueueFull, "the delayed-jobs store is full (streams.max_delayed_bytes); retry later")))
+		return
+	}
 
 	c.mu.Lock()
 	if _, dup := c.byClient[f.ID]; dup {
