@@ -1,15 +1,14 @@
 package stack
 
 import (
-	"strings"
-
 	"context"
-	"github.com/pipeline-dev/pipeline/internal/config"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/pipeline-dev/pipeline/internal/config"
 	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
