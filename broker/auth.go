@@ -246,6 +246,7 @@ func OriginPermissions(s Subjects, originID string) *server.Permissions {
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
 			s.Job(originID),
+			s.Cancel(originID, "*"),
 			PipelineAPIPrefix + ".CONSUMER.INFO." + ResultsStream + "." + cons,
 			PipelineAPIPrefix + ".CONSUMER.MSG.NEXT." + ResultsStream + "." + cons,
 			jsAck + ResultsStream + "." + cons + ".>",
@@ -300,6 +301,12 @@ func ExecutorPermissions(s Subjects) *server.Permissions {
 			jsAPI + "STREAM.INFO." + JobsStream,
 			jsAPI + "STREAM.MSG.GET." + JobsStream,
 			jsAPI + "STREAM.MSG.DELETE." + JobsStream,
+			// Following the cancel marks (an ordered consumer).
+			jsAPI + "STREAM.INFO." + CancelsStream,
+			jsAPI + "CONSUMER.CREATE." + CancelsStream + ".>",
+			jsAPI + "CONSUMER.INFO." + CancelsStream + ".*",
+			jsAPI + "CONSUMER.DELETE." + CancelsStream + ".*",
+			jsAPI + "CONSUMER.MSG.NEXT." + CancelsStream + ".*",
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{inboxSub(RoleExecutor, ""), JobsConsumerCreatedSubject()}},
 	}

@@ -68,6 +68,7 @@ func ProvisionDelayed(ctx context.Context, js jetstream.JetStream, cfg StreamsCo
 		Duplicates:        max(c.DuplicateWindow, c.KeyWindow),
 		AllowMsgSchedules: true,
 		AllowRollup:       true,
+		AllowDirect:       true, // a restarted origin looks up a job's schedule
 	})
 	if err != nil {
 		return fmt.Errorf("provision stream %s: %w", DelayedStream, err)

@@ -265,6 +265,9 @@ func provision(ctx context.Context, js jetstream.JetStream, c StreamsConfig) err
 	if err := dropLegacyConsumer(ctx, js); err != nil {
 		return err
 	}
+	if err := provisionCancels(ctx, js, c, storage); err != nil {
+		return err
+	}
 	for _, id := range c.Tenants {
 		if err := ValidateToken("origin id", id); err != nil {
 			return fmt.Errorf("provision: %w", err)

@@ -3,6 +3,7 @@ package origin
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/pipeline-dev/pipeline/broker"
 )
@@ -37,6 +38,10 @@ type inflightJob struct {
 	// this process did not start (a duplicate key, a job from before a
 	// restart): it goes when its last attachment does.
 	followed bool
+	// owner is the connection that started the job (nil once it follows
+	// only), received when its frame came.
+	owner    *session
+	received time.Time
 	attached []attachment
 }
 
@@ -50,7 +55,7 @@ type attachment struct {
 // add records an accepted job. It reports false, recording nothing, when
 // the job is in flight already (a key-derived id started by another
 // connection of this process).
-func (f *inflight) add(job string) bool {
+func (f *inflight) add(job string, owner *session, received time.Time) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.jobs == nil {
@@ -60,9 +65,10 @@ func (f *inflight) add(job string) bool {
 		return false
 	} else if ok {
 		j.followed = false // this process now owns it: its result clears the entry
+		j.owner, j.received = owner, received
 		return true
 	}
-	f.jobs[job] = &inflightJob{}
+	f.jobs[job] = &inflightJob{owner: owner, received: received}
 	return true
 }
 
@@ -143,11 +149,23 @@ func (f *inflight) disown(job string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if j := f.jobs[job]; j != nil {
-		j.followed = true
+		j.followed, j.owner = true, nil
 		if len(j.attached) == 0 {
 			delete(f.jobs, job)
 		}
 	}
+}
+
+// lookup returns where job is stored, its owner and when its frame came,
+// and whether it is in flight here.
+func (f *inflight) lookup(job string) (ref jobRef, owner *session, received time.Time, found bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	j := f.jobs[job]
+	if j == nil {
+		return jobRef{}, nil, time.Time{}, false
+	}
+	return jobRef{seq: j.seq, scheduled: j.scheduled}, j.owner, j.received, true
 }
 
 // finishJob ends a job in the index and sends its final frame to every

@@ -38,11 +38,12 @@ func newDedup(window time.Duration, max int) *dedup {
 // begin reports whether the caller should run the continuation for job id
 // of generation gen (its ReceivedAt); it marks it as running. False means it
 // ran or is running already. A finished entry of another generation (an
-// older job under the same key-derived id) is replaced.
+// older job under the same key-derived id) is replaced; generation 0 (not
+// known) matches any.
 func (d *dedup) begin(id string, gen int64) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if st, seen := d.state[id]; seen && (st.gen == gen || !st.done) {
+	if st, seen := d.state[id]; seen && (st.gen == gen || st.gen == 0 || gen == 0 || !st.done) {
 		return false
 	}
 	d.state[id] = dedupState{gen: gen}

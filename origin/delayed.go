@@ -61,3 +61,35 @@ func (s *Server) onDue(msg jetstream.Msg) {
 	s.inflight.stored(job.ID, ack.Sequence, false)
 	_ = msg.Ack()
 }
+
+// delayedFull reports whether storing a delayed job of size bytes would
+// fill the delayed-jobs stream past 90%. The stream's size is looked up at
+// most once a second and the jobs stored since are added to it. A stream
+// with message schedules cannot refuse new messages (it drops its oldest),
+// so the origin refuses delayed jobs itself (queue_full) before that can
+// happen. A failed lookup counts as not full.
+func (s *Server) delayedFull(now time.Time, size int) bool {
+	s.delayMu.Lock()
+	if now.Sub(s.delayChecked) >= time.Second {
+		s.delayChecked = now
+		s.delayMu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
+		var used, limit int64
+		if st, err := s.js.Stream(ctx, broker.DelayedStream); err == nil {
+			info := st.CachedInfo()
+			used, limit = int64(info.State.Bytes), info.Config.MaxBytes
+		}
+		cancel()
+		s.delayMu.Lock()
+		s.delayUsed, s.delayLimit = used, limit
+	}
+	defer s.delayMu.Unlock()
+	if s.delayLimit <= 0 {
+		return false
+	}
+	if (s.delayUsed+int64(size))*10 >= s.delayLimit*9 {
+		return true
+	}
+	s.delayUsed += int64(size)
+	return false
+}

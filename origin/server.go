@@ -242,6 +242,10 @@ type Server struct {
 	ready     *metrics.Readiness
 	untrackIF func()
 
+	// delayMu guards the delayed-jobs stream's size estimate (delayed.go).
+	delayMu               sync.Mutex
+	delayChecked          time.Time
+	delayUsed, delayLimit int64
 	// keyMu guards keyCheckUntil and keyReconnects (keyed.go).
 	keyMu         sync.Mutex
 	keyCheckUntil time.Time

@@ -292,6 +292,8 @@ func (c *session) handleFrame(data []byte, received time.Time) {
 		c.getResult(f)
 	case frameStartFetch:
 		c.startFetch(f, received)
+	case frameCancel:
+		c.cancel(f)
 	}
 }
 
@@ -392,6 +394,11 @@ func (c *session) startFetch(f *clientFrame, received time.Time) {
 	p := &pendingFetch{clientID: f.ID, jobID: job.ID, received: received, keyed: req.Key != "", delayed: job.DelayMS > 0}
 	// Read before taking the session's lock: it may be a store read.
 	finished := p.keyed && c.srv.finishedKeyed(job.ID, received)
+	if p.delayed && c.srv.delayedFull(received, len(req.URL)+len(req.Body)+256) {
+		c.srv.m.Error(broker.CodeQueueFull)
+		c.queue(encodeError(f.ID, "", broker.Errorf(broker.CodeQueueFull, "the delayed-jobs store is full (streams.max_delayed_bytes); retry later")))
+		return
+	}
 
 	c.mu.Lock()
 	if _, dup := c.byClient[f.ID]; dup {
@@ -430,7 +437,7 @@ func (c *session) startFetch(f *clientFrame, received time.Time) {
 	c.pending[job.ID] = p
 	c.byClient[f.ID] = struct{}{}
 	c.mu.Unlock()
-	if !c.srv.inflight.add(job.ID) {
+	if !c.srv.inflight.add(job.ID, c, received) {
 		// A key whose job another connection of this process started:
 		// nothing to store.
 		c.forget(p)

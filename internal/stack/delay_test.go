@@ -2,11 +2,13 @@ package stack
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/pipeline-dev/pipeline/internal/config"
 	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
@@ -90,4 +92,39 @@ func TestDelayedFetchSurvivesRestart(t *testing.T) {
 	if took := time.Since(sent); took < 1500*time.Millisecond {
 		t.Fatalf("delayed job ran after %v, before its delay", took)
 	}
+}
+
+func TestDelayedJobsStoreFullIsQueueFull(t *testing.T) {
+	st := startStack(t, func(c *config.Config) { c.Streams.MaxDelayedBytes = 64 << 10 })
+	c := testutil.DialWS(t, st.OriginWS())
+	body := strings.Repeat("x", 8<<10)
+	full := 0
+	const n = 20 // 160 KiB of bodies into a 64 KiB store
+	for i := 0; i < n; i++ {
+		c.SendJSON(map[string]any{"type": "start-fetch", "id": "d" + itoa(i), "method": "POST", "body": body,
+			"delay_ms": 60_000, "url": st.TargetURL() + "/echo"})
+	}
+	var enqueued []string
+	for i := 0; i < n; i++ {
+		f := c.Read()
+		switch {
+		case f.Type == "enqueued":
+			enqueued = append(enqueued, f.Job)
+		case f.Type == "error" && f.Code == "queue_full":
+			full++
+		default:
+			t.Fatalf("got %+v", f)
+		}
+	}
+	if full == 0 || len(enqueued) == 0 {
+		t.Fatalf("%d enqueued, %d queue_full: want both", len(enqueued), full)
+	}
+	// Every job that was accepted is still scheduled: none was dropped.
+	for i, job := range enqueued {
+		c.SendJSON(map[string]any{"type": "get-result", "id": "g" + itoa(i), "job": job})
+		if f := c.Read(); f.Type != "pending" || f.State != "scheduled" {
+			t.Fatalf("accepted delayed job %s: %+v, want pending scheduled", job, f)
+		}
+	}
+	t.Logf("%d delayed jobs accepted, %d refused with queue_full", len(enqueued), full)
 }

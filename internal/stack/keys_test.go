@@ -19,12 +19,13 @@ import (
 // for each path+query, answering after the `ms` query parameter's delay.
 type countingTarget struct {
 	*httptest.Server
-	mu   sync.Mutex
-	seen map[string]int
+	mu      sync.Mutex
+	seen    map[string]int
+	aborted map[string]int // requests whose client went away before the answer
 }
 
 func newCountingTarget(t *testing.T) *countingTarget {
-	ct := &countingTarget{seen: make(map[string]int)}
+	ct := &countingTarget{seen: make(map[string]int), aborted: make(map[string]int)}
 	ct.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ct.mu.Lock()
 		ct.seen[r.URL.RequestURI()]++
@@ -33,6 +34,10 @@ func newCountingTarget(t *testing.T) *countingTarget {
 			select {
 			case <-time.After(d):
 			case <-r.Context().Done():
+				ct.mu.Lock()
+				ct.aborted[r.URL.RequestURI()]++
+				ct.mu.Unlock()
+				return
 			}
 		}
 		_, _ = w.Write([]byte("body of " + r.URL.RequestURI()))
@@ -45,6 +50,12 @@ func (ct *countingTarget) count(uri string) int {
 	ct.mu.Lock()
 	defer ct.mu.Unlock()
 	return ct.seen[uri]
+}
+
+func (ct *countingTarget) abortedCount(uri string) int {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	return ct.aborted[uri]
 }
 
 func (ct *countingTarget) allow(c *config.Config) {
