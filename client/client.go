@@ -308,7 +308,10 @@ func (c *Client) handle(f *wire.Frame) {
 		c.mu.Lock()
 		if p := c.byID[string(f.ID)]; p != nil {
 			p.job = string(f.Job)
-			p.confirmed = true
+			if !p.confirmed {
+				p.confirmed = true
+				close(p.enq)
+			}
 			if f.Duplicate && f.Is(wire.TypeEnqueued) {
 				p.dup = true
 			}

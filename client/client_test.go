@@ -150,7 +150,7 @@ func TestCloseUnblocksWaiters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 10*time.Second, func() bool { return p.Job() != "" }, "fetch never confirmed")
+	waitEnqueued(t, p)
 	errc := make(chan error, 1)
 	go func() { _, err := p.Result(); errc <- err }()
 	if err := c.Close(); err != nil {

@@ -139,3 +139,34 @@ func ExampleClient_Call() {
 	fmt.Println(string(out))
 	// Output: {"data":"HÉLLO","length":6}
 }
+
+// Cancel a job that has not run yet: its fetch finishes with a canceled
+// error, and the destination is never called.
+func ExampleClient_Cancel() {
+	originWS, target, stop := exampleStack()
+	defer stop()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, originWS)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	// Not before a minute from now.
+	p, err := c.Go(ctx, client.Request{URL: target + "/delay", Key: "report-7", Delay: time.Minute})
+	if err != nil {
+		log.Fatal(err)
+	}
+	<-p.Enqueued() // the origin stored the job
+	if err := c.Cancel(ctx, client.Key("report-7")); err != nil {
+		log.Fatal(err)
+	}
+	_, err = p.Wait(ctx)
+	var e *client.Error
+	if errors.As(err, &e) {
+		fmt.Println(e.Code)
+	}
+	// Output: canceled
+}

@@ -67,6 +67,7 @@ type Timing struct {
 type Pending struct {
 	c    *Client
 	key  string
+	enq  chan struct{} // closed when the origin confirmed the fetch
 	done chan struct{}
 	once sync.Once
 	res  *Result
@@ -103,7 +104,7 @@ func (c *Client) Go(ctx context.Context, req Request) (*Pending, error) {
 	case <-c.doneCh():
 		return nil, ErrClosed
 	}
-	p := &Pending{c: c, key: key, done: make(chan struct{})}
+	p := &Pending{c: c, key: key, enq: make(chan struct{}), done: make(chan struct{})}
 	c.mu.Lock()
 	switch {
 	case c.closed:
@@ -225,6 +226,11 @@ func (p *Pending) finish(res *Result, err error) {
 		<-p.c.sem
 	})
 }
+
+// Enqueued is closed once the origin has confirmed the fetch: its job is
+// stored (Job is then set) and survives this client's connection. It is
+// never closed for a fetch the origin refused; select on Done too.
+func (p *Pending) Enqueued() <-chan struct{} { return p.enq }
 
 // Done is closed when the fetch has finished (with a result or an error).
 func (p *Pending) Done() <-chan struct{} { return p.done }

@@ -240,3 +240,16 @@ func (p *cutProxy) close() {
 	p.mu.Unlock()
 	p.wg.Wait()
 }
+
+// waitEnqueued waits until the origin has confirmed p.
+func waitEnqueued(t testing.TB, p *client.Pending) {
+	t.Helper()
+	select {
+	case <-p.Enqueued():
+	case <-p.Done():
+		_, err := p.Result()
+		t.Fatalf("fetch finished before it was confirmed: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("fetch never confirmed")
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/pipeline-dev/pipeline/client"
-	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
 // TestIdleTimeout: a connection whose peer goes silent without closing it
@@ -77,7 +76,7 @@ func TestDelayAcrossDrop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 10*time.Second, func() bool { return p.Job() != "" }, "fetch never confirmed")
+	waitEnqueued(t, p)
 	px.cutNow()
 	res, err := p.Wait(ctx)
 	if err != nil || res.Status != 200 || res.Key != key {

@@ -113,15 +113,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err := waitConfirmed(ctx, slow); err != nil {
 		return err
 	}
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := slow.Cancel(cctx); err != nil {
-		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			// An origin from before PROTOCOL.md §1.1's cancel ignores it.
-			slow.Abandon()
-			fmt.Fprintln(out, "cancel: no answer from the origin")
-			return nil
-		}
+	if err := slow.Cancel(ctx); err != nil {
 		return fmt.Errorf("cancel: %w", err)
 	}
 	_, err = slow.Wait(ctx)
@@ -136,19 +128,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 // waitConfirmed waits until the origin has stored the fetch's job.
 func waitConfirmed(ctx context.Context, p *client.Pending) error {
-	t := time.NewTicker(5 * time.Millisecond)
-	defer t.Stop()
-	for p.Job() == "" {
-		select {
-		case <-p.Done():
-			_, err := p.Result()
-			return fmt.Errorf("fetch finished before it was confirmed: %w", err)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
+	select {
+	case <-p.Enqueued():
+		return nil
+	case <-p.Done():
+		_, err := p.Result()
+		return fmt.Errorf("fetch finished before it was confirmed: %w", err)
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return nil
 }
 
 // pipeline is a pipeline run in-process on fixed 127.0.0.1 ports and a data

@@ -24,9 +24,7 @@ func TestRun(t *testing.T) {
 	for _, want := range []string{
 		"keyed: 200 \"delayed 5 ms\\n\"; again: same job true, duplicate true\n",
 		"delayed: 200 after >= 200ms: true\n",
-		// The cancel line is checked once the origin implements cancel
-		// (PROTOCOL.md §1.1).
-		"cancel: ",
+		"cancel: canceled\n",
 		"across a restart: 200 \"delayed 300 ms\\n\"\n",
 	} {
 		if !strings.Contains(out.String(), want) {
