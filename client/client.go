@@ -37,7 +37,7 @@ type Client struct {
 
 	ctx    context.Context // canceled by Close: ends dials and waits
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // the connection loop
+	wg     sync.WaitGroup // the connection loop and re-attach writers
 
 	mu     sync.Mutex
 	cn     *conn                    // nil while disconnected
@@ -55,7 +55,8 @@ type Hello struct {
 	Version string
 }
 
-// ctlReply is the origin's answer to a cancel frame, or errConnLost.
+// ctlReply is the origin's answer to a cancel frame, or the error that
+// ended the wait (ErrConnectionLost, ErrClosed).
 type ctlReply struct {
 	typ string
 	err error
