@@ -148,3 +148,10 @@ func isStoreFull(err error) bool {
 	}
 	return false
 }
+
+// IsWrongLastMsgID reports whether err is JetStream refusing a publish whose
+// Nats-Expected-Last-Msg-Id did not match (nothing was stored).
+func IsWrongLastMsgID(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && server.ErrorIdentifier(apiErr.ErrorCode) == server.JSStreamWrongLastMsgIDErrF
+}

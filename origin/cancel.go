@@ -64,11 +64,10 @@ func (s *Server) cancelJob(ctx context.Context, job string, reply func()) *broke
 	}
 	ref, owner, received, found := s.inflight.lookup(job)
 	if !found {
-		seq, ok := s.scheduledSeq(ctx, job)
-		if !ok {
+		var ok bool
+		if ref, ok = s.storedJob(ctx, job); !ok {
 			return broker.Errorf(broker.CodeNotFound, "no job %q waiting or running on this origin", truncate(job, 64))
 		}
-		ref = jobRef{seq: seq, scheduled: true}
 	}
 	var gen int64
 	if broker.IsKeyJobID(job) && !received.IsZero() {

@@ -330,12 +330,19 @@ func (c *session) follow(ctx context.Context, id, job string, known bool) {
 		return
 	}
 	ref, found, taken := c.srv.inflight.attach(job, a, known)
-	switch {
-	case !found && !taken:
-		if !c.replyFinished(ctx, id, job) {
-			c.queue(encodeError(id, job, broker.Errorf(broker.CodeNotFound, "no job %q on this origin (unknown, or past the retention window)", truncate(job, 64))))
+	if !found && !taken {
+		// Not in flight here: accepted before this origin restarted?
+		if c.replyFinished(ctx, id, job) {
+			return
 		}
-		return
+		var ok bool
+		if ref, ok = c.srv.storedJob(ctx, job); !ok {
+			c.queue(encodeError(id, job, broker.Errorf(broker.CodeNotFound, "no job %q on this origin (unknown, or past the retention window)", truncate(job, 64))))
+			return
+		}
+		_, found, taken = c.srv.inflight.attach(job, a, true)
+	}
+	switch {
 	case !taken:
 		c.queue(encodeError(id, job, broker.Errorf(broker.CodeQueueFull, "too many connections wait for job %q", truncate(job, 64))))
 		return

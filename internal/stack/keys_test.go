@@ -115,6 +115,11 @@ func TestKeyedStartFetchIsIdempotent(t *testing.T) {
 	if f := c.Read(); f.Type != "error" || f.Code != "not_found" || f.ID != "g2" {
 		t.Fatalf("get-result of an unknown key: %+v", f)
 	}
+	// Asking about an unknown key stores nothing: the key still starts a job.
+	enq3, final3 := c.Fetch("n", ct.URL+"/never", map[string]any{"key": "never-used"})
+	if enq3.Duplicate || final3.Type != "result" || ct.count("/never") != 1 {
+		t.Fatalf("first use of a key asked about before: enqueued %+v final %+v, target %d", enq3, final3, ct.count("/never"))
+	}
 	if n := ct.count(uri) + ct.count("/other") + ct.count("/third"); n != 1 {
 		t.Fatalf("target saw %d requests for one key, want 1", n)
 	}
