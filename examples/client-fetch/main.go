@@ -1,6 +1,7 @@
 // Command client-fetch uses the Go client (package client) against an
 // origin: a fetch under a key and its duplicate, a delayed fetch, a
-// cancelled fetch, and a fetch that survives a restart of the origin.
+// cancelled fetch, and fetches (one running, one scheduled) that survive a
+// restart of the origin.
 //
 //	go run ./examples/client-fetch                 # runs a pipeline in-process, restarts it midway
 //	go run ./examples/client-fetch -origin ws://127.0.0.1:8080/ws -target http://127.0.0.1:8090
@@ -92,8 +93,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("fetch across restart: %w", err)
 		}
-		if err := waitConfirmed(ctx, inFlight); err != nil {
-			return err
+		// And one that is still scheduled while the origin is down.
+		scheduled, err := c.Go(ctx, client.Request{URL: *target + "/delay?ms=1", Delay: time.Second})
+		if err != nil {
+			return fmt.Errorf("fetch across restart: %w", err)
+		}
+		for _, p := range []*client.Pending{inFlight, scheduled} {
+			if err := waitConfirmed(ctx, p); err != nil {
+				return err
+			}
 		}
 		if err := p.restart(ctx); err != nil {
 			return err
@@ -103,6 +111,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return fmt.Errorf("fetch across restart: %w", err)
 		}
 		fmt.Fprintf(out, "across a restart: %d %q\n", res.Status, res.Body)
+		if res, err = scheduled.Wait(ctx); err != nil {
+			return fmt.Errorf("scheduled fetch across restart: %w", err)
+		}
+		fmt.Fprintf(out, "scheduled across a restart: %d %q\n", res.Status, res.Body)
 	}
 
 	// 4. Cancel a slow fetch once the origin has stored it.

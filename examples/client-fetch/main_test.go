@@ -26,6 +26,7 @@ func TestRun(t *testing.T) {
 		"delayed: 200 after >= 200ms: true\n",
 		"cancel: canceled\n",
 		"across a restart: 200 \"delayed 300 ms\\n\"\n",
+		"scheduled across a restart: 200 \"delayed 1 ms\\n\"\n",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output %q lacks %q", out.String(), want)
