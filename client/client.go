@@ -247,10 +247,9 @@ func (c *Client) Close() error {
 	// then ends), fail what was open, wait for the connection loop.
 	c.cancel()
 	if cn != nil {
-		cn.wmu.Lock()
+		// WriteControl may run concurrently with a blocked WriteMessage.
 		_ = cn.ws.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(100*time.Millisecond))
-		cn.wmu.Unlock()
 		_ = cn.ws.Close()
 	}
 	for _, p := range open {
