@@ -310,6 +310,7 @@ func (c *Client) handle(f *wire.Frame) {
 			p.job = string(f.Job)
 			if !p.confirmed {
 				p.confirmed = true
+				p.sf = wire.StartFetch{} // re-attached by key from now on: drop the body
 				close(p.enq)
 			}
 			if f.Duplicate && f.Is(wire.TypeEnqueued) {
