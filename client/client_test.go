@@ -301,7 +301,9 @@ func TestQueueFull(t *testing.T) {
 	defer cancel()
 	var ps []*client.Pending
 	for range 5 {
-		p, err := c.Go(ctx, client.Request{URL: st.TargetURL() + "/delay?ms=500"})
+		// Slow enough that the first two are still in flight when the
+		// last arrives, also on a busy machine.
+		p, err := c.Go(ctx, client.Request{URL: st.TargetURL() + "/delay?ms=2000"})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -18,7 +18,7 @@ func TestIdleTimeout(t *testing.T) {
 	st := startStack(t, nil)
 	u, _ := url.Parse(st.OriginWS())
 	px := newCutProxy(t, u.Host, time.Second, 2*time.Second)
-	c := dial(t, "ws://"+px.addr()+"/ws", client.WithIdleTimeout(300*time.Millisecond),
+	c := dial(t, "ws://"+px.addr()+"/ws", client.WithIdleTimeout(time.Second),
 		client.WithReconnectBackoff(10*time.Millisecond, 100*time.Millisecond))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
