@@ -221,7 +221,7 @@ func newKey() (string, error) {
 // Close closes the connection and stops reconnecting. Fetches and cancels
 // still waiting return ErrClosed; later calls too. It does not cancel jobs
 // on the origin: those finish there, and another client may collect their
-// results by key. Close waits for the client's goroutine to end; it is
+// results by key (Attach). Close waits for the client's goroutines to end; it is
 // safe to call more than once and returns nil.
 func (c *Client) Close() error {
 	c.mu.Lock()

@@ -78,6 +78,7 @@ type Pending struct {
 	id        string          // current frame id (start-fetch or get-result)
 	job       string
 	confirmed bool // enqueued or pending seen: ask by key after a drop
+	attach    bool // started by Attach: always asked for by key
 	dup       bool
 }
 
@@ -94,45 +95,71 @@ func (c *Client) Go(ctx context.Context, req Request) (*Pending, error) {
 	if err != nil {
 		return nil, err
 	}
+	p := &Pending{c: c, key: key, enq: make(chan struct{}), done: make(chan struct{})}
+	return p, c.start(ctx, p, func(id string) ([]byte, error) {
+		sf.ID = id
+		p.sf = sf
+		return sf.Encode()
+	})
+}
+
+// Attach follows a job started earlier under key, by this or another
+// client (e.g. before a restart of the caller): it sends get-result by key
+// (PROTOCOL.md §1.1) and returns a Pending that finishes with the job's
+// result, re-attaching after drops like any fetch. An unknown key finishes
+// with an *Error of CodeNotFound, one whose result is no longer kept with
+// CodeResultExpired. It blocks and fails like Go.
+func (c *Client) Attach(ctx context.Context, key string) (*Pending, error) {
+	if !wire.ValidID(key) {
+		return nil, &Error{Code: CodeBadRequest, Message: "key must be 1..128 printable ASCII characters"}
+	}
+	p := &Pending{c: c, key: key, attach: true, enq: make(chan struct{}), done: make(chan struct{})}
+	return p, c.start(ctx, p, func(id string) ([]byte, error) {
+		gr := wire.GetResult{ID: id, Key: key}
+		return gr.Encode()
+	})
+}
+
+// start takes a slot for p, registers it under a new frame id and sends
+// the frame that frame(id) encodes, or leaves that to the reconnect when
+// the client is disconnected.
+func (c *Client) start(ctx context.Context, p *Pending, frame func(id string) ([]byte, error)) error {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return err
 	}
 	select {
 	case c.sem <- struct{}{}:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ctx.Err()
 	case <-c.doneCh():
-		return nil, ErrClosed
+		return ErrClosed
 	}
-	p := &Pending{c: c, key: key, enq: make(chan struct{}), done: make(chan struct{})}
+	// p is not shared yet: encode outside the lock.
+	p.id = c.newID()
+	b, err := frame(p.id)
+	if err != nil {
+		<-c.sem
+		return err
+	}
 	c.mu.Lock()
 	switch {
 	case c.closed:
 		c.mu.Unlock()
 		<-c.sem
-		return nil, ErrClosed
+		return ErrClosed
 	case c.gaveUp:
 		c.mu.Unlock()
 		<-c.sem
-		return nil, ErrDisconnected
+		return ErrDisconnected
 	}
-	sf.ID = c.newID()
-	p.sf, p.id = sf, sf.ID
 	c.byID[p.id] = p
 	cn := c.cn
 	c.mu.Unlock()
-	if cn == nil {
-		return p, nil // sent when the client has reconnected
+	if cn != nil {
+		// A failed write closes the socket; the reconnect re-sends it.
+		_ = cn.write(b, c.opts.writeTimeout)
 	}
-	b, err := sf.Encode()
-	if err != nil {
-		c.take(sf.ID)
-		p.finish(nil, err)
-		return p, nil
-	}
-	// A failed write closes the socket; the reconnect re-sends the fetch.
-	_ = cn.write(b, c.opts.writeTimeout)
-	return p, nil
+	return nil
 }
 
 // Fetch starts a fetch and waits for its result. The origin's error frames

@@ -112,7 +112,7 @@ func (c *Client) attach(cn *conn, hello Hello) ([][]byte, bool) {
 			b   []byte
 			err error
 		)
-		if p.confirmed {
+		if p.confirmed || p.attach {
 			gr := wire.GetResult{ID: id, Key: p.key}
 			b, err = gr.Encode()
 		} else {

@@ -86,3 +86,44 @@ func TestDelayAcrossDrop(t *testing.T) {
 		t.Errorf("target saw the fetch %d times, want 1", n)
 	}
 }
+
+// TestAttach: a second client follows a job the first started under a key
+// and then left (closed), and an unknown key is not_found.
+func TestAttach(t *testing.T) {
+	st := startStack(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	key := fmt.Sprintf("attach-%d", time.Now().UnixNano())
+	first := dial(t, st.OriginWS())
+	p, err := first.Go(ctx, client.Request{URL: st.TargetURL() + "/count?ms=300&tag=" + key, Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitEnqueued(t, p)
+	first.Close() // the job goes on at the origin
+
+	second := dial(t, st.OriginWS())
+	a, err := second.Attach(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.Wait(ctx)
+	if err != nil || res.Status != 200 || res.Key != key || string(res.Body) != "delayed 300 ms\n" {
+		t.Fatalf("attached: got %+v %v", res, err)
+	}
+	if a.Job() != p.Job() || res.Job != p.Job() {
+		t.Errorf("attached to job %q (result %q), started %q", a.Job(), res.Job, p.Job())
+	}
+	if n := seen(t, st.TargetURL(), key)[key]; n != 1 {
+		t.Errorf("target saw the job %d times, want 1", n)
+	}
+	u, err := second.Attach(ctx, key+"-unknown")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = u.Wait(ctx)
+	var e *client.Error
+	if !errors.As(err, &e) || e.Code != client.CodeNotFound {
+		t.Errorf("unknown key: got %v, want not_found", err)
+	}
+}
