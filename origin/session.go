@@ -444,7 +444,7 @@ func (c *session) startFetch(f *clientFrame, received time.Time) {
 	c.pending[job.ID] = p
 	c.byClient[f.ID] = struct{}{}
 	c.mu.Unlock()
-	if !c.srv.inflight.add(job.ID, c, received) {
+	if !c.srv.inflight.add(job.ID, c.id, received) {
 		// A key whose job another connection of this process started:
 		// nothing to store.
 		c.forget(p)
