@@ -173,7 +173,7 @@ func (f *inflight) lookup(job string) (ref jobRef, owner string, received time.T
 // connection attached to it.
 func (s *Server) finishJob(res *broker.Result) {
 	for _, a := range s.inflight.remove(res.JobID) {
-		a.sess.attached.Add(-1)
+		a.sess.endFollow(res.JobID, a.id)
 		a.sess.queueFinal(a.id, res)
 	}
 }
