@@ -38,9 +38,10 @@ type inflightJob struct {
 	// this process did not start (a duplicate key, a job from before a
 	// restart): it goes when its last attachment does.
 	followed bool
-	// owner is the connection that started the job (nil once it follows
-	// only), received when its frame came.
-	owner    *session
+	// owner is the id of the session that started the job ("" once the
+	// entry only follows), received when its frame came. An id, not the
+	// session: a closed session's memory must not live on with its jobs.
+	owner    string
 	received time.Time
 	attached []attachment
 }
@@ -55,7 +56,7 @@ type attachment struct {
 // add records an accepted job. It reports false, recording nothing, when
 // the job is in flight already (a key-derived id started by another
 // connection of this process).
-func (f *inflight) add(job string, owner *session, received time.Time) bool {
+func (f *inflight) add(job, owner string, received time.Time) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.jobs == nil {
@@ -149,7 +150,7 @@ func (f *inflight) disown(job string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if j := f.jobs[job]; j != nil {
-		j.followed, j.owner = true, nil
+		j.followed, j.owner = true, ""
 		if len(j.attached) == 0 {
 			delete(f.jobs, job)
 		}
@@ -158,12 +159,12 @@ func (f *inflight) disown(job string) {
 
 // lookup returns where job is stored, its owner and when its frame came,
 // and whether it is in flight here.
-func (f *inflight) lookup(job string) (ref jobRef, owner *session, received time.Time, found bool) {
+func (f *inflight) lookup(job string) (ref jobRef, owner string, received time.Time, found bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	j := f.jobs[job]
 	if j == nil {
-		return jobRef{}, nil, time.Time{}, false
+		return jobRef{}, "", time.Time{}, false
 	}
 	return jobRef{seq: j.seq, scheduled: j.scheduled}, j.owner, j.received, true
 }
@@ -172,7 +173,7 @@ func (f *inflight) lookup(job string) (ref jobRef, owner *session, received time
 // connection attached to it.
 func (s *Server) finishJob(res *broker.Result) {
 	for _, a := range s.inflight.remove(res.JobID) {
-		a.sess.attached.Add(-1)
+		a.sess.endFollow(res.JobID, a.id)
 		a.sess.queueFinal(a.id, res)
 	}
 }

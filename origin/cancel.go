@@ -98,8 +98,11 @@ func (s *Server) cancelJob(ctx context.Context, job string, reply func()) *broke
 	}
 	data, _ := res.Encode()
 	s.finished.begin(job, data)
-	if owner != nil {
-		owner.deliver(res)
+	s.sessMu.Lock()
+	sess := s.sessions[owner]
+	s.sessMu.Unlock()
+	if sess != nil {
+		sess.deliver(res)
 	}
 	s.dedup.finish(job)
 	s.finishJob(res)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,11 +57,12 @@ type session struct {
 	acks    chan *pendingFetch
 	// ackRunning is set while an ackLoop goroutine runs.
 	ackRunning atomic.Bool
-	// attached counts this connection's attachments to jobs it did not
-	// start (get-result pending, duplicate keys) not yet answered; they
-	// count against MaxInFlight and the send queue like pending fetches.
-	attached atomic.Int64
-	done     chan struct{}
+	// follows are this connection's attachments to jobs it did not start
+	// (get-result pending, duplicate keys) not yet answered, by
+	// followKey; guarded by mu. They count against MaxInFlight and the
+	// send queue like pending fetches, and are detached when it closes.
+	follows map[string]struct{}
+	done    chan struct{}
 
 	// state is the default continuation's state for this session, encoded once.
 	state json.RawMessage
@@ -168,6 +170,7 @@ func (c *session) readLoop() {
 	defer c.srv.sessWG.Done()
 	defer func() {
 		c.close(websocket.CloseNormalClosure, "")
+		c.dropFollows()
 		c.srv.sessMu.Lock()
 		delete(c.srv.sessions, c.id)
 		c.srv.sessMu.Unlock()
@@ -260,7 +263,7 @@ func (c *session) waitForRoom() bool {
 // fetches in flight pass half of the queue's bounds.
 func (c *session) congested() bool {
 	c.mu.Lock()
-	owed := 2*len(c.pending) + int(c.attached.Load())
+	owed := 2*len(c.pending) + len(c.follows)
 	c.mu.Unlock()
 	frames, bytes := c.out.size()
 	return 2*(frames+owed) > c.out.maxFrames || 2*bytes > c.out.maxBytes
@@ -325,7 +328,7 @@ func (c *session) getResult(f *clientFrame) {
 // in between without answering twice.
 func (c *session) follow(ctx context.Context, id, job string, known bool) {
 	a := attachment{sess: c, id: id}
-	if c.attached.Load() >= int64(c.srv.cfg.MaxInFlight) {
+	if !c.addFollow(job, id) {
 		c.queue(encodeError(id, job, broker.Errorf(broker.CodeQueueFull, "this connection already waits for %d jobs", c.srv.cfg.MaxInFlight)))
 		return
 	}
@@ -333,34 +336,75 @@ func (c *session) follow(ctx context.Context, id, job string, known bool) {
 	if !found && !taken {
 		// Not in flight here: accepted before this origin restarted?
 		if c.replyFinished(ctx, id, job) {
+			c.endFollow(job, id)
 			return
 		}
 		var ok bool
 		if ref, ok = c.srv.storedJob(ctx, job); !ok {
+			c.endFollow(job, id)
 			c.queue(encodeError(id, job, broker.Errorf(broker.CodeNotFound, "no job %q on this origin (unknown, or past the retention window)", truncate(job, 64))))
 			return
 		}
-		_, found, taken = c.srv.inflight.attach(job, a, true)
+		_, _, taken = c.srv.inflight.attach(job, a, true)
 	}
-	switch {
-	case !taken:
+	if !taken {
+		c.endFollow(job, id)
 		c.queue(encodeError(id, job, broker.Errorf(broker.CodeQueueFull, "too many connections wait for job %q", truncate(job, 64))))
 		return
 	}
-	c.attached.Add(1)
 	if !known {
 		c.queue(mustJSON(pendingFrame{Type: framePending, ID: id, Job: job, State: c.srv.jobState(ctx, ref)}))
 	}
 	res, err := c.srv.finished.get(ctx, job)
 	if err != nil && c.srv.inflight.detach(job, a) {
-		c.attached.Add(-1)
+		c.endFollow(job, id)
 		c.log.Warn().Err(err).Str("job", job).Msg("follow job")
 		c.queue(encodeError(id, job, broker.Errorf(broker.CodeInternal, "could not read the result store")))
 		return
 	}
 	if res != nil && c.srv.inflight.detach(job, a) {
-		c.attached.Add(-1)
+		c.endFollow(job, id)
 		c.queueFinal(id, res)
+	}
+}
+
+func followKey(job, id string) string { return job + "\x00" + id }
+
+// addFollow records an attachment of this connection to job under frame
+// id; false when it already waits for MaxInFlight jobs.
+func (c *session) addFollow(job, id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.follows) >= c.srv.cfg.MaxInFlight {
+		return false
+	}
+	if c.follows == nil {
+		c.follows = make(map[string]struct{})
+	}
+	c.follows[followKey(job, id)] = struct{}{}
+	return true
+}
+
+// endFollow forgets an attachment that was answered or given up.
+func (c *session) endFollow(job, id string) {
+	c.mu.Lock()
+	delete(c.follows, followKey(job, id))
+	if len(c.follows) == 0 {
+		c.follows = nil
+	}
+	c.mu.Unlock()
+}
+
+// dropFollows detaches a closing connection from every job it waits for:
+// jobs whose result never comes to this origin must not hold it.
+func (c *session) dropFollows() {
+	c.mu.Lock()
+	keys := c.follows
+	c.follows = nil
+	c.mu.Unlock()
+	for k := range keys {
+		job, id, _ := strings.Cut(k, "\x00")
+		c.srv.inflight.detach(job, attachment{sess: c, id: id})
 	}
 }
 
@@ -444,7 +488,7 @@ func (c *session) startFetch(f *clientFrame, received time.Time) {
 	c.pending[job.ID] = p
 	c.byClient[f.ID] = struct{}{}
 	c.mu.Unlock()
-	if !c.srv.inflight.add(job.ID, c, received) {
+	if !c.srv.inflight.add(job.ID, c.id, received) {
 		// A key whose job another connection of this process started:
 		// nothing to store.
 		c.forget(p)
@@ -617,7 +661,7 @@ func (c *session) fail(p *pendingFetch, err error) {
 	c.log.WithLevel(lvl).Err(err).Str("id", p.clientID).Str("job", p.jobID).Str("code", string(code)).Msg("job not stored")
 	if job == "" { // not stored: no result will come for connections attached meanwhile
 		for _, a := range c.srv.inflight.remove(p.jobID) {
-			a.sess.attached.Add(-1)
+			a.sess.endFollow(p.jobID, a.id)
 			a.sess.queue(encodeError(a.id, p.jobID, broker.Errorf(code, "%s", msg)))
 		}
 	}

@@ -52,6 +52,27 @@ func (ct *countingTarget) count(uri string) int {
 	return ct.seen[uri]
 }
 
+// total is every request seen; totalAborted those whose client went away.
+func (ct *countingTarget) total() int {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	n := 0
+	for _, c := range ct.seen {
+		n += c
+	}
+	return n
+}
+
+func (ct *countingTarget) totalAborted() int {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	n := 0
+	for _, c := range ct.aborted {
+		n += c
+	}
+	return n
+}
+
 func (ct *countingTarget) abortedCount(uri string) int {
 	ct.mu.Lock()
 	defer ct.mu.Unlock()
