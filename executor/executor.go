@@ -45,6 +45,15 @@ type Config struct {
 	Fetcher FetcherConfig `yaml:",inline"`
 	// Retry is the in-process retry policy for failed fetches.
 	Retry RetryPolicy `yaml:"retry"`
+	// Destinations are per-host politeness settings: a cluster-wide rate,
+	// and a concurrency cap overriding PerHostConcurrency (destinations.go).
+	Destinations []Destination `yaml:"destinations"`
+	// RetryAfterMax is the longest total wait a job makes for 429 and 503
+	// responses with Retry-After before their response is returned as the
+	// result. Default 60 s (DefaultRetryAfterMax).
+	RetryAfterMax time.Duration `yaml:"retry_after_max"`
+	// Circuit configures the per-host circuit breaker.
+	Circuit CircuitConfig `yaml:"circuit"`
 	// Policy is the destination policy (SSRF protection) New builds, unless
 	// Fetcher.Policy is set. Its zero value denies every special-purpose
 	// address range.
@@ -82,6 +91,10 @@ func (c Config) withDefaults() Config {
 	}
 	c.Fetcher = c.Fetcher.withDefaults()
 	c.Retry = c.Retry.withDefaults()
+	if c.RetryAfterMax == 0 {
+		c.RetryAfterMax = DefaultRetryAfterMax
+	}
+	c.Circuit = c.Circuit.withDefaults()
 	if c.Policy.MaxRedirects == 0 {
 		c.Policy.MaxRedirects = netpolicy.DefaultMaxRedirects
 	}
@@ -122,6 +135,9 @@ type Executor struct {
 
 // New returns an executor that uses nc. It does not contact the server.
 func New(nc *nats.Conn, cfg Config) (*Executor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new executor: %w", err)
+	}
 	cfg = cfg.withDefaults()
 	if cfg.ID == "" {
 		host, _ := os.Hostname()
@@ -142,10 +158,7 @@ func New(nc *nats.Conn, cfg Config) (*Executor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new executor: jetstream: %w", err)
 	}
-	var hosts *hostGate
-	if cfg.PerHostConcurrency > 0 {
-		hosts = newHostGate(cfg.PerHostConcurrency, cfg.Concurrency*parkedPerSlot)
-	}
+	hosts := newHostGateFor(cfg)
 	inflight, abort := context.WithCancel(context.Background())
 	return &Executor{
 		hosts:    hosts,
