@@ -17,12 +17,18 @@ import (
 //	uvarint count of key/value string pairs, the result's error as a
 //	presence byte then code and message.
 //
+// Results are at version 2, which appends attempts and waited nanoseconds
+// (zig-zag varints) to version 1; version 1 results still decode (both
+// fields 0). Jobs are at version 1.
+//
 // Decoders also accept the JSON form (first byte '{'), so messages written
 // by an older version still decode.
 const (
 	magicJob     = 'J'
 	magicResult  = 'R'
 	codecVersion = 1
+	// resultVersion is the version results are written with.
+	resultVersion = 2
 )
 
 // errCodec reports a malformed binary message.
@@ -139,11 +145,15 @@ func (d *decoder) headers() map[string]string {
 	return h
 }
 
-func (d *decoder) header(magic byte) {
+// header reads the magic byte and version, failing unless the version is
+// in 1..max; it returns the version.
+func (d *decoder) header(magic byte, max byte) byte {
 	p := d.next(2)
-	if p == nil || p[0] != magic || p[1] != codecVersion {
+	if p == nil || p[0] != magic || p[1] < 1 || p[1] > max {
 		d.fail()
+		return 0
 	}
+	return p[1]
 }
 
 func (d *decoder) done(what string) error {
@@ -176,7 +186,7 @@ func encodeJob(j *Job) []byte {
 
 func decodeJob(data []byte) (*Job, error) {
 	d := decoder{b: data}
-	d.header(magicJob)
+	d.header(magicJob, codecVersion)
 	j := &Job{}
 	j.ID = d.str()
 	j.Origin = d.str()
@@ -195,7 +205,7 @@ func decodeJob(data []byte) (*Job, error) {
 
 func encodeResult(r *Result) []byte {
 	e := encoder{b: make([]byte, 0, 160+len(r.Body)+len(r.Continuation.State))}
-	e.b = append(e.b, magicResult, codecVersion)
+	e.b = append(e.b, magicResult, resultVersion)
 	e.str(r.JobID)
 	e.str(r.Origin)
 	e.str(r.ClientID)
@@ -216,12 +226,14 @@ func encodeResult(r *Result) []byte {
 	e.int(r.FetchNanos)
 	e.str(r.Continuation.Name)
 	e.raw(r.Continuation.State)
+	e.int(int64(r.Attempts))
+	e.int(r.WaitedNanos)
 	return e.b
 }
 
 func decodeResult(data []byte) (*Result, error) {
 	d := decoder{b: data}
-	d.header(magicResult)
+	v := d.header(magicResult, resultVersion)
 	r := &Result{}
 	r.JobID = d.str()
 	r.Origin = d.str()
@@ -241,5 +253,9 @@ func decodeResult(data []byte) (*Result, error) {
 	r.FetchNanos = d.int()
 	r.Continuation.Name = d.str()
 	r.Continuation.State = d.raw()
+	if v >= 2 {
+		r.Attempts = int(d.int())
+		r.WaitedNanos = d.int()
+	}
 	return r, d.done("result")
 }

@@ -22,6 +22,30 @@ func sampleResult() *Result {
 		Body: []byte("héllo"), Truncated: true, Attempt: 2, Executor: "e1",
 		ReceivedAt: 1, StoredAt: 2, PickedAt: 3, FetchNanos: -4,
 		Continuation: Continuation{Name: "n", State: json.RawMessage(`[1]`)},
+		Attempts:     4, WaitedNanos: 2_000_000_123,
+	}
+}
+
+// TestResultVersion1StillDecodes: results written before attempts and
+// waited_ns existed (version 1: the same fields without the last two)
+// decode, with both 0.
+func TestResultVersion1StillDecodes(t *testing.T) {
+	r := sampleResult()
+	r.Attempts, r.WaitedNanos = 0, 0
+	data, _ := r.Encode()
+	if data[1] != 2 || data[len(data)-1] != 0 || data[len(data)-2] != 0 {
+		t.Fatalf("version 2 form: %x", data)
+	}
+	v1 := append([]byte{}, data[:len(data)-2]...)
+	v1[1] = 1
+	got, err := DecodeResult(v1)
+	if err != nil || !reflect.DeepEqual(got, r) {
+		t.Fatalf("version 1 result: got %+v, %v; want %+v", got, err, r)
+	}
+	bad := append([]byte{}, data...)
+	bad[1] = 3
+	if _, err := DecodeResult(bad); err == nil {
+		t.Error("version 3 accepted")
 	}
 }
 

@@ -29,6 +29,9 @@ const (
 	// CodeNotFound answers a get-result (or cancel) for a job the origin
 	// does not know (PROTOCOL.md §1.1).
 	CodeNotFound Code = "not_found"
+	// CodeCircuitOpen ends a job at once because its destination's circuit
+	// breaker is open (PROTOCOL.md §1.1): the host failed too often lately.
+	CodeCircuitOpen Code = "circuit_open"
 )
 
 // Codes lists every wire error code in a fixed order (metrics resolve one
@@ -37,6 +40,7 @@ func Codes() []Code {
 	return []Code{
 		CodeBadRequest, CodeInvalidURL, CodeBlockedDestination, CodeTooLarge, CodeQueueFull,
 		CodeTimeout, CodeFetchFailed, CodeUnauthorized, CodeInternal, CodeDeadLetter, CodeNotFound,
+		CodeCircuitOpen,
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/pipeline-dev/pipeline/broker"
@@ -235,6 +236,9 @@ type Timing struct {
 	QueueMS   float64 `json:"queue_ms"`
 	FetchMS   float64 `json:"fetch_ms"`
 	TotalMS   float64 `json:"total_ms"`
+	// WaitedMS is how long the executor held the job back for its
+	// destination (rate limit, Retry-After) without a slot; 0 is left out.
+	WaitedMS float64 `json:"waited_ms,omitempty"`
 }
 
 type resultFrame struct {
@@ -247,8 +251,11 @@ type resultFrame struct {
 	BodyEncoding string            `json:"body_encoding"`
 	Truncated    bool              `json:"truncated"`
 	Attempt      int               `json:"attempt"`
-	Executor     string            `json:"executor"`
-	Timing       Timing            `json:"timing"`
+	// Attempts is the number of requests the executor sent (retries and
+	// Retry-After rounds included); left out by executors that do not say.
+	Attempts int    `json:"attempts,omitempty"`
+	Executor string `json:"executor"`
+	Timing   Timing `json:"timing"`
 }
 
 // encodeResult renders a result (or its error) as the client's final frame.
@@ -258,8 +265,9 @@ func encodeResult(clientID string, res *broker.Result, t Timing) []byte {
 	}
 	f := resultFrame{
 		Type: frameResult, ID: clientID, Job: res.JobID, Status: res.Status, Headers: res.Headers,
-		Truncated: res.Truncated, Attempt: res.Attempt, Executor: res.Executor, Timing: t,
+		Truncated: res.Truncated, Attempt: res.Attempt, Attempts: res.Attempts, Executor: res.Executor, Timing: t,
 	}
+	f.Timing.WaitedMS = ms(time.Duration(res.WaitedNanos))
 	if f.Headers == nil {
 		f.Headers = map[string]string{}
 	}
