@@ -112,6 +112,7 @@ type Executor struct {
 
 	sem   chan struct{}
 	hosts *hostGate // nil: no per-host cap
+	pol   *polite   // destination politeness (politeness.go)
 	wg    sync.WaitGroup
 	mu    sync.Mutex
 	dlq   jetstream.ConsumeContext
@@ -160,7 +161,9 @@ func New(nc *nats.Conn, cfg Config) (*Executor, error) {
 	}
 	hosts := newHostGateFor(cfg)
 	inflight, abort := context.WithCancel(context.Background())
+	m := MetricsOf(cfg.Metrics)
 	return &Executor{
+		pol:      newPolite(cfg, m),
 		hosts:    hosts,
 		orig:     origins{pulls: map[string]*originPull{}, idle: map[string]struct{}{}},
 		cfg:      cfg,
@@ -171,7 +174,7 @@ func New(nc *nats.Conn, cfg Config) (*Executor, error) {
 		sem:      make(chan struct{}, cfg.Concurrency),
 		inflight: inflight,
 		abort:    abort,
-		m:        MetricsOf(cfg.Metrics),
+		m:        m,
 	}, nil
 }
 
@@ -196,6 +199,12 @@ func (e *Executor) Start(ctx context.Context) error {
 		}
 		e.dlq = dlq
 	}
+	if err := e.startPolite(ctx); err != nil {
+		if e.dlq != nil {
+			e.dlq.Stop()
+		}
+		return fmt.Errorf("executor start: %w", err)
+	}
 	if err := e.startOrigins(ctx); err != nil {
 		if e.dlq != nil {
 			e.dlq.Stop()
@@ -218,6 +227,8 @@ type task struct {
 
 	// While the task waits for its host (hostGate):
 	stopWait func() // stops its in-progress acks
+
+	p taskPolite // destination politeness (politeness.go)
 }
 
 // handle runs on one origin's delivery goroutine. It checks the job and
@@ -229,9 +240,16 @@ type task struct {
 // same slots, as their turn comes.
 func (e *Executor) handle(msg jetstream.Msg) {
 	t := e.prepare(msg)
-	if t == nil {
+	if t == nil || e.holdForHost(t) {
 		return
 	}
+	e.admit(t)
+}
+
+// admit takes t's host slot (or parks t) and an executor slot, and runs t
+// on a worker goroutine.
+func (e *Executor) admit(t *task) {
+	msg := t.msg
 	if e.hosts != nil && t.host != "" {
 		switch e.hosts.acquire(t, e.blockedOnPark, e.startWaiting) {
 		case gateParked:
@@ -326,7 +344,7 @@ func (e *Executor) prepare(msg jetstream.Msg) *task {
 		return nil
 	}
 	t := &task{msg: msg, meta: meta, job: job, log: log, picked: picked, origin: job.Origin}
-	if e.hosts != nil {
+	if e.hosts != nil || e.pol != nil {
 		t.host = e.fetcher.destination(job.URL)
 	}
 	return t
@@ -339,10 +357,13 @@ func (e *Executor) process(t *task) {
 	// not redelivered while in flight.
 	stopProgress := e.keepAlive(msg, e.fetcher.Timeout(job)*time.Duration(e.cfg.Retry.Attempts))
 	start := time.Now()
-	resp, ferr := e.fetchWithRetry(job, log)
+	resp, ferr := e.fetchWithRetry(t)
 	fetchDur := time.Since(start)
 	e.m.Fetched(fetchDur)
 	stopProgress()
+	if ferr == nil && e.waitRetryAfter(t, resp) {
+		return // held; runs again after the wait
+	}
 
 	res := &broker.Result{
 		JobID:        job.ID,
@@ -355,6 +376,8 @@ func (e *Executor) process(t *task) {
 		PickedAt:     t.picked.UnixNano(),
 		FetchNanos:   int64(fetchDur),
 		Continuation: job.Continuation,
+		Attempts:     t.p.attempts,
+		WaitedNanos:  int64(t.p.waited),
 	}
 	if ferr != nil {
 		if e.inflight.Err() != nil {
@@ -457,6 +480,9 @@ func (e *Executor) Shutdown(ctx context.Context) error {
 			_ = t.msg.Nak()
 		}
 	}
+	// Jobs held for their destination (rate, Retry-After) go back too,
+	// delayed by what is left of their wait.
+	e.closePolite()
 	e.waitDrained(ctx)
 	done := make(chan struct{})
 	go func() { e.wg.Wait(); close(done) }()
