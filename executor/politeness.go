@@ -288,6 +288,9 @@ func (e *Executor) resume(t *task) {
 	e.m.Waiting(t.p.reason, -1)
 	if w >= time.Millisecond {
 		e.m.Held(t.p.reason) // a wait worth counting (a free rate slot is not)
+		if t.p.reason == WaitRate {
+			e.m.hostEvent(t.p.host, hostRateWait)
+		}
 	}
 	slot := t.p.slot
 	p.mu.Unlock()
