@@ -192,6 +192,16 @@ func (e *Executor) holdForHost(t *task) bool {
 	if !ok || d.Rate <= 0 || p.rates == nil {
 		return false
 	}
+	if at, ok := p.rates.tryTake(host, d); ok {
+		if !at.After(now) {
+			return false // a slot now: the common case under the rate
+		}
+		if !e.enterRoom(t) {
+			return true
+		}
+		e.hold(t, WaitRate, at, true)
+		return true
+	}
 	if !e.enterRoom(t) {
 		return true
 	}

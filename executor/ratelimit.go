@@ -28,7 +28,9 @@ import (
 // Since slots never overlap across processes, all executors together send
 // at most R per second (plus the burst after an idle spell), whatever their
 // number; the KV round trip is paid once per batch (at most leaseSpan of
-// the schedule, R/10 slots), not per fetch.
+// the schedule, R/10 slots), not per fetch. A slot is used at its time or
+// up to burst/R later, never later than that (it expires), so slots a
+// process leased but could not use in time are lost, not saved up.
 //
 // Slots are leased at most leaseHorizon ahead of now, so a process that
 // dies holding leased slots wastes at most leaseHorizon + leaseSpan of its
@@ -108,6 +110,40 @@ func (l *rateLimiter) hostOf(host string, d Destination) *hostRate {
 	return h
 }
 
+// expire drops h's leased slots that are too old to use: a slot may be
+// used up to burst intervals late (the burst allowance), not later, or a
+// process could send a batch of stale slots at once on top of the slots
+// others use now. l.mu is held.
+func (l *rateLimiter) expire(h *hostRate, now int64) {
+	oldest := now - h.burst*h.interval
+	if h.next >= oldest || h.next >= h.end {
+		return
+	}
+	skip := min((oldest-h.next+h.interval-1)/h.interval, (h.end-h.next)/h.interval)
+	h.next += skip * h.interval
+	l.m.RateTokens(-int(skip))
+}
+
+// tryTake gives the caller a leased slot of host when this process has one
+// and nobody waits for one before it; the caller then waits until at. It
+// never blocks and makes no KV round trip.
+func (l *rateLimiter) tryTake(host string, d Destination) (at time.Time, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	h := l.hostOf(host, d)
+	if len(h.waiters) > 0 {
+		return time.Time{}, false
+	}
+	l.expire(h, l.now().UnixNano())
+	if h.next >= h.end {
+		return time.Time{}, false
+	}
+	a := h.next
+	h.next += h.interval
+	l.m.RateTokens(-1)
+	return time.Unix(0, a), true
+}
+
 // take gives the caller a slot of host: either at once (got true; the
 // caller waits until at), or later by calling give with the slot's time
 // from another goroutine (got false), in the order of the calls. give must
@@ -116,11 +152,14 @@ func (l *rateLimiter) take(host string, d Destination, give func(at time.Time)) 
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	h := l.hostOf(host, d)
-	if len(h.waiters) == 0 && h.next < h.end {
-		at := h.next
-		h.next += h.interval
-		l.m.RateTokens(-1)
-		return time.Unix(0, at), true
+	if len(h.waiters) == 0 {
+		l.expire(h, l.now().UnixNano())
+		if h.next < h.end {
+			a := h.next
+			h.next += h.interval
+			l.m.RateTokens(-1)
+			return time.Unix(0, a), true
+		}
 	}
 	h.waiters = append(h.waiters, give)
 	if !h.pumping && !l.closed {
@@ -144,6 +183,7 @@ func (l *rateLimiter) pump(h *hostRate) {
 		}
 		var give []func(time.Time)
 		var ats []int64
+		l.expire(h, l.now().UnixNano())
 		for len(h.waiters) > 0 && h.next < h.end {
 			give = append(give, h.waiters[0])
 			h.waiters[0] = nil
@@ -152,8 +192,12 @@ func (l *rateLimiter) pump(h *hostRate) {
 			h.next += h.interval
 		}
 		l.m.RateTokens(-len(give))
-		want := min(len(h.waiters), h.batch)
-		if want == 0 {
+		// A whole batch, not just what waits now: the next jobs then take
+		// a slot without a KV round trip (tryTake). Slots nobody uses
+		// expire; they only leave the host less than its rate.
+		want := h.batch
+		if len(h.waiters) == 0 {
+			want = 0
 			h.pumping = false
 			h.waiters = nil
 		}
