@@ -332,3 +332,29 @@ func TestDestinationLookupAndConcurrency(t *testing.T) {
 		t.Error("per-host cap 0 with one destination cap: other hosts must stay uncapped")
 	}
 }
+
+// BenchmarkPoliteHotPath is what politeness adds to a job whose host has
+// no destination setting and answers well: the hold check before the
+// slot, and the circuit check and record around the fetch.
+func BenchmarkPoliteHotPath(b *testing.B) {
+	cfg := DefaultConfig()
+	cfg.Concurrency = 256
+	e := &Executor{cfg: cfg, pol: newPolite(cfg, nil)}
+	resp := &Response{Status: http.StatusOK}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		t := &task{host: "api.example.com:443"}
+		for pb.Next() {
+			t.p.host = ""
+			if e.holdForHost(t) {
+				b.Fatal("held")
+			}
+			if !e.pol.circuits.allow(t.p.host) {
+				b.Fatal("circuit open")
+			}
+			if failed, known := hostOutcome(resp, nil); known {
+				e.pol.circuits.record(t.p.host, failed)
+			}
+		}
+	})
+}
