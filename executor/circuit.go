@@ -3,6 +3,7 @@ package executor
 import (
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pipeline-dev/pipeline/broker"
@@ -56,8 +57,9 @@ type circuits struct {
 	now      func() time.Time
 	onChange func(host string, open bool) // called under mu: must not call back
 
-	mu    sync.Mutex
-	hosts map[string]*circuit
+	tracked atomic.Int32 // len(hosts): with none, no lock is taken
+	mu      sync.Mutex
+	hosts   map[string]*circuit
 }
 
 func newCircuits(cfg CircuitConfig, onChange func(string, bool)) *circuits {
@@ -73,7 +75,7 @@ func newCircuits(cfg CircuitConfig, onChange func(string, bool)) *circuits {
 // refuses the others until the probe's outcome is recorded, or, if it is
 // never recorded (its executor stopped), for another cooldown.
 func (c *circuits) allow(host string) bool {
-	if c == nil {
+	if c == nil || c.tracked.Load() == 0 {
 		return true
 	}
 	c.mu.Lock()
@@ -94,7 +96,7 @@ func (c *circuits) allow(host string) bool {
 // isOpen reports whether host's jobs would be refused now (open and still
 // cooling down, or half-open with its probe out), without taking a probe.
 func (c *circuits) isOpen(host string) bool {
-	if c == nil {
+	if c == nil || c.tracked.Load() == 0 {
 		return false
 	}
 	c.mu.Lock()
@@ -108,7 +110,7 @@ func (c *circuits) isOpen(host string) bool {
 // failing probe opens it again for a cooldown; Failures failures in a row
 // open it.
 func (c *circuits) record(host string, failed bool) {
-	if c == nil {
+	if c == nil || (!failed && c.tracked.Load() == 0) {
 		return
 	}
 	c.mu.Lock()
@@ -120,6 +122,7 @@ func (c *circuits) record(host string, failed bool) {
 				c.onChange(host, false)
 			}
 			delete(c.hosts, host)
+			c.tracked.Add(-1)
 		}
 		return
 	}
@@ -129,6 +132,7 @@ func (c *circuits) record(host string, failed bool) {
 		}
 		b = &circuit{}
 		c.hosts[host] = b
+		c.tracked.Add(1)
 	}
 	now := c.now()
 	switch b.state {

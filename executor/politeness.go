@@ -126,10 +126,11 @@ func (e *Executor) startPolite(ctx context.Context) error {
 }
 
 // pausedUntil returns when host's Retry-After pause ends (zero: none).
-func (p *polite) pausedUntil(host string, now time.Time) time.Time {
+func (p *polite) pausedUntil(host string) time.Time {
 	if p.npauses.Load() == 0 {
 		return time.Time{}
 	}
+	now := time.Now()
 	p.pmu.Lock()
 	defer p.pmu.Unlock()
 	u, ok := p.paused[host]
@@ -180,8 +181,7 @@ func (e *Executor) holdForHost(t *task) bool {
 		t.host = ""
 		return false
 	}
-	now := time.Now()
-	if until := p.pausedUntil(host, now); !until.IsZero() {
+	if until := p.pausedUntil(host); !until.IsZero() {
 		if !e.enterRoom(t) {
 			return true // stopping: given back
 		}
@@ -193,7 +193,7 @@ func (e *Executor) holdForHost(t *task) bool {
 		return false
 	}
 	if at, ok := p.rates.tryTake(host, d); ok {
-		if !at.After(now) {
+		if !at.After(time.Now()) {
 			return false // a slot now: the common case under the rate
 		}
 		if !e.enterRoom(t) {
@@ -305,7 +305,7 @@ func (e *Executor) resume(t *task) {
 	slot := t.p.slot
 	p.mu.Unlock()
 
-	if slot && p.pausedUntil(t.p.host, time.Now()).IsZero() {
+	if slot && p.pausedUntil(t.p.host).IsZero() {
 		e.admitHeld(t)
 		return
 	}
@@ -317,6 +317,14 @@ func (e *Executor) resume(t *task) {
 // admitHeld admits a job whose hold ended: its keep-alive and its place in
 // the room go, and it takes its host and executor slots like a new job.
 func (e *Executor) admitHeld(t *task) {
+	p := e.pol
+	p.mu.Lock()
+	if p.closed { // stopping: hand it back rather than start work
+		e.giveBack(t, time.Time{})
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
 	if t.p.stopKeep != nil {
 		t.p.stopKeep()
 		t.p.stopKeep = nil
