@@ -290,8 +290,10 @@ func ExecutorPermissions(s Subjects) *server.Permissions {
 			jsAPI + "STREAM.INFO." + JobsStream,
 			jsAPI + "STREAM.MSG.GET." + JobsStream,
 			jsAPI + "STREAM.MSG.DELETE." + JobsStream,
-			// The shared destination rate schedules (RatesBucket).
+			// The shared destination rate schedules (RatesBucket); creating
+			// the bucket reads the account info first.
 			"$KV." + RatesBucket + ".>",
+			jsAPI + "INFO",
 			jsAPI + "STREAM.INFO.KV_" + RatesBucket,
 			jsAPI + "STREAM.CREATE.KV_" + RatesBucket,
 			jsAPI + "STREAM.UPDATE.KV_" + RatesBucket,

@@ -26,6 +26,7 @@ type Frame struct {
 	BodyEncoding string            `json:"body_encoding"`
 	Truncated    bool              `json:"truncated"`
 	Attempt      int               `json:"attempt"`
+	Attempts     int               `json:"attempts"`
 	Executor     string            `json:"executor"`
 	State        string            `json:"state"` // pending frames
 	Timing       *struct {
@@ -33,6 +34,7 @@ type Frame struct {
 		QueueMS   float64 `json:"queue_ms"`
 		FetchMS   float64 `json:"fetch_ms"`
 		TotalMS   float64 `json:"total_ms"`
+		WaitedMS  float64 `json:"waited_ms"`
 	} `json:"timing"`
 }
 
