@@ -281,7 +281,8 @@ func OriginPermissions(s Subjects, originID string) *server.Permissions {
 // pull and acks (acks explicitly, not via allow_responses, which would allow
 // one reply only and break InProgress followed by Ack); the dead-letter
 // consumer's info, pull and acks; stream info, message get and delete on the
-// jobs stream (moving a dead job). Not granted: publishing jobs, unfiltered
+// jobs stream (moving a dead job); reading and writing the destination
+// rate schedules (RatesBucket). Not granted: publishing jobs, unfiltered
 // consumers, consumer delete, reading results. Subscribe: its own inbox
 // prefix and the jobs stream's consumer-created advisories.
 func ExecutorPermissions(s Subjects) *server.Permissions {
@@ -307,6 +308,15 @@ func ExecutorPermissions(s Subjects) *server.Permissions {
 			jsAPI + "CONSUMER.INFO." + CancelsStream + ".*",
 			jsAPI + "CONSUMER.DELETE." + CancelsStream + ".*",
 			jsAPI + "CONSUMER.MSG.NEXT." + CancelsStream + ".*",
+			// The shared destination rate schedules (RatesBucket); creating
+			// the bucket reads the account info first.
+			"$KV." + RatesBucket + ".>",
+			jsAPI + "INFO",
+			jsAPI + "STREAM.INFO.KV_" + RatesBucket,
+			jsAPI + "STREAM.CREATE.KV_" + RatesBucket,
+			jsAPI + "STREAM.UPDATE.KV_" + RatesBucket,
+			jsAPI + "DIRECT.GET.KV_" + RatesBucket + ".>",
+			jsAPI + "STREAM.MSG.GET.KV_" + RatesBucket,
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{inboxSub(RoleExecutor, ""), JobsConsumerCreatedSubject()}},
 	}

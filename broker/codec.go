@@ -32,7 +32,9 @@ const (
 
 // Tags of the optional integer fields.
 const (
-	tagDelayMS = 1 // Job.DelayMS, Result.DelayMS
+	tagDelayMS     = 1 // Job.DelayMS, Result.DelayMS
+	tagAttempts    = 2 // Result.Attempts
+	tagWaitedNanos = 3 // Result.WaitedNanos
 )
 
 // errCodec reports a malformed binary message.
@@ -253,6 +255,8 @@ func encodeResult(r *Result) []byte {
 	e.str(r.Continuation.Name)
 	e.raw(r.Continuation.State)
 	e.tagged(tagDelayMS, r.DelayMS)
+	e.tagged(tagAttempts, int64(r.Attempts))
+	e.tagged(tagWaitedNanos, r.WaitedNanos)
 	return e.b
 }
 
@@ -279,8 +283,13 @@ func decodeResult(data []byte) (*Result, error) {
 	r.Continuation.Name = d.str()
 	r.Continuation.State = d.raw()
 	d.tail(func(tag uint64, v int64) {
-		if tag == tagDelayMS {
+		switch tag {
+		case tagDelayMS:
 			r.DelayMS = v
+		case tagAttempts:
+			r.Attempts = int(v)
+		case tagWaitedNanos:
+			r.WaitedNanos = v
 		}
 	})
 	return r, d.done("result")

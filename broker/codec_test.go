@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"encoding/json"
 	"reflect"
 	"strings"
@@ -22,6 +23,30 @@ func sampleResult() *Result {
 		Body: []byte("héllo"), Truncated: true, Attempt: 2, Executor: "e1",
 		ReceivedAt: 1, StoredAt: 2, PickedAt: 3, FetchNanos: -4,
 		Continuation: Continuation{Name: "n", State: json.RawMessage(`[1]`)},
+		Attempts:     4, WaitedNanos: 2_000_000_123,
+	}
+}
+
+// TestResultVersion1StillDecodes: results written before attempts and
+// waited_ns existed (version 1: the same fields without the last two)
+// decode, with both 0.
+func TestResultOptionalFieldsCostNothingWhenZero(t *testing.T) {
+	r := sampleResult()
+	r.Attempts, r.WaitedNanos = 0, 0
+	plain, _ := r.Encode()
+	r.Attempts, r.WaitedNanos = 2, 1500
+	tagged, _ := r.Encode()
+	if len(tagged) <= len(plain) || !bytes.Equal(tagged[:len(plain)], plain) {
+		t.Fatalf("attempts and waited time should follow the fixed fields: %x vs %x", tagged, plain)
+	}
+	got, err := DecodeResult(tagged)
+	if err != nil || !reflect.DeepEqual(got, r) {
+		t.Fatalf("tagged result: got %+v, %v; want %+v", got, err, r)
+	}
+	bad := append([]byte{}, plain...)
+	bad[1] = 3
+	if _, err := DecodeResult(bad); err == nil {
+		t.Error("unknown version accepted")
 	}
 }
 

@@ -36,6 +36,9 @@ const (
 	CodeCanceled Code = "canceled"
 	// CodeAlreadyFinished answers a cancel of a job that has its final frame.
 	CodeAlreadyFinished Code = "already_finished"
+	// CodeCircuitOpen ends a job at once because its destination's circuit
+	// breaker is open (PROTOCOL.md §1.1): the host failed too often lately.
+	CodeCircuitOpen Code = "circuit_open"
 )
 
 // Codes lists every wire error code in a fixed order (metrics resolve one
@@ -45,6 +48,7 @@ func Codes() []Code {
 		CodeBadRequest, CodeInvalidURL, CodeBlockedDestination, CodeTooLarge, CodeQueueFull,
 		CodeTimeout, CodeFetchFailed, CodeUnauthorized, CodeInternal, CodeDeadLetter, CodeNotFound,
 		CodeResultExpired, CodeCanceled, CodeAlreadyFinished,
+		CodeCircuitOpen,
 	}
 }
 

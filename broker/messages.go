@@ -87,6 +87,13 @@ type Result struct {
 	Continuation Continuation `json:"continuation"`
 	// DelayMS is the job's DelayMS.
 	DelayMS int64 `json:"delay_ms,omitempty"`
+	// Attempts is how many requests the executor sent for the job in its
+	// last delivery (in-process retries and Retry-After waits included); 0
+	// in results of older versions.
+	Attempts int `json:"attempts,omitempty"`
+	// WaitedNanos is how long the job waited, without holding an executor
+	// slot, for its destination: its rate limit and Retry-After answers.
+	WaitedNanos int64 `json:"waited_ns,omitempty"`
 }
 
 // Encode returns the result's wire form (the compact binary form, codec.go).

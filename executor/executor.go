@@ -45,6 +45,15 @@ type Config struct {
 	Fetcher FetcherConfig `yaml:",inline"`
 	// Retry is the in-process retry policy for failed fetches.
 	Retry RetryPolicy `yaml:"retry"`
+	// Destinations are per-host politeness settings: a cluster-wide rate,
+	// and a concurrency cap overriding PerHostConcurrency (destinations.go).
+	Destinations []Destination `yaml:"destinations"`
+	// RetryAfterMax is the longest total wait a job makes for 429 and 503
+	// responses with Retry-After before their response is returned as the
+	// result. Default 60 s (DefaultRetryAfterMax).
+	RetryAfterMax time.Duration `yaml:"retry_after_max"`
+	// Circuit configures the per-host circuit breaker.
+	Circuit CircuitConfig `yaml:"circuit"`
 	// Policy is the destination policy (SSRF protection) New builds, unless
 	// Fetcher.Policy is set. Its zero value denies every special-purpose
 	// address range.
@@ -82,6 +91,10 @@ func (c Config) withDefaults() Config {
 	}
 	c.Fetcher = c.Fetcher.withDefaults()
 	c.Retry = c.Retry.withDefaults()
+	if c.RetryAfterMax == 0 {
+		c.RetryAfterMax = DefaultRetryAfterMax
+	}
+	c.Circuit = c.Circuit.withDefaults()
 	if c.Policy.MaxRedirects == 0 {
 		c.Policy.MaxRedirects = netpolicy.DefaultMaxRedirects
 	}
@@ -99,6 +112,7 @@ type Executor struct {
 
 	sem   chan struct{}
 	hosts *hostGate // nil: no per-host cap
+	pol   *polite   // destination politeness (politeness.go)
 	wg    sync.WaitGroup
 	mu    sync.Mutex
 	dlq   jetstream.ConsumeContext
@@ -123,6 +137,9 @@ type Executor struct {
 
 // New returns an executor that uses nc. It does not contact the server.
 func New(nc *nats.Conn, cfg Config) (*Executor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new executor: %w", err)
+	}
 	cfg = cfg.withDefaults()
 	if cfg.ID == "" {
 		host, _ := os.Hostname()
@@ -143,12 +160,11 @@ func New(nc *nats.Conn, cfg Config) (*Executor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new executor: jetstream: %w", err)
 	}
-	var hosts *hostGate
-	if cfg.PerHostConcurrency > 0 {
-		hosts = newHostGate(cfg.PerHostConcurrency, cfg.Concurrency*parkedPerSlot)
-	}
+	hosts := newHostGateFor(cfg)
 	inflight, abort := context.WithCancel(context.Background())
+	m := MetricsOf(cfg.Metrics)
 	return &Executor{
+		pol:      newPolite(cfg, m),
 		hosts:    hosts,
 		orig:     origins{pulls: map[string]*originPull{}, idle: map[string]struct{}{}},
 		cfg:      cfg,
@@ -159,7 +175,7 @@ func New(nc *nats.Conn, cfg Config) (*Executor, error) {
 		sem:      make(chan struct{}, cfg.Concurrency),
 		inflight: inflight,
 		abort:    abort,
-		m:        MetricsOf(cfg.Metrics),
+		m:        m,
 	}, nil
 }
 
@@ -190,11 +206,19 @@ func (e *Executor) Start(ctx context.Context) error {
 		}
 		return fmt.Errorf("executor start: %w", err)
 	}
+	if err := e.startPolite(ctx); err != nil {
+		e.cancels.stop()
+		if e.dlq != nil {
+			e.dlq.Stop()
+		}
+		return fmt.Errorf("executor start: %w", err)
+	}
 	if err := e.startOrigins(ctx); err != nil {
 		if e.dlq != nil {
 			e.dlq.Stop()
 		}
 		e.cancels.stop()
+		e.closePolite()
 		return fmt.Errorf("executor start: %w", err)
 	}
 	e.log.Info().Int("concurrency", e.cfg.Concurrency).Int("per_host_concurrency", e.cfg.PerHostConcurrency).Msg("executor consuming jobs")
@@ -213,6 +237,8 @@ type task struct {
 
 	// While the task waits for its host (hostGate):
 	stopWait func() // stops its in-progress acks
+
+	p taskPolite // destination politeness (politeness.go)
 }
 
 // handle runs on one origin's delivery goroutine. It checks the job and
@@ -224,9 +250,16 @@ type task struct {
 // same slots, as their turn comes.
 func (e *Executor) handle(msg jetstream.Msg) {
 	t := e.prepare(msg)
-	if t == nil {
+	if t == nil || e.holdForHost(t) {
 		return
 	}
+	e.admit(t)
+}
+
+// admit takes t's host slot (or parks t) and an executor slot, and runs t
+// on a worker goroutine.
+func (e *Executor) admit(t *task) {
+	msg := t.msg
 	if e.hosts != nil && t.host != "" {
 		switch e.hosts.acquire(t, e.blockedOnPark, e.startWaiting) {
 		case gateParked:
@@ -328,7 +361,7 @@ func (e *Executor) prepare(msg jetstream.Msg) *task {
 		return nil
 	}
 	t := &task{msg: msg, meta: meta, job: job, log: log, picked: picked, origin: job.Origin}
-	if e.hosts != nil {
+	if e.hosts != nil || e.pol != nil {
 		t.host = e.fetcher.destination(job.URL)
 	}
 	return t
@@ -343,10 +376,13 @@ func (e *Executor) process(t *task) {
 	ctx, done := e.cancels.run(e.inflight, cancelKey(job.Origin, job.ID))
 	defer done()
 	start := time.Now()
-	resp, ferr := e.fetchWithRetry(ctx, job, log)
+	resp, ferr := e.fetchWithRetry(ctx, t)
 	fetchDur := time.Since(start)
 	e.m.Fetched(fetchDur)
 	stopProgress()
+	if ferr == nil && e.waitRetryAfter(t, resp) {
+		return // held; runs again after the wait
+	}
 
 	res := &broker.Result{
 		JobID:        job.ID,
@@ -360,6 +396,8 @@ func (e *Executor) process(t *task) {
 		FetchNanos:   int64(fetchDur),
 		Continuation: job.Continuation,
 		DelayMS:      job.DelayMS,
+		Attempts:     t.p.attempts,
+		WaitedNanos:  int64(t.p.waited),
 	}
 	if ferr != nil {
 		if e.inflight.Err() != nil {
@@ -469,6 +507,9 @@ func (e *Executor) Shutdown(ctx context.Context) error {
 			_ = t.msg.Nak()
 		}
 	}
+	// Jobs held for their destination (rate, Retry-After) go back too,
+	// delayed by what is left of their wait.
+	e.closePolite()
 	e.waitDrained(ctx)
 	done := make(chan struct{})
 	go func() { e.wg.Wait(); close(done) }()

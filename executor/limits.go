@@ -68,6 +68,7 @@ const (
 // A hostGate is safe for concurrent use.
 type hostGate struct {
 	limit     int
+	limitOf   func(host string) int // per-host override of limit; nil: none
 	maxParked int
 	done      chan struct{} // closed by close
 
@@ -79,6 +80,7 @@ type hostGate struct {
 
 // hostLine is one host's slots in use and its waiting tasks, by origin.
 type hostLine struct {
+	limit   int
 	active  int
 	byOrig  map[string][]*task
 	turn    []string // origins with waiting tasks, in serving order
@@ -149,10 +151,13 @@ func (g *hostGate) acquire(t *task, onBlock func(*task, bool), onPark func(*task
 func (g *hostGate) take(host string) bool {
 	h := g.hosts[host]
 	if h == nil {
-		h = &hostLine{byOrig: make(map[string][]*task)}
+		h = &hostLine{limit: g.limit, byOrig: make(map[string][]*task)}
+		if g.limitOf != nil {
+			h.limit = g.limitOf(host)
+		}
 		g.hosts[host] = h
 	}
-	if h.active < g.limit {
+	if h.active < h.limit {
 		h.active++
 		return true
 	}

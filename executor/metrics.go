@@ -72,7 +72,12 @@ const metricsPart = "executor"
 //	pipeline_executor_dead_letters_total                        jobs moved to the dead-letter stream
 //	pipeline_executor_publish_failures_total                    results that could not be stored
 //	pipeline_executor_fetch_seconds                             outbound fetch time, retries included (histogram)
-//	pipeline_executor_waiting{reason="host_cap|share"}          delivered jobs waiting for their host / for an executor slot
+//	pipeline_executor_waiting{reason="host_cap|share|rate|retry_after"}  delivered jobs waiting for their host / an executor slot / a rate slot / a Retry-After
+//	pipeline_executor_held_total{reason="rate|retry_after|circuit"}     jobs held for their host (circuit: refused by an open circuit)
+//	pipeline_executor_circuits_open                             hosts whose circuit is open in this process
+//	pipeline_executor_rate_tokens                               leased rate slots not yet given to a job
+//	pipeline_executor_rate_tokens_leased_total                  rate slots leased from the shared schedules
+//	pipeline_executor_rate_leases_total                         leases (KV compare-and-set writes)
 //	pipeline_executor_origin_backlog{origin}                    jobs stored per origin, not yet acknowledged
 //
 // Label children are resolved when it is made: recording a job costs a few
@@ -90,6 +95,7 @@ type Metrics struct {
 	waitHost      prometheus.Gauge
 	waitShare     prometheus.Gauge
 	backlog       *prometheus.GaugeVec
+	polite        *politeMetrics // politemetrics.go
 
 	mu      sync.Mutex
 	origins map[string]struct{} // backlog label values set
@@ -140,7 +146,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	waiting := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: MetricWaiting,
-		Help: "Delivered jobs waiting in this process before their fetch starts, by reason: host_cap (their destination host is at executor.per_host_concurrency) or share (every executor slot is busy; origins with work take turns).",
+		Help: "Delivered jobs waiting in this process before their fetch starts, by reason: host_cap (their destination host is at executor.per_host_concurrency), share (every executor slot is busy; origins with work take turns), rate (waiting for a slot of the host's rate) or retry_after (waiting out a Retry-After).",
 	}, []string{LabelReason})
 	e.waitHost = waiting.WithLabelValues(WaitHostCap)
 	e.waitShare = waiting.WithLabelValues(WaitShare)
@@ -149,6 +155,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "Jobs stored for an origin and not yet acknowledged (queued or in flight), as the executors' origin discovery last read it.",
 	}, []string{LabelOrigin})
 	e.origins = map[string]struct{}{}
+	e.polite = newPoliteMetrics(reg, waiting)
 	reg.MustRegister(e.jobs, e.inflight, e.redeliveries, e.canceled, e.retries, e.deadLetters, e.publishFailed, e.fetchSeconds, waiting, e.backlog)
 	return e
 }
@@ -177,6 +184,8 @@ func (e *Metrics) Waiting(reason string, delta int) {
 		e.waitHost.Add(float64(delta))
 	case WaitShare:
 		e.waitShare.Add(float64(delta))
+	default:
+		e.polite.waiting(reason, delta)
 	}
 }
 

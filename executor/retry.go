@@ -7,10 +7,6 @@ import (
 	"net"
 	"net/http"
 	"time"
-
-	"github.com/rs/zerolog"
-
-	"github.com/pipeline-dev/pipeline/broker"
 )
 
 // RetryPolicy retries failed fetches inside one delivery: connect failures
@@ -59,7 +55,9 @@ func idempotent(method string) bool {
 	return false
 }
 
-// retryable reports whether a fetch outcome is worth another try.
+// retryable reports whether a fetch outcome is worth another try at once
+// (after a backoff). A 503 carrying Retry-After is not: the executor waits
+// as it asks (waitRetryAfter), holding no slot.
 func retryable(resp *Response, err error) bool {
 	if err != nil {
 		// Only connect failures: nothing reached the target. A timeout may
@@ -69,21 +67,37 @@ func retryable(resp *Response, err error) bool {
 		return errors.As(err, &op) && op.Op == "dial"
 	}
 	switch resp.Status {
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+	case http.StatusServiceUnavailable:
+		_, ra := parseRetryAfter(resp.Headers["retry-after"], time.Now())
+		return !ra
+	case http.StatusBadGateway, http.StatusGatewayTimeout:
 		return true
 	}
 	return false
 }
 
-// fetchWithRetry runs the job's fetch under the retry policy. Shutdown
-// (e.inflight) interrupts the backoff.
-func (e *Executor) fetchWithRetry(ctx context.Context, job *broker.Job, log zerolog.Logger) (*Response, error) {
+// fetchWithRetry runs t's fetch under the retry policy and t's host's
+// circuit breaker: an open circuit ends it at once with circuit_open.
+// Every request sent counts in t.p.attempts. Shutdown (e.inflight) or a
+// cancel of the job (ctx) interrupts the fetch and the backoff.
+func (e *Executor) fetchWithRetry(ctx context.Context, t *task) (*Response, error) {
+	job, log, host := t.job, t.log, t.p.host
+	cb := e.pol.circuits
 	n := e.cfg.Retry.Attempts
 	if !idempotent(job.Method) && !job.Retry {
 		n = 1
 	}
 	for try := 1; ; try++ {
+		if host != "" && !cb.allow(host) {
+			e.m.Held(WaitCircuit)
+			e.m.hostEvent(host, hostCircuitRefused)
+			return nil, cb.openError(host)
+		}
 		resp, err := e.fetcher.Fetch(ctx, job)
+		t.p.attempts++
+		if failed, known := hostOutcome(resp, err); known && host != "" && ctx.Err() == nil {
+			cb.record(host, failed)
+		}
 		if try >= n || !retryable(resp, err) {
 			return resp, err
 		}
@@ -96,11 +110,11 @@ func (e *Executor) fetchWithRetry(ctx context.Context, job *broker.Job, log zero
 		}
 		ev.Msg("fetch failed; retrying")
 		e.m.Retry()
-		t := time.NewTimer(d)
+		tm := time.NewTimer(d)
 		select {
-		case <-t.C:
+		case <-tm.C:
 		case <-ctx.Done():
-			t.Stop()
+			tm.Stop()
 			return resp, err
 		}
 	}

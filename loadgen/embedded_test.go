@@ -118,7 +118,12 @@ func TestEmbeddedErrorsByCode(t *testing.T) {
 	noLeaks(t)
 	// Allow every port of 127.0.0.1 so a closed port fails at connect time
 	// rather than at the destination policy.
-	s := startStack(t, func(c *config.Config) { c.Executor.Policy.Allow = []string{"127.0.0.1"} })
+	// The circuit breaker is off: 25 failures in a row would open it, and
+	// the point here is each failure's own code.
+	s := startStack(t, func(c *config.Config) {
+		c.Executor.Policy.Allow = []string{"127.0.0.1"}
+		c.Executor.Circuit.Failures = -1
+	})
 	tests := []struct {
 		name       string
 		url        string

@@ -279,6 +279,9 @@ type Timing struct {
 	TotalMS   float64 `json:"total_ms"`
 	// DelayMS is the start-fetch's delay_ms, for delayed jobs.
 	DelayMS float64 `json:"delay_ms,omitempty"`
+	// WaitedMS is how long the executor held the job back for its
+	// destination (rate limit, Retry-After) without a slot; 0 is left out.
+	WaitedMS float64 `json:"waited_ms,omitempty"`
 }
 
 type resultFrame struct {
@@ -291,8 +294,11 @@ type resultFrame struct {
 	BodyEncoding string            `json:"body_encoding"`
 	Truncated    bool              `json:"truncated"`
 	Attempt      int               `json:"attempt"`
-	Executor     string            `json:"executor"`
-	Timing       Timing            `json:"timing"`
+	// Attempts is the number of requests the executor sent (retries and
+	// Retry-After rounds included); left out by executors that do not say.
+	Attempts int    `json:"attempts,omitempty"`
+	Executor string `json:"executor"`
+	Timing   Timing `json:"timing"`
 }
 
 // encodeResult renders a result (or its error) as the client's final frame.
@@ -302,8 +308,9 @@ func encodeResult(clientID string, res *broker.Result, t Timing) []byte {
 	}
 	f := resultFrame{
 		Type: frameResult, ID: clientID, Job: res.JobID, Status: res.Status, Headers: res.Headers,
-		Truncated: res.Truncated, Attempt: res.Attempt, Executor: res.Executor, Timing: t,
+		Truncated: res.Truncated, Attempt: res.Attempt, Attempts: res.Attempts, Executor: res.Executor, Timing: t,
 	}
+	f.Timing.WaitedMS = ms(time.Duration(res.WaitedNanos))
 	if f.Headers == nil {
 		f.Headers = map[string]string{}
 	}

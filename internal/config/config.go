@@ -148,8 +148,9 @@ func Default() Config {
 
 // Load returns the defaults overlaid by the file at path (if path is not
 // empty) and then by environment variables from environ (os.Environ() form).
-// An unknown key, a value of the wrong type or an unreadable file is an
-// error naming the setting.
+// An unknown key, a value of the wrong type, a value out of range (such as
+// a negative destination rate) or an unreadable file is an error naming the
+// setting.
 func Load(path string, environ []string) (Config, error) {
 	c := Default()
 	if path != "" {
@@ -162,6 +163,9 @@ func Load(path string, environ []string) (Config, error) {
 		}
 	}
 	if err := applyEnv(&c, environ); err != nil {
+		return c, fmt.Errorf("load config: %w", err)
+	}
+	if err := c.Executor.Validate(); err != nil {
 		return c, fmt.Errorf("load config: %w", err)
 	}
 	return c, nil

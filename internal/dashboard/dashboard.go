@@ -21,7 +21,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pipeline-dev/pipeline/executor"
 )
+
+// topHosts is how many destination hosts the dashboard lists.
+const topHosts = 10
 
 //go:embed page.html
 var page []byte
@@ -43,6 +48,11 @@ type Config struct {
 	// MinInterval is the least time between two readings; polls in between
 	// share the last one. Default 250 ms.
 	MinInterval time.Duration
+	// Hosts, when set, returns up to n destination hosts with the most
+	// politeness events (executor.Metrics.TopHosts): hosts are never
+	// metric labels, so they come from the executors' in-memory counters.
+	// Default: none shown.
+	Hosts func(n int) []executor.HostStats
 
 	// now replaces time.Now (tests).
 	now func() time.Time
@@ -137,7 +147,11 @@ func (d *Dashboard) Stats() (Stats, error) {
 		d.prune(now)
 	}
 	cur := d.snaps[len(d.snaps)-1]
-	return statsOf(d.cfg.Title, d.cfg.Started, cur, d.base(now, d.cfg.RateWindow), d.base(now, d.cfg.LatencyWindow)), nil
+	st := statsOf(d.cfg.Title, d.cfg.Started, cur, d.base(now, d.cfg.RateWindow), d.base(now, d.cfg.LatencyWindow))
+	if d.cfg.Hosts != nil {
+		st.TopHosts = d.cfg.Hosts(topHosts)
+	}
+	return st, nil
 }
 
 // base is the reading a window of length w starts from: the oldest one

@@ -54,6 +54,20 @@ type Stats struct {
 	// every executor slot is busy with the origins' shares.
 	WaitingHostCap float64 `json:"waiting_host_cap"`
 	WaitingShare   float64 `json:"waiting_share"`
+	// WaitingRate and WaitingRetryAfter are the jobs held for their
+	// destination: for a slot of its rate, or out of a Retry-After.
+	WaitingRate       float64 `json:"waiting_rate"`
+	WaitingRetryAfter float64 `json:"waiting_retry_after"`
+	// HeldByReason counts holds since start by reason (rate, retry_after,
+	// circuit: refused by an open circuit).
+	HeldByReason map[string]float64 `json:"held_by_reason"`
+	// CircuitsOpen is the number of destination hosts whose circuit is
+	// open in this process; RateTokens the leased rate slots not yet used.
+	CircuitsOpen float64 `json:"circuits_open"`
+	RateTokens   float64 `json:"rate_tokens"`
+	// TopHosts are the destination hosts with the most politeness events
+	// (open circuits first), from the executors' in-memory counters.
+	TopHosts []executor.HostStats `json:"top_hosts"`
 	// OriginBacklog is the jobs stored per origin and not yet acknowledged,
 	// as this process's executors last read it (origins without jobs are
 	// left out).
@@ -90,6 +104,9 @@ type snapshot struct {
 	connections, inflight, seen    float64
 	queueDepth, ackPending         *float64
 	waitHost, waitShare            float64
+	waitRate, waitRetryAfter       float64
+	held                           map[string]float64
+	circuitsOpen, rateTokens       float64
 	backlog                        map[string]float64
 	execJobs, redeliveries, rpcCal float64
 	phases                         map[string]hist
@@ -115,7 +132,8 @@ func (s *snapshot) errorsTotal() float64 {
 
 // snapshotOf reduces gathered metric families.
 func snapshotOf(at time.Time, mfs []*dto.MetricFamily) *snapshot {
-	s := &snapshot{at: at, errors: map[string]float64{}, phases: map[string]hist{}, backlog: map[string]float64{}}
+	s := &snapshot{at: at, errors: map[string]float64{}, phases: map[string]hist{}, backlog: map[string]float64{},
+		held: map[string]float64{}}
 	for _, mf := range mfs {
 		switch mf.GetName() {
 		case origin.MetricFetchesTotal:
@@ -156,8 +174,22 @@ func snapshotOf(at time.Time, mfs []*dto.MetricFamily) *snapshot {
 					s.waitHost += m.GetGauge().GetValue()
 				case executor.WaitShare:
 					s.waitShare += m.GetGauge().GetValue()
+				case executor.WaitRate:
+					s.waitRate += m.GetGauge().GetValue()
+				case executor.WaitRetryAfter:
+					s.waitRetryAfter += m.GetGauge().GetValue()
 				}
 			}
+		case executor.MetricHeldTotal:
+			for _, m := range mf.GetMetric() {
+				if v := m.GetCounter().GetValue(); v > 0 {
+					s.held[label(m, executor.LabelReason)] = v
+				}
+			}
+		case executor.MetricCircuitsOpen:
+			s.circuitsOpen = sumGauge(mf)
+		case executor.MetricRateTokens:
+			s.rateTokens = sumGauge(mf)
 		case executor.MetricOriginBacklog:
 			for _, m := range mf.GetMetric() {
 				if v := m.GetGauge().GetValue(); v > 0 {
@@ -257,6 +289,11 @@ func statsOf(title string, started time.Time, cur, rateBase, latBase *snapshot) 
 		AckPending:        cur.ackPending,
 		WaitingHostCap:    cur.waitHost,
 		WaitingShare:      cur.waitShare,
+		WaitingRate:       cur.waitRate,
+		WaitingRetryAfter: cur.waitRetryAfter,
+		HeldByReason:      cur.held,
+		CircuitsOpen:      cur.circuitsOpen,
+		RateTokens:        cur.rateTokens,
 		OriginBacklog:     cur.backlog,
 		ErrorsByCode:      cur.errors,
 		DuplicatesTotal:   cur.duplicates,

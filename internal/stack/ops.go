@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pipeline-dev/pipeline/broker"
+	"github.com/pipeline-dev/pipeline/executor"
 	"github.com/pipeline-dev/pipeline/internal/dashboard"
 	"github.com/pipeline-dev/pipeline/internal/metrics"
 )
@@ -41,11 +42,15 @@ func (s *Stack) withOriginOps(h map[string]http.Handler) (map[string]http.Handle
 	if out == nil {
 		out = make(map[string]http.Handler)
 	}
-	d, err := dashboard.New(dashboard.Config{
+	dcfg := dashboard.Config{
 		Gatherer: s.metrics.Gatherer(),
 		Title:    "origin " + s.cfg.Origin.ID,
 		Started:  s.metrics.Started(),
-	})
+	}
+	if s.cfg.Executor.Count > 0 {
+		dcfg.Hosts = executor.MetricsOf(s.metrics).TopHosts
+	}
+	d, err := dashboard.New(dcfg)
 	if err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
 	}

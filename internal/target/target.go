@@ -44,9 +44,13 @@ type Server struct {
 	log zerolog.Logger
 }
 
-// Handler returns the target's routes.
+// Handler returns the target's routes. Each call has its own state (the
+// counters of /limited and /flaky).
 func Handler() http.Handler {
 	mux := http.NewServeMux()
+	pol := newPoliteness()
+	mux.HandleFunc("/limited", pol.limited)
+	mux.HandleFunc("/flaky", pol.flaky)
 	mux.HandleFunc("/echo", echo)
 	mux.HandleFunc("/delay", delay)
 	mux.HandleFunc("/bytes", byteCount)
@@ -62,7 +66,7 @@ func Handler() http.Handler {
 			return
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprint(w, "pipeline test target: /echo /delay?ms=N /bytes?n=N /status?code=N /redirect?to=URL /drip?n=N&ms=M\n")
+		fmt.Fprint(w, "pipeline test target: /echo /delay?ms=N /bytes?n=N /status?code=N /redirect?to=URL /drip?n=N&ms=M /limited?rate=N /flaky?key=K&fail=N\n")
 	})
 	return mux
 }

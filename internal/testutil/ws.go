@@ -26,6 +26,7 @@ type Frame struct {
 	BodyEncoding string            `json:"body_encoding"`
 	Truncated    bool              `json:"truncated"`
 	Attempt      int               `json:"attempt"`
+	Attempts     int               `json:"attempts"`
 	Executor     string            `json:"executor"`
 	State        string            `json:"state"`     // pending frames
 	Duplicate    bool              `json:"duplicate"` // enqueued for a known key
@@ -35,6 +36,7 @@ type Frame struct {
 		FetchMS   float64 `json:"fetch_ms"`
 		TotalMS   float64 `json:"total_ms"`
 		DelayMS   float64 `json:"delay_ms"`
+		WaitedMS  float64 `json:"waited_ms"`
 	} `json:"timing"`
 }
 
