@@ -60,6 +60,15 @@ func startExecutorProcess(t *testing.T, bin string, st *Stack, natsURL, id strin
 		"PIPELINE_STREAMS_ACK_WAIT="+st.cfg.Streams.AckWait.String(),
 		"PIPELINE_EXECUTOR_POLICY_ALLOW="+strings.TrimPrefix(st.TargetURL(), "http://"),
 	)
+	if a := st.cfg.NATS.Auth; a.Enabled {
+		// Only the executor's own user: no admin credentials, so the process
+		// does not provision and expects the streams to exist.
+		cmd.Env = append(cmd.Env,
+			"PIPELINE_NATS_AUTH_ENABLED=true",
+			"PIPELINE_NATS_AUTH_EXECUTOR_USER="+a.Executor.User,
+			"PIPELINE_NATS_AUTH_EXECUTOR_PASSWORD="+a.Executor.Password,
+		)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		f.Close()
@@ -130,13 +139,19 @@ func (p *executorProcess) stop(t *testing.T) {
 // executor: once it is consuming, it must take a share of the jobs. Then,
 // during a second batch, it is stopped with SIGTERM: it drains, exits 0, and
 // every fetch of both batches still ends exactly once.
+//
+// It runs with nats.auth on: every node has the accounts (the origin alone
+// in its own), and the process connects as the executor user from its
+// environment (PIPELINE_NATS_AUTH_*), as a deployed executor would.
 func TestClusterExecutorProcessJoinsAndLeavesMidLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the pipeline binary and starts a cluster: skipped with -short")
 	}
 	bin := buildPipeline(t) // before the clock starts
-	cl := startCluster(t, 3)
+	ac := authConfig()
+	cl := startClusterAuth(t, 3, ac)
 	cfg := clusterConfig(cl)
+	cfg.NATS.Auth = ac
 	cfg.Executor.Count = 1
 	cfg.Executor.Concurrency = 4 // 100 fetches/s at 40 ms: a backlog builds up
 	cfg.Executor.ID = "in-process"
