@@ -174,7 +174,14 @@ func TestNATSCommandFormsCluster(t *testing.T) {
 		t.Fatalf("publish to the R3 stream: %v", err)
 	}
 	cancel()
-	for range args {
+	waitStopped(t, done, len(args))
+}
+
+// waitStopped waits for n `pipeline nats` commands, whose context was
+// cancelled, to return on done without an error of their own.
+func waitStopped(t *testing.T, done <-chan error, n int) {
+	t.Helper()
+	for range n {
 		select {
 		case err := <-done:
 			if err != nil && !errors.Is(err, context.Canceled) {
@@ -250,12 +257,5 @@ func TestNATSCommandMonitorToken(t *testing.T) {
 		}
 	}
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("pipeline nats returned %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("pipeline nats did not stop 20 s after its context ended")
-	}
+	waitStopped(t, done, 1)
 }

@@ -20,7 +20,6 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/rs/zerolog"
 
-	"github.com/pipeline-dev/pipeline/internal/config"
 	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
@@ -46,9 +45,7 @@ func (c *countingWriter) Write(p []byte) (int, error) { c.n.Add(1); return len(p
 // PIPELINE_FLOOD_ONLY=<part of a phase name> runs only the matching flood
 // phases (after "no flood"), e.g. to profile one with -cpuprofile.
 func TestWrongTokenFlood(t *testing.T) {
-	if os.Getenv("PIPELINE_FLOOD") == "" {
-		t.Skip("measurement: run with PIPELINE_FLOOD=1")
-	}
+	measurement(t, "PIPELINE_FLOOD")
 	rate := envInt("PIPELINE_FLOOD_RATE", 5000)
 	secs := envInt("PIPELINE_FLOOD_SECONDS", 5)
 	var lines countingWriter
@@ -309,28 +306,18 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// measurement skips t unless environment variable gate is set: tests
+// that measure rather than check run only when asked for.
+func measurement(t *testing.T, gate string) {
+	t.Helper()
+	if os.Getenv(gate) == "" {
+		t.Skipf("measurement: run with %s=1", gate)
+	}
+}
+
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
 		return v
 	}
 	return def
-}
-
-// startConfiguredTo is startConfigured with its own logger.
-func startConfiguredTo(t *testing.T, cfg config.Config, log zerolog.Logger) *Stack {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	st, err := Start(ctx, cfg, log)
-	if err != nil {
-		t.Fatalf("start stack: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := st.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	return st
 }
