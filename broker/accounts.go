@@ -220,7 +220,7 @@ func (a AuthConfig) serverConf(s Subjects, pw func(Credentials) (string, error))
 	}
 	for _, id := range origins {
 		acc := quoteList([]string{OriginAccount(id)})
-		fmt.Fprintf(&b, "      # origin %s: its jobs (the PubAck flows back), its results consumer, its acks\n", id)
+		fmt.Fprintf(&b, "      # origin %s: its jobs and cancel marks (the PubAcks flow back), its results consumer, its acks\n", id)
 		for _, e := range originExports(s, id) {
 			if e.streamed {
 				fmt.Fprintf(&b, "      {service: %q, response_type: stream, accounts: [%s]}\n", e.subject, acc)
@@ -242,8 +242,8 @@ func (a AuthConfig) serverConf(s Subjects, pw func(Credentials) (string, error))
 	for _, id := range origins {
 		acc := OriginAccount(id)
 		fmt.Fprintf(&b, "  %s {\n", strconv.Quote(acc))
-		b.WriteString("    # its own finished-results bucket, nothing else\n")
-		fmt.Fprintf(&b, "    jetstream: {max_mem: %d, max_file: %d, max_streams: 1, max_consumers: 8}\n", maxStore, maxStore)
+		b.WriteString("    # its own finished-results bucket and delayed-jobs stream, nothing else\n")
+		fmt.Fprintf(&b, "    jetstream: {max_mem: %d, max_file: %d, max_streams: 2, max_consumers: 8}\n", maxStore, maxStore)
 		if err := writeUsers(&b, byAccount[acc], pw); err != nil {
 			return "", err
 		}
@@ -277,6 +277,7 @@ func originExports(s Subjects, originID string) []export {
 	next := "CONSUMER.MSG.NEXT." + ResultsStream + "." + cons
 	return []export{
 		{subject: s.Job(originID)},
+		{subject: s.Cancel(originID, "*")},
 		{subject: jsAPI + info, to: PipelineAPIPrefix + "." + info},
 		{subject: jsAPI + next, to: PipelineAPIPrefix + "." + next, streamed: true},
 		{subject: jsAck + ResultsStream + "." + cons + ".>"},

@@ -246,6 +246,7 @@ func OriginPermissions(s Subjects, originID string) *server.Permissions {
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
 			s.Job(originID),
+			s.Cancel(originID, "*"),
 			PipelineAPIPrefix + ".CONSUMER.INFO." + ResultsStream + "." + cons,
 			PipelineAPIPrefix + ".CONSUMER.MSG.NEXT." + ResultsStream + "." + cons,
 			jsAck + ResultsStream + "." + cons + ".>",
@@ -256,6 +257,17 @@ func OriginPermissions(s Subjects, originID string) *server.Permissions {
 			jsAPI + "STREAM.CREATE." + bucket,
 			jsAPI + "STREAM.UPDATE." + bucket,
 			jsAPI + "DIRECT.GET." + bucket + "." + finished,
+			// Its own delayed-jobs stream: schedules, its due consumer.
+			s.DelayedWildcard(),
+			jsAPI + "STREAM.INFO." + DelayedStream,
+			jsAPI + "STREAM.CREATE." + DelayedStream,
+			jsAPI + "STREAM.UPDATE." + DelayedStream,
+			jsAPI + "STREAM.MSG.DELETE." + DelayedStream,
+			jsAPI + "DIRECT.GET." + DelayedStream + "." + s.DelayedAt(originID, ">"),
+			jsAPI + "CONSUMER.CREATE." + DelayedStream + "." + DueConsumer(originID) + "." + s.DelayedDue(originID),
+			jsAPI + "CONSUMER.INFO." + DelayedStream + "." + DueConsumer(originID),
+			jsAPI + "CONSUMER.MSG.NEXT." + DelayedStream + "." + DueConsumer(originID),
+			jsAck + DelayedStream + "." + DueConsumer(originID) + ".>",
 			s.RPCGroup() + ".*",
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{inboxSub(RoleOrigin, originID)}},
@@ -289,6 +301,12 @@ func ExecutorPermissions(s Subjects) *server.Permissions {
 			jsAPI + "STREAM.INFO." + JobsStream,
 			jsAPI + "STREAM.MSG.GET." + JobsStream,
 			jsAPI + "STREAM.MSG.DELETE." + JobsStream,
+			// Following the cancel marks (an ordered consumer).
+			jsAPI + "STREAM.INFO." + CancelsStream,
+			jsAPI + "CONSUMER.CREATE." + CancelsStream + ".>",
+			jsAPI + "CONSUMER.INFO." + CancelsStream + ".*",
+			jsAPI + "CONSUMER.DELETE." + CancelsStream + ".*",
+			jsAPI + "CONSUMER.MSG.NEXT." + CancelsStream + ".*",
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{inboxSub(RoleExecutor, ""), JobsConsumerCreatedSubject()}},
 	}

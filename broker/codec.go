@@ -17,12 +17,22 @@ import (
 //	uvarint count of key/value string pairs, the result's error as a
 //	presence byte then code and message.
 //
+// Optional integer fields follow, each as a uvarint tag and a zig-zag varint
+// value, written only when not zero; decoders skip tags they do not know, so
+// a field added later never breaks an older reader, and a message without
+// the tail (an older writer) decodes with those fields zero.
+//
 // Decoders also accept the JSON form (first byte '{'), so messages written
 // by an older version still decode.
 const (
 	magicJob     = 'J'
 	magicResult  = 'R'
 	codecVersion = 1
+)
+
+// Tags of the optional integer fields.
+const (
+	tagDelayMS = 1 // Job.DelayMS, Result.DelayMS
 )
 
 // errCodec reports a malformed binary message.
@@ -139,6 +149,26 @@ func (d *decoder) headers() map[string]string {
 	return h
 }
 
+// tagged writes an optional integer field (nothing when v is 0).
+func (e *encoder) tagged(tag uint64, v int64) {
+	if v != 0 {
+		e.b = binary.AppendUvarint(e.b, tag)
+		e.int(v)
+	}
+}
+
+// tail reads the optional fields after the fixed ones, passing each to set
+// (which ignores tags it does not know).
+func (d *decoder) tail(set func(tag uint64, v int64)) {
+	for d.err == nil && len(d.b) > 0 {
+		tag := d.uvarint()
+		v := d.int()
+		if d.err == nil {
+			set(tag, v)
+		}
+	}
+}
+
 func (d *decoder) header(magic byte) {
 	p := d.next(2)
 	if p == nil || p[0] != magic || p[1] != codecVersion {
@@ -171,6 +201,7 @@ func encodeJob(j *Job) []byte {
 	e.int(j.ReceivedAt)
 	e.str(j.Continuation.Name)
 	e.raw(j.Continuation.State)
+	e.tagged(tagDelayMS, j.DelayMS)
 	return e.b
 }
 
@@ -190,6 +221,11 @@ func decodeJob(data []byte) (*Job, error) {
 	j.ReceivedAt = d.int()
 	j.Continuation.Name = d.str()
 	j.Continuation.State = d.raw()
+	d.tail(func(tag uint64, v int64) {
+		if tag == tagDelayMS {
+			j.DelayMS = v
+		}
+	})
 	return j, d.done("job")
 }
 
@@ -216,6 +252,7 @@ func encodeResult(r *Result) []byte {
 	e.int(r.FetchNanos)
 	e.str(r.Continuation.Name)
 	e.raw(r.Continuation.State)
+	e.tagged(tagDelayMS, r.DelayMS)
 	return e.b
 }
 
@@ -241,5 +278,10 @@ func decodeResult(data []byte) (*Result, error) {
 	r.FetchNanos = d.int()
 	r.Continuation.Name = d.str()
 	r.Continuation.State = d.raw()
+	d.tail(func(tag uint64, v int64) {
+		if tag == tagDelayMS {
+			r.DelayMS = v
+		}
+	})
 	return r, d.done("result")
 }

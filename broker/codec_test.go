@@ -175,3 +175,38 @@ func BenchmarkCodec(b *testing.B) {
 		}
 	})
 }
+
+func TestCodecOptionalTail(t *testing.T) {
+	j := &Job{ID: "j", Origin: "o", URL: "http://x/", Method: "GET", DelayMS: 2000}
+	got, err := DecodeJob(encodeJob(j))
+	if err != nil || got.DelayMS != 2000 {
+		t.Fatalf("job delay: %v %+v", err, got)
+	}
+	// A message without the tail (an older writer) decodes with zero.
+	j.DelayMS = 0
+	if got, err := DecodeJob(encodeJob(j)); err != nil || got.DelayMS != 0 {
+		t.Fatalf("no tail: %v %+v", err, got)
+	}
+	// An unknown tag (a newer writer) is skipped; a truncated tail fails.
+	data := append(encodeJob(j), 99, 4)
+	if _, err := DecodeJob(data); err != nil {
+		t.Fatalf("unknown tag: %v", err)
+	}
+	if _, err := DecodeJob(append(encodeJob(j), 99)); err == nil {
+		t.Fatal("truncated tail decoded")
+	}
+	r := &Result{JobID: "j", DelayMS: 7}
+	if got, err := DecodeResult(encodeResult(r)); err != nil || got.DelayMS != 7 {
+		t.Fatalf("result delay: %v %+v", err, got)
+	}
+}
+
+func TestKeyJobID(t *testing.T) {
+	a, b := KeyJobID("order-1"), KeyJobID("order-2")
+	if a == b || a != KeyJobID("order-1") || len(a) != 27 || a[0] != 'k' {
+		t.Fatalf("KeyJobID: %q %q", a, b)
+	}
+	if err := ValidateToken("job", a); err != nil {
+		t.Fatalf("KeyJobID %q is not a subject token: %v", a, err)
+	}
+}

@@ -29,6 +29,13 @@ const (
 	// CodeNotFound answers a get-result (or cancel) for a job the origin
 	// does not know (PROTOCOL.md §1.1).
 	CodeNotFound Code = "not_found"
+	// CodeResultExpired answers a get-result for a job known to have
+	// finished whose result is no longer retained (PROTOCOL.md §1.1).
+	CodeResultExpired Code = "result_expired"
+	// CodeCanceled is the final frame of a job canceled by a cancel frame.
+	CodeCanceled Code = "canceled"
+	// CodeAlreadyFinished answers a cancel of a job that has its final frame.
+	CodeAlreadyFinished Code = "already_finished"
 )
 
 // Codes lists every wire error code in a fixed order (metrics resolve one
@@ -37,6 +44,7 @@ func Codes() []Code {
 	return []Code{
 		CodeBadRequest, CodeInvalidURL, CodeBlockedDestination, CodeTooLarge, CodeQueueFull,
 		CodeTimeout, CodeFetchFailed, CodeUnauthorized, CodeInternal, CodeDeadLetter, CodeNotFound,
+		CodeResultExpired, CodeCanceled, CodeAlreadyFinished,
 	}
 }
 
@@ -139,4 +147,11 @@ func isStoreFull(err error) bool {
 		return d == server.ErrMaxMsgs.Error() || d == server.ErrMaxBytes.Error()
 	}
 	return false
+}
+
+// IsWrongLastMsgID reports whether err is JetStream refusing a publish whose
+// Nats-Expected-Last-Msg-Id did not match (nothing was stored).
+func IsWrongLastMsgID(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && server.ErrorIdentifier(apiErr.ErrorCode) == server.JSStreamWrongLastMsgIDErrF
 }

@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"crypto/sha256"
+	"encoding/base32"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -35,6 +37,9 @@ type Job struct {
 	// ReceivedAt is when the origin received the request (Unix nanoseconds).
 	ReceivedAt   int64        `json:"received_at"`
 	Continuation Continuation `json:"continuation"`
+	// DelayMS is the delay the client asked for (start-fetch delay_ms):
+	// the job reached the jobs stream this long after it was stored.
+	DelayMS int64 `json:"delay_ms,omitempty"`
 }
 
 // Encode returns the job's wire form (the compact binary form, codec.go).
@@ -80,6 +85,8 @@ type Result struct {
 	PickedAt     int64        `json:"picked_at"`
 	FetchNanos   int64        `json:"fetch_ns"`
 	Continuation Continuation `json:"continuation"`
+	// DelayMS is the job's DelayMS.
+	DelayMS int64 `json:"delay_ms,omitempty"`
 }
 
 // Encode returns the result's wire form (the compact binary form, codec.go).
@@ -120,3 +127,28 @@ func (r *Result) QueueDuration() time.Duration {
 // id: no origin can make another's job look like a duplicate by storing a
 // job with the same id first.
 func JobMsgID(originID, jobID string) string { return originID + "." + jobID }
+
+// KeyJobID is the job id of the job a client names with idempotency key key
+// (start-fetch "key", PROTOCOL.md §1.1): a fixed function of the key, so
+// that the jobs stream's de-duplication by Nats-Msg-Id (JobMsgID) stores at
+// most one job per key and origin within StreamsConfig.KeyWindow, across
+// connections and origin restarts, with no extra stored write. Keys are
+// scoped to an origin (JobMsgID carries the origin id). The id is "k"
+// followed by 26 base32 characters of the key's SHA-256 (128 bits), which
+// no server-named job id (a 22-character NUID) can equal.
+func KeyJobID(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	var b [27]byte
+	b[0] = 'k'
+	keyIDEncoding.Encode(b[1:], sum[:16])
+	return string(b[:])
+}
+
+// keyIDEncoding is lower-case base32 without padding: valid in subjects and
+// KV keys.
+var keyIDEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// IsKeyJobID reports whether job id was made by KeyJobID (a client's key
+// names it, so a key reused after the key window names a new job with the
+// same id), rather than by the server (never reused).
+func IsKeyJobID(id string) bool { return len(id) == 27 && id[0] == 'k' }

@@ -53,11 +53,22 @@ type StreamsConfig struct {
 	MaxJobs int64 `yaml:"max_jobs"`
 	// MaxJobBytes caps the jobs stream size. Default 1 GiB.
 	MaxJobBytes int64 `yaml:"max_job_bytes"`
+	// MaxDelayedBytes caps the delayed-jobs stream (start-fetch delay_ms)
+	// of each origin, or of all origins without auth; beyond it the oldest
+	// schedules are dropped (a stream with message schedules cannot refuse
+	// new ones). Default 256 MiB.
+	MaxDelayedBytes int64 `yaml:"max_delayed_bytes"`
 	// MaxResultBytes caps the results stream size. Default 1 GiB.
 	MaxResultBytes int64 `yaml:"max_result_bytes"`
 	// DuplicateWindow is how long a job id (Nats-Msg-Id) is remembered for
 	// de-duplication. Default 2 minutes.
 	DuplicateWindow time.Duration `yaml:"duplicate_window"`
+	// KeyWindow is how long an idempotency key (start-fetch "key") is
+	// remembered: within it an origin accepts at most one job per key
+	// (PROTOCOL.md §1.1). The jobs stream keeps every job id for
+	// max(DuplicateWindow, KeyWindow), which costs the server about 150
+	// bytes of memory per job stored within that window. Default 10 minutes.
+	KeyWindow time.Duration `yaml:"key_window"`
 	// AckWait is how long an executor may hold a job without acking or
 	// signalling progress before it is redelivered. Default DefaultAckWait.
 	AckWait time.Duration `yaml:"ack_wait"`
@@ -101,6 +112,9 @@ func (c StreamsConfig) Backoff() []time.Duration {
 
 // Validate reports a setting that cannot work.
 func (c StreamsConfig) Validate() error {
+	if c.KeyWindow < 0 {
+		return fmt.Errorf("streams.key_window %s: must not be negative", c.KeyWindow)
+	}
 	switch c.Storage {
 	case "", FileStorage, MemoryStorage:
 	default:
@@ -123,11 +137,17 @@ func (c StreamsConfig) withDefaults() StreamsConfig {
 	if d.MaxJobBytes == 0 {
 		d.MaxJobBytes = 1 << 30
 	}
+	if d.MaxDelayedBytes == 0 {
+		d.MaxDelayedBytes = 256 << 20
+	}
 	if d.MaxResultBytes == 0 {
 		d.MaxResultBytes = 1 << 30
 	}
 	if d.DuplicateWindow == 0 {
 		d.DuplicateWindow = 2 * time.Minute
+	}
+	if d.KeyWindow == 0 {
+		d.KeyWindow = 10 * time.Minute
 	}
 	if d.AckWait == 0 {
 		d.AckWait = DefaultAckWait
@@ -222,7 +242,7 @@ func provision(ctx context.Context, js jetstream.JetStream, c StreamsConfig) err
 		MaxBytes:    c.MaxJobBytes,
 		Storage:     storage,
 		Replicas:    c.Replicas,
-		Duplicates:  c.DuplicateWindow,
+		Duplicates:  max(c.DuplicateWindow, c.KeyWindow),
 		Metadata:    c.jobsTemplate().metadata(),
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, jobs); err != nil {
@@ -245,6 +265,9 @@ func provision(ctx context.Context, js jetstream.JetStream, c StreamsConfig) err
 	if err := dropLegacyConsumer(ctx, js); err != nil {
 		return err
 	}
+	if err := provisionCancels(ctx, js, c, storage); err != nil {
+		return err
+	}
 	for _, id := range c.Tenants {
 		if err := ValidateToken("origin id", id); err != nil {
 			return fmt.Errorf("provision: %w", err)
@@ -261,6 +284,9 @@ func provision(ctx context.Context, js jetstream.JetStream, c StreamsConfig) err
 	}
 	if len(c.Tenants) == 0 {
 		if err := ProvisionFinished(ctx, js, c); err != nil {
+			return err
+		}
+		if err := ProvisionDelayed(ctx, js, c); err != nil {
 			return err
 		}
 	}

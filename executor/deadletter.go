@@ -61,6 +61,7 @@ func (e *Executor) handleDeadLetter(msg jetstream.Msg) {
 			Message: fmt.Sprintf("job failed after %d deliveries (executors crashed or timed out); kept in the dead-letter queue", adv.Deliveries),
 		},
 		Continuation: job.Continuation,
+		DelayMS:      job.DelayMS,
 	}
 	if err := e.publish(res); err != nil {
 		e.m.PublishFailed()

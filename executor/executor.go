@@ -113,6 +113,7 @@ type Executor struct {
 	discoverDone chan struct{}
 	drained      []jetstream.ConsumeContext
 
+	cancels  cancels
 	ackWait  time.Duration
 	stopped  bool
 	inflight context.Context
@@ -183,10 +184,17 @@ func (e *Executor) Start(ctx context.Context) error {
 		}
 		e.dlq = dlq
 	}
+	if err := e.startCancels(ctx); err != nil {
+		if e.dlq != nil {
+			e.dlq.Stop()
+		}
+		return fmt.Errorf("executor start: %w", err)
+	}
 	if err := e.startOrigins(ctx); err != nil {
 		if e.dlq != nil {
 			e.dlq.Stop()
 		}
+		e.cancels.stop()
 		return fmt.Errorf("executor start: %w", err)
 	}
 	e.log.Info().Int("concurrency", e.cfg.Concurrency).Int("per_host_concurrency", e.cfg.PerHostConcurrency).Msg("executor consuming jobs")
@@ -312,6 +320,13 @@ func (e *Executor) prepare(msg jetstream.Msg) *task {
 		_ = msg.TermWithReason("job origin does not match its subject")
 		return nil
 	}
+	if e.cancels.canceled(cancelKey(job.Origin, job.ID)) {
+		// Its origin canceled it and answered its clients.
+		log.Debug().Msg("job canceled before it ran")
+		e.m.Canceled()
+		_ = msg.Ack()
+		return nil
+	}
 	t := &task{msg: msg, meta: meta, job: job, log: log, picked: picked, origin: job.Origin}
 	if e.hosts != nil {
 		t.host = e.fetcher.destination(job.URL)
@@ -325,8 +340,10 @@ func (e *Executor) process(t *task) {
 	// Long fetches tell the server the job is still being worked on, so it is
 	// not redelivered while in flight.
 	stopProgress := e.keepAlive(msg, e.fetcher.Timeout(job)*time.Duration(e.cfg.Retry.Attempts))
+	ctx, done := e.cancels.run(e.inflight, cancelKey(job.Origin, job.ID))
+	defer done()
 	start := time.Now()
-	resp, ferr := e.fetchWithRetry(job, log)
+	resp, ferr := e.fetchWithRetry(ctx, job, log)
 	fetchDur := time.Since(start)
 	e.m.Fetched(fetchDur)
 	stopProgress()
@@ -342,11 +359,19 @@ func (e *Executor) process(t *task) {
 		PickedAt:     t.picked.UnixNano(),
 		FetchNanos:   int64(fetchDur),
 		Continuation: job.Continuation,
+		DelayMS:      job.DelayMS,
 	}
 	if ferr != nil {
 		if e.inflight.Err() != nil {
 			// Aborted by a forced shutdown: leave the job for another executor.
 			_ = msg.Nak()
+			return
+		}
+		if ctx.Err() != nil {
+			// Canceled by its origin, which sent the final frame.
+			log.Debug().Msg("running fetch aborted: job canceled")
+			e.m.Canceled()
+			_ = msg.Ack()
 			return
 		}
 		res.Error = broker.ErrorOf(ferr)
@@ -456,6 +481,7 @@ func (e *Executor) Shutdown(ctx context.Context) error {
 		err = fmt.Errorf("executor shutdown: %w", ctx.Err())
 	}
 	e.abort()
+	e.cancels.stop()
 	e.fetcher.Close()
 	e.log.Info().Msg("executor stopped")
 	return err

@@ -21,6 +21,9 @@ const (
 	// MetricRedeliveriesTotal counts jobs received with a delivery count
 	// above 1.
 	MetricRedeliveriesTotal = "pipeline_executor_redeliveries_total"
+	// MetricCanceledTotal counts jobs dropped or aborted because their
+	// origin canceled them.
+	MetricCanceledTotal = "pipeline_executor_canceled_total"
 	// MetricFetchRetriesTotal counts in-process fetch retries.
 	MetricFetchRetriesTotal = "pipeline_executor_fetch_retries_total"
 	// MetricDeadLettersTotal counts jobs moved to the dead-letter stream.
@@ -64,6 +67,7 @@ const metricsPart = "executor"
 //	pipeline_executor_jobs_total{outcome="result|error",code}   jobs finished by this process
 //	pipeline_executor_inflight                                  jobs being fetched
 //	pipeline_executor_redeliveries_total                        jobs received with a delivery count above 1
+//	pipeline_executor_canceled_total                            jobs dropped or aborted: canceled by their origin
 //	pipeline_executor_fetch_retries_total                       in-process fetch retries
 //	pipeline_executor_dead_letters_total                        jobs moved to the dead-letter stream
 //	pipeline_executor_publish_failures_total                    results that could not be stored
@@ -78,6 +82,7 @@ type Metrics struct {
 	jobs          *metrics.OutcomeCounters
 	inflight      prometheus.Gauge
 	redeliveries  prometheus.Counter
+	canceled      prometheus.Counter
 	retries       prometheus.Counter
 	deadLetters   prometheus.Counter
 	publishFailed prometheus.Counter
@@ -111,6 +116,10 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 			Name: MetricRedeliveriesTotal,
 			Help: "Jobs received with a delivery count above 1 (an executor crashed, timed out or could not store the result).",
 		}),
+		canceled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: MetricCanceledTotal,
+			Help: "Jobs acknowledged without a fetch, or whose running fetch was aborted, because their origin canceled them.",
+		}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: MetricFetchRetriesTotal,
 			Help: "Outbound fetches retried inside one delivery (connect failures, 502/503/504).",
@@ -140,7 +149,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "Jobs stored for an origin and not yet acknowledged (queued or in flight), as the executors' origin discovery last read it.",
 	}, []string{LabelOrigin})
 	e.origins = map[string]struct{}{}
-	reg.MustRegister(e.jobs, e.inflight, e.redeliveries, e.retries, e.deadLetters, e.publishFailed, e.fetchSeconds, waiting, e.backlog)
+	reg.MustRegister(e.jobs, e.inflight, e.redeliveries, e.canceled, e.retries, e.deadLetters, e.publishFailed, e.fetchSeconds, waiting, e.backlog)
 	return e
 }
 
@@ -195,6 +204,13 @@ func (e *Metrics) Backlog(byOrigin map[string]uint64) {
 func (e *Metrics) Redelivered() {
 	if e != nil {
 		e.redeliveries.Inc()
+	}
+}
+
+// Canceled counts a job dropped or aborted because its origin canceled it.
+func (e *Metrics) Canceled() {
+	if e != nil {
+		e.canceled.Inc()
 	}
 }
 

@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"context"
 	"errors"
 	"math/rand/v2"
 	"net"
@@ -76,13 +77,13 @@ func retryable(resp *Response, err error) bool {
 
 // fetchWithRetry runs the job's fetch under the retry policy. Shutdown
 // (e.inflight) interrupts the backoff.
-func (e *Executor) fetchWithRetry(job *broker.Job, log zerolog.Logger) (*Response, error) {
+func (e *Executor) fetchWithRetry(ctx context.Context, job *broker.Job, log zerolog.Logger) (*Response, error) {
 	n := e.cfg.Retry.Attempts
 	if !idempotent(job.Method) && !job.Retry {
 		n = 1
 	}
 	for try := 1; ; try++ {
-		resp, err := e.fetcher.Fetch(e.inflight, job)
+		resp, err := e.fetcher.Fetch(ctx, job)
 		if try >= n || !retryable(resp, err) {
 			return resp, err
 		}
@@ -98,7 +99,7 @@ func (e *Executor) fetchWithRetry(job *broker.Job, log zerolog.Logger) (*Respons
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
-		case <-e.inflight.Done():
+		case <-ctx.Done():
 			t.Stop()
 			return resp, err
 		}

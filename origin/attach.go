@@ -3,6 +3,7 @@ package origin
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/pipeline-dev/pipeline/broker"
 )
@@ -12,8 +13,9 @@ const maxAttachPerJob = 64
 
 // Job states a pending frame reports (PROTOCOL.md §1.1).
 const (
-	stateQueued  = "queued"
-	stateRunning = "running"
+	stateQueued    = "queued"
+	stateRunning   = "running"
+	stateScheduled = "scheduled"
 )
 
 // inflight is the origin's index of its accepted jobs that have no final
@@ -28,8 +30,19 @@ type inflight struct {
 }
 
 type inflightJob struct {
-	// seq is the job's sequence in the jobs stream, once stored (0 before).
-	seq      uint64
+	// seq is the job's sequence in the jobs stream, once stored (0 before),
+	// or in the delayed stream while scheduled.
+	seq       uint64
+	scheduled bool
+	// followed marks an entry made only for connections waiting on a job
+	// this process did not start (a duplicate key, a job from before a
+	// restart): it goes when its last attachment does.
+	followed bool
+	// owner is the id of the session that started the job ("" once the
+	// entry only follows), received when its frame came. An id, not the
+	// session: a closed session's memory must not live on with its jobs.
+	owner    string
+	received time.Time
 	attached []attachment
 }
 
@@ -40,21 +53,32 @@ type attachment struct {
 	id   string
 }
 
-// add records an accepted job.
-func (f *inflight) add(job string) {
+// add records an accepted job. It reports false, recording nothing, when
+// the job is in flight already (a key-derived id started by another
+// connection of this process).
+func (f *inflight) add(job, owner string, received time.Time) bool {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.jobs == nil {
 		f.jobs = make(map[string]*inflightJob)
 	}
-	f.jobs[job] = &inflightJob{}
-	f.mu.Unlock()
+	if j, ok := f.jobs[job]; ok && !j.followed {
+		return false
+	} else if ok {
+		j.followed = false // this process now owns it: its result clears the entry
+		j.owner, j.received = owner, received
+		return true
+	}
+	f.jobs[job] = &inflightJob{owner: owner, received: received}
+	return true
 }
 
-// stored records the job's stream sequence.
-func (f *inflight) stored(job string, seq uint64) {
+// stored records the job's stream sequence: in the delayed stream while
+// scheduled, then in the jobs stream.
+func (f *inflight) stored(job string, seq uint64, scheduled bool) {
 	f.mu.Lock()
 	if j := f.jobs[job]; j != nil {
-		j.seq = seq
+		j.seq, j.scheduled = seq, scheduled
 	}
 	f.mu.Unlock()
 }
@@ -73,19 +97,29 @@ func (f *inflight) remove(job string) []attachment {
 
 // attach adds a connection waiting for job. It reports whether the job is
 // in flight (then seq is its stream sequence, 0 while it is being stored)
-// and whether the attachment was taken (false beyond maxAttachPerJob).
-func (f *inflight) attach(job string, a attachment) (seq uint64, found, taken bool) {
+// and whether the attachment was taken (false beyond maxAttachPerJob). With
+// follow, a job not in flight here gets an entry (found is then false, taken
+// true): the caller knows the job exists elsewhere.
+func (f *inflight) attach(job string, a attachment, follow bool) (st jobRef, found, taken bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	j := f.jobs[job]
 	if j == nil {
-		return 0, false, false
+		if !follow {
+			return jobRef{}, false, false
+		}
+		if f.jobs == nil {
+			f.jobs = make(map[string]*inflightJob)
+		}
+		f.jobs[job] = &inflightJob{followed: true, attached: []attachment{a}}
+		return jobRef{}, false, true
 	}
+	ref := jobRef{seq: j.seq, scheduled: j.scheduled}
 	if len(j.attached) >= maxAttachPerJob {
-		return j.seq, true, false
+		return ref, true, false
 	}
 	j.attached = append(j.attached, a)
-	return j.seq, true, true
+	return ref, true, true
 }
 
 // detach removes attachment a of job and reports whether it was still
@@ -100,24 +134,65 @@ func (f *inflight) detach(job string, a attachment) bool {
 	for i, x := range j.attached {
 		if x == a {
 			j.attached = append(j.attached[:i], j.attached[i+1:]...)
+			if j.followed && len(j.attached) == 0 {
+				delete(f.jobs, job)
+			}
 			return true
 		}
 	}
 	return false
 }
 
+// disown turns job's entry into one that only follows the job (it was
+// stored before by another process or an earlier run): it goes with its
+// last attachment or with the job's result.
+func (f *inflight) disown(job string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if j := f.jobs[job]; j != nil {
+		j.followed, j.owner = true, ""
+		if len(j.attached) == 0 {
+			delete(f.jobs, job)
+		}
+	}
+}
+
+// lookup returns where job is stored, its owner and when its frame came,
+// and whether it is in flight here.
+func (f *inflight) lookup(job string) (ref jobRef, owner string, received time.Time, found bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	j := f.jobs[job]
+	if j == nil {
+		return jobRef{}, "", time.Time{}, false
+	}
+	return jobRef{seq: j.seq, scheduled: j.scheduled}, j.owner, j.received, true
+}
+
 // finishJob ends a job in the index and sends its final frame to every
 // connection attached to it.
 func (s *Server) finishJob(res *broker.Result) {
 	for _, a := range s.inflight.remove(res.JobID) {
+		a.sess.attached.Add(-1)
 		a.sess.queueFinal(a.id, res)
 	}
 }
 
-// jobState tells whether the job at stream sequence seq is still waiting
-// for an executor or was handed to one (from this origin's jobs consumer). Unknown (seq 0, or the consumer
-// cannot be read) counts as queued.
-func (s *Server) jobState(ctx context.Context, seq uint64) string {
+// jobRef is where an in-flight job is stored.
+type jobRef struct {
+	seq       uint64
+	scheduled bool
+}
+
+// jobState tells whether the job stored at ref is scheduled (delayed), still
+// waiting for an executor, or was handed to one (from this origin's jobs
+// consumer). Unknown (seq 0, or the consumer cannot be read) counts as
+// queued.
+func (s *Server) jobState(ctx context.Context, ref jobRef) string {
+	if ref.scheduled {
+		return stateScheduled
+	}
+	seq := ref.seq
 	if seq == 0 {
 		return stateQueued
 	}

@@ -13,9 +13,17 @@ type dedup struct {
 	mu     sync.Mutex
 	window time.Duration
 	max    int
-	state  map[string]bool // job id → done (false: running)
-	order  []dedupEntry    // FIFO of finished jobs, for eviction
+	state  map[string]dedupState // by job id
+	order  []dedupEntry          // FIFO of finished jobs, for eviction
 	head   int
+}
+
+// dedupState is one job's entry: the ReceivedAt of the job generation seen
+// (a key reused after the key window makes a new job under the same id,
+// broker.KeyJobID) and whether its continuation finished.
+type dedupState struct {
+	gen  int64
+	done bool
 }
 
 type dedupEntry struct {
@@ -24,18 +32,21 @@ type dedupEntry struct {
 }
 
 func newDedup(window time.Duration, max int) *dedup {
-	return &dedup{window: window, max: max, state: make(map[string]bool)}
+	return &dedup{window: window, max: max, state: make(map[string]dedupState)}
 }
 
-// begin reports whether the caller should run the continuation for id; it
-// marks id as running. False means it ran or is running already.
-func (d *dedup) begin(id string) bool {
+// begin reports whether the caller should run the continuation for job id
+// of generation gen (its ReceivedAt); it marks it as running. False means it
+// ran or is running already. A finished entry of another generation (an
+// older job under the same key-derived id) is replaced; generation 0 (not
+// known) matches any.
+func (d *dedup) begin(id string, gen int64) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if _, seen := d.state[id]; seen {
+	if st, seen := d.state[id]; seen && (st.gen == gen || st.gen == 0 || gen == 0 || !st.done) {
 		return false
 	}
-	d.state[id] = false
+	d.state[id] = dedupState{gen: gen}
 	return true
 }
 
@@ -44,7 +55,9 @@ func (d *dedup) finish(id string) {
 	now := time.Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.state[id] = true
+	st := d.state[id]
+	st.done = true
+	d.state[id] = st
 	d.order = append(d.order, dedupEntry{id: id, exp: now.Add(d.window)})
 	for d.head < len(d.order) {
 		e := d.order[d.head]

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/pipeline-dev/pipeline/broker"
@@ -21,13 +22,20 @@ const (
 	frameResult     = "result"
 	frameError      = "error"
 	framePending    = "pending"
+	frameCancel     = "cancel"
+	frameCanceled   = "canceled"
 )
+
+// maxDelayMS caps start-fetch delay_ms (PROTOCOL.md §1.1): one day.
+const maxDelayMS = 86_400_000
 
 // clientFrame is any client → origin frame.
 type clientFrame struct {
 	Type         string            `json:"type"`
 	ID           string            `json:"id"`
 	Job          string            `json:"job"`
+	Key          string            `json:"key"`
+	DelayMS      int64             `json:"delay_ms"`
 	URL          string            `json:"url"`
 	Method       string            `json:"method"`
 	Headers      map[string]string `json:"headers"`
@@ -47,6 +55,11 @@ type FetchRequest struct {
 	TimeoutMS int64
 	// Retry lets the executor retry a non-idempotent method.
 	Retry bool
+	// Key, when set, names the job (broker.KeyJobID): at most one job per
+	// key is stored within the key window (PROTOCOL.md §1.1).
+	Key string
+	// Delay holds the job back from executors this long after it is stored.
+	Delay time.Duration
 }
 
 // limits the frame parser enforces.
@@ -96,18 +109,33 @@ func parseFrame(data []byte) (*clientFrame, *broker.Error) {
 		return &f, broker.Errorf(broker.CodeBadRequest, "id must be 1..128 printable ASCII characters")
 	}
 	switch f.Type {
-	case frameStartFetch, frameGetResult:
+	case frameStartFetch, frameGetResult, frameCancel:
 	case "":
 		return &f, broker.Errorf(broker.CodeBadRequest, "missing type")
 	default:
 		return &f, broker.Errorf(broker.CodeBadRequest, "unknown type %q", truncate(f.Type, 64))
 	}
+	if f.Key != "" && !validID(f.Key) {
+		return &f, broker.Errorf(broker.CodeBadRequest, "key must be 1..128 printable ASCII characters")
+	}
+	if f.Type != frameStartFetch && f.Job != "" && f.Key != "" {
+		return &f, broker.Errorf(broker.CodeBadRequest, "%s takes a job or a key, not both", f.Type)
+	}
 	return &f, nil
+}
+
+// target is the job a get-result or cancel frame names: by job id, or by
+// key (broker.KeyJobID). Empty when it names neither.
+func (f *clientFrame) target() string {
+	if f.Key != "" {
+		return broker.KeyJobID(f.Key)
+	}
+	return f.Job
 }
 
 // fetchRequest validates a start-fetch frame's fields.
 func (f *clientFrame) fetchRequest(l limits) (FetchRequest, *broker.Error) {
-	req := FetchRequest{URL: f.URL, Method: f.Method, Headers: f.Headers, TimeoutMS: f.TimeoutMS, Retry: f.Retry}
+	req := FetchRequest{URL: f.URL, Method: f.Method, Headers: f.Headers, TimeoutMS: f.TimeoutMS, Retry: f.Retry, Key: f.Key}
 	if err := checkURL(f.URL, l.maxURL); err != nil {
 		return req, err
 	}
@@ -144,6 +172,10 @@ func (f *clientFrame) fetchRequest(l limits) (FetchRequest, *broker.Error) {
 	if len(req.Body) > l.maxBody {
 		return req, broker.Errorf(broker.CodeTooLarge, "body is %d bytes, limit %d", len(req.Body), l.maxBody)
 	}
+	if f.DelayMS < 0 || f.DelayMS > maxDelayMS {
+		return req, broker.Errorf(broker.CodeBadRequest, "delay_ms must be 0..%d", maxDelayMS)
+	}
+	req.Delay = time.Duration(f.DelayMS) * time.Millisecond
 	if req.TimeoutMS < 0 || req.TimeoutMS > l.maxTimeoutMS {
 		return req, broker.Errorf(broker.CodeBadRequest, "timeout_ms must be 0..%d", l.maxTimeoutMS)
 	}
@@ -219,6 +251,16 @@ type enqueuedFrame struct {
 	Type string `json:"type"`
 	ID   string `json:"id"`
 	Job  string `json:"job"`
+	// Duplicate says the frame's key named a job that already existed:
+	// nothing new was stored (PROTOCOL.md §1.1).
+	Duplicate bool `json:"duplicate,omitempty"`
+}
+
+// canceledFrame answers a cancel of a job that had no final frame yet.
+type canceledFrame struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
+	Job  string `json:"job"`
 }
 
 type errorFrame struct {
@@ -235,6 +277,8 @@ type Timing struct {
 	QueueMS   float64 `json:"queue_ms"`
 	FetchMS   float64 `json:"fetch_ms"`
 	TotalMS   float64 `json:"total_ms"`
+	// DelayMS is the start-fetch's delay_ms, for delayed jobs.
+	DelayMS float64 `json:"delay_ms,omitempty"`
 }
 
 type resultFrame struct {

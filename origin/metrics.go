@@ -19,6 +19,11 @@ const (
 	MetricJobsEnqueuedTotal = "pipeline_origin_jobs_enqueued_total"
 	// MetricDuplicatesSuppressedTotal counts redelivered results dropped.
 	MetricDuplicatesSuppressedTotal = "pipeline_origin_duplicates_suppressed_total"
+	// MetricDuplicateKeysTotal counts start-fetch frames whose key named an
+	// existing job (nothing stored), and MetricCanceledTotal jobs canceled
+	// by a cancel frame.
+	MetricDuplicateKeysTotal = "pipeline_origin_duplicate_keys_total"
+	MetricCanceledTotal      = "pipeline_origin_canceled_total"
 	// MetricWSConnections is the number of open WebSocket sessions.
 	MetricWSConnections = "pipeline_origin_ws_connections"
 	// MetricInflightFetches is the number of accepted fetches without a
@@ -86,6 +91,8 @@ type Metrics struct {
 	fetches    *metrics.OutcomeCounters
 	enqueued   prometheus.Counter
 	duplicates prometheus.Counter
+	dupKeys    prometheus.Counter
+	canceled   prometheus.Counter
 	conns      prometheus.Gauge
 	refusedMax prometheus.Counter
 	slow       prometheus.Counter
@@ -123,6 +130,14 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		Name: MetricDuplicatesSuppressedTotal,
 		Help: "Results dropped because their job's continuation had already run (redeliveries).",
 	})
+	o.dupKeys = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: MetricDuplicateKeysTotal,
+		Help: "Start-fetch frames whose key named an existing job: nothing was stored, the frame follows that job.",
+	})
+	o.canceled = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: MetricCanceledTotal,
+		Help: "Jobs canceled by a cancel frame before their final frame.",
+	})
 	o.conns = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: MetricWSConnections,
 		Help: "Open WebSocket sessions.",
@@ -144,7 +159,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	for i, p := range Phases() {
 		o.phases[i] = phases.WithLabelValues(p)
 	}
-	reg.MustRegister(o.fetches, o.enqueued, o.duplicates, o.conns, refused, o.slow, phases,
+	reg.MustRegister(o.fetches, o.enqueued, o.duplicates, o.dupKeys, o.canceled, o.conns, refused, o.slow, phases,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: MetricInflightFetches,
 			Help: "Accepted fetches whose final frame has not been sent yet.",
@@ -183,6 +198,20 @@ func (o *Metrics) Enqueued() {
 func (o *Metrics) Duplicate() {
 	if o != nil {
 		o.duplicates.Inc()
+	}
+}
+
+// DuplicateKey counts a start-fetch whose key named an existing job.
+func (o *Metrics) DuplicateKey() {
+	if o != nil {
+		o.dupKeys.Inc()
+	}
+}
+
+// Canceled counts a job canceled before its final frame.
+func (o *Metrics) Canceled() {
+	if o != nil {
+		o.canceled.Inc()
 	}
 }
 

@@ -96,3 +96,12 @@ func (o *outbox) size() (frames, bytes int) {
 	defer o.mu.Unlock()
 	return len(o.frames) - o.head, o.bytes
 }
+
+// clear drops every queued frame and releases the queue's memory: a closed
+// session's frames will never be written, and the session itself may stay
+// referenced a while (by jobs it waits for).
+func (o *outbox) clear() {
+	o.mu.Lock()
+	o.frames, o.head, o.bytes = nil, 0, 0
+	o.mu.Unlock()
+}

@@ -88,6 +88,10 @@ type Config struct {
 	// DedupWindow is how long finished job ids are remembered to suppress
 	// duplicate results. Default 10 minutes.
 	DedupWindow time.Duration `yaml:"dedup_window"`
+	// KeyWindow is the jobs stream's key window (broker.StreamsConfig
+	// KeyWindow): how long a start-fetch key names its job. Default 10
+	// minutes.
+	KeyWindow time.Duration `yaml:"-"`
 	// Replicas for the origin's results consumer (3 on a cluster). Default 1.
 	Replicas int `yaml:"-"`
 	// ResultAckWait is how long a result delivered to this origin may stay
@@ -176,6 +180,9 @@ func (c Config) withDefaults() Config {
 	if c.ResultAckWait <= 0 {
 		c.ResultAckWait = broker.DefaultAckWait
 	}
+	if c.KeyWindow <= 0 {
+		c.KeyWindow = broker.DefaultStreamsConfig().KeyWindow
+	}
 	if c.DedupWindow <= 0 {
 		c.DedupWindow = 10 * time.Minute
 	}
@@ -225,6 +232,8 @@ type Server struct {
 	acks     chan resultAck
 	ackDone  chan struct{}
 	cc       jetstream.ConsumeContext
+	dueCC    jetstream.ConsumeContext // moves due delayed jobs (delayed.go)
+	cancels  cancels
 	closing  atomic.Bool
 	serveErr chan error
 
@@ -232,6 +241,15 @@ type Server struct {
 	m         *Metrics // nil: no metrics
 	ready     *metrics.Readiness
 	untrackIF func()
+
+	// delayMu guards the delayed-jobs stream's size estimate (delayed.go).
+	delayMu               sync.Mutex
+	delayChecked          time.Time
+	delayUsed, delayLimit int64
+	// keyMu guards keyCheckUntil and keyReconnects (keyed.go).
+	keyMu         sync.Mutex
+	keyCheckUntil time.Time
+	keyReconnects uint64
 
 	// Counters, for tests and metrics.
 	duplicates atomic.Int64
@@ -385,6 +403,14 @@ func (s *Server) Start(ctx context.Context) error {
 			s.log.Warn().Err(err).Msg("jobs consumer not created; executors find this origin's jobs on their next discovery")
 		}
 	}
+	if s.cfg.OwnAccount != nil {
+		if err := broker.ProvisionDelayed(ctx, s.js, *s.cfg.OwnAccount); err != nil {
+			return fmt.Errorf("origin %s: own delayed-jobs stream: %w", s.cfg.ID, err)
+		}
+	}
+	if err := s.startMover(ctx); err != nil {
+		return err
+	}
 	kv, err := s.js.KeyValue(ctx, broker.FinishedBucket)
 	switch {
 	case err == nil:
@@ -392,10 +418,12 @@ func (s *Server) Start(ctx context.Context) error {
 	case errors.Is(err, jetstream.ErrBucketNotFound):
 		s.log.Warn().Msg("finished-results bucket disabled: no get-result, de-duplication across restarts only within one process")
 	default:
+		s.dueCC.Stop()
 		return fmt.Errorf("origin %s: finished-results bucket: %w", s.cfg.ID, err)
 	}
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
+		s.dueCC.Stop()
 		return fmt.Errorf("origin %s: listen: %w", s.cfg.ID, err)
 	}
 	// Bounded by bytes, not count: results carry bodies up to 1 MiB, and a
@@ -408,9 +436,12 @@ func (s *Server) Start(ctx context.Context) error {
 		}))...)
 	if err != nil {
 		ln.Close()
+		s.dueCC.Stop()
 		return fmt.Errorf("origin %s: consume results: %w", s.cfg.ID, err)
 	}
 	s.cc = cc
+	s.keyReconnects = s.nc.Stats().Reconnects
+	s.keyCheckUntil = time.Now().Add(s.cfg.KeyWindow)
 	go s.ackLoop()
 	s.ln = ln
 	mux := http.NewServeMux()
@@ -513,8 +544,13 @@ func (s *Server) ProxyFetch(ctx context.Context, req FetchRequest, name string, 
 }
 
 func (s *Server) newJob(req FetchRequest, clientID string, cont broker.Continuation, received time.Time) *broker.Job {
+	id := nuid.Next()
+	if req.Key != "" {
+		id = broker.KeyJobID(req.Key)
+	}
 	return &broker.Job{
-		ID:           nuid.Next(),
+		ID:           id,
+		DelayMS:      req.Delay.Milliseconds(),
 		Origin:       s.cfg.ID,
 		ClientID:     clientID,
 		URL:          req.URL,
@@ -543,7 +579,13 @@ func (s *Server) publish(job *broker.Job) (jetstream.PubAckFuture, error) {
 	if err != nil {
 		return nil, err
 	}
-	fut, err := s.js.PublishAsync(s.cfg.Subjects.Job(s.cfg.ID), data, jetstream.WithMsgID(broker.JobMsgID(s.cfg.ID, job.ID)))
+	var fut jetstream.PubAckFuture
+	if job.DelayMS > 0 {
+		due := time.Unix(0, job.ReceivedAt).Add(time.Duration(job.DelayMS) * time.Millisecond)
+		fut, err = s.js.PublishMsgAsync(broker.DelayedJobMsg(s.cfg.Subjects, s.cfg.ID, job.ID, data, due))
+	} else {
+		fut, err = s.js.PublishAsync(s.cfg.Subjects.Job(s.cfg.ID), data, jetstream.WithMsgID(broker.JobMsgID(s.cfg.ID, job.ID)))
+	}
 	if err != nil {
 		return nil, s.publishErr(err)
 	}
@@ -570,7 +612,7 @@ func (s *Server) onResult(msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	if !s.dedup.begin(res.JobID) {
+	if !s.dedup.begin(res.JobID, generation(res)) {
 		s.suppress(msg, res)
 		return
 	}
@@ -578,7 +620,7 @@ func (s *Server) onResult(msg jetstream.Msg) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		prev, err := s.finished.get(ctx, res.JobID)
 		cancel()
-		if err == nil && prev != nil {
+		if err == nil && prev != nil && generation(prev) == generation(res) {
 			s.dedup.finish(res.JobID)
 			s.suppress(msg, res)
 			return
@@ -613,6 +655,17 @@ func (s *Server) onResult(msg jetstream.Msg) {
 		s.log.Warn().Err(err).Str("job", res.JobID).Msg("finished result not stored; get-result will not find it")
 	}
 	s.acks <- resultAck{msg: msg, job: res.JobID, fut: fut}
+}
+
+// generation tells apart jobs under one id: only a key's job id
+// (broker.KeyJobID) names a new job when the key is used again after the key
+// window; such jobs differ by when their request came. Server-named ids are
+// never reused: every result under one is the same job's.
+func generation(res *broker.Result) int64 {
+	if broker.IsKeyJobID(res.JobID) {
+		return res.ReceivedAt
+	}
+	return 0
 }
 
 func (s *Server) suppress(msg jetstream.Msg, res *broker.Result) {
@@ -707,6 +760,9 @@ closeSessions:
 	}
 	s.sessMu.Unlock()
 	s.sessWG.Wait()
+	if s.dueCC != nil {
+		s.dueCC.Stop()
+	}
 	if s.cc != nil {
 		s.cc.Drain()
 		select {

@@ -56,7 +56,11 @@ type session struct {
 	acks    chan *pendingFetch
 	// ackRunning is set while an ackLoop goroutine runs.
 	ackRunning atomic.Bool
-	done       chan struct{}
+	// attached counts this connection's attachments to jobs it did not
+	// start (get-result pending, duplicate keys) not yet answered; they
+	// count against MaxInFlight and the send queue like pending fetches.
+	attached atomic.Int64
+	done     chan struct{}
 
 	// state is the default continuation's state for this session, encoded once.
 	state json.RawMessage
@@ -79,6 +83,13 @@ type pendingFetch struct {
 	received time.Time
 	enqueued time.Time
 	fut      jetstream.PubAckFuture
+	// keyed: the client named the job with a key (a duplicate is possible).
+	keyed bool
+	// delayed: the job waits in the delayed stream first.
+	delayed bool
+	// republished: the job was published again after an uncertain first
+	// attempt, so a duplicate PubAck may be that attempt's.
+	republished bool
 	// enqueuedSent is set once the enqueued frame is queued; a result that
 	// arrives before that (possible with a 0 ms target) waits in early.
 	enqueuedSent bool
@@ -246,7 +257,7 @@ func (c *session) waitForRoom() bool {
 // fetches in flight pass half of the queue's bounds.
 func (c *session) congested() bool {
 	c.mu.Lock()
-	owed := 2 * len(c.pending)
+	owed := 2*len(c.pending) + int(c.attached.Load())
 	c.mu.Unlock()
 	frames, bytes := c.out.size()
 	return 2*(frames+owed) > c.out.maxFrames || 2*bytes > c.out.maxBytes
@@ -278,59 +289,92 @@ func (c *session) handleFrame(data []byte, received time.Time) {
 		c.getResult(f)
 	case frameStartFetch:
 		c.startFetch(f, received)
+	case frameCancel:
+		c.cancel(f)
 	}
 }
 
 func (c *session) getResult(f *clientFrame) {
-	if f.Job == "" {
-		c.queue(encodeError(f.ID, "", broker.Errorf(broker.CodeBadRequest, "get-result needs a job id")))
+	job := f.target()
+	if job == "" {
+		c.queue(encodeError(f.ID, "", broker.Errorf(broker.CodeBadRequest, "get-result needs a job id or a key")))
 		return
 	}
 	if !c.srv.finished.enabled() {
-		c.queue(encodeError(f.ID, f.Job, broker.Errorf(broker.CodeBadRequest, "get-result is disabled: this origin keeps no finished results (streams.result_retention < 0)")))
+		c.queue(encodeError(f.ID, job, broker.Errorf(broker.CodeBadRequest, "get-result is disabled: this origin keeps no finished results (streams.result_retention < 0)")))
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if c.replyFinished(ctx, f) {
+	if c.replyFinished(ctx, f.ID, job) {
 		return
 	}
-	// Not finished: in flight here? Then answer pending and attach this
-	// connection, so it gets the final frame too. The pending frame goes
-	// first: attaching after it, then looking at the store again, catches a
-	// result that finished in between without answering twice.
-	a := attachment{sess: c, id: f.ID}
-	seq, found, taken := c.srv.inflight.attach(f.Job, a)
-	switch {
-	case !found:
-		if !c.replyFinished(ctx, f) {
-			c.queue(encodeError(f.ID, f.Job, broker.Errorf(broker.CodeNotFound, "no job %q on this origin (unknown, or past the retention window)", truncate(f.Job, 64))))
+	c.follow(ctx, f.ID, job, false)
+}
+
+// follow attaches this connection, under frame id, to job, which has no
+// final frame in the store: the final frame comes when the job finishes.
+// For a get-result (known false) a job not in flight here is not_found, and
+// an attached one is answered pending first. For a duplicate key (known: the
+// jobs stream holds or held the job) the connection follows the job even if
+// this process did not start it; its enqueued frame was sent. Attaching
+// first and then looking at the store again catches a result that finished
+// in between without answering twice.
+func (c *session) follow(ctx context.Context, id, job string, known bool) {
+	a := attachment{sess: c, id: id}
+	if c.attached.Load() >= int64(c.srv.cfg.MaxInFlight) {
+		c.queue(encodeError(id, job, broker.Errorf(broker.CodeQueueFull, "this connection already waits for %d jobs", c.srv.cfg.MaxInFlight)))
+		return
+	}
+	ref, found, taken := c.srv.inflight.attach(job, a, known)
+	if !found && !taken {
+		// Not in flight here: accepted before this origin restarted?
+		if c.replyFinished(ctx, id, job) {
+			return
 		}
-		return
+		var ok bool
+		if ref, ok = c.srv.storedJob(ctx, job); !ok {
+			c.queue(encodeError(id, job, broker.Errorf(broker.CodeNotFound, "no job %q on this origin (unknown, or past the retention window)", truncate(job, 64))))
+			return
+		}
+		_, found, taken = c.srv.inflight.attach(job, a, true)
+	}
+	switch {
 	case !taken:
-		c.queue(encodeError(f.ID, f.Job, broker.Errorf(broker.CodeQueueFull, "too many connections wait for job %q", truncate(f.Job, 64))))
+		c.queue(encodeError(id, job, broker.Errorf(broker.CodeQueueFull, "too many connections wait for job %q", truncate(job, 64))))
 		return
 	}
-	c.queue(mustJSON(pendingFrame{Type: framePending, ID: f.ID, Job: f.Job, State: c.srv.jobState(ctx, seq)}))
-	if res, err := c.srv.finished.get(ctx, f.Job); err == nil && res != nil && c.srv.inflight.detach(f.Job, a) {
-		c.queueFinal(f.ID, res)
+	c.attached.Add(1)
+	if !known {
+		c.queue(mustJSON(pendingFrame{Type: framePending, ID: id, Job: job, State: c.srv.jobState(ctx, ref)}))
+	}
+	res, err := c.srv.finished.get(ctx, job)
+	if err != nil && c.srv.inflight.detach(job, a) {
+		c.attached.Add(-1)
+		c.log.Warn().Err(err).Str("job", job).Msg("follow job")
+		c.queue(encodeError(id, job, broker.Errorf(broker.CodeInternal, "could not read the result store")))
+		return
+	}
+	if res != nil && c.srv.inflight.detach(job, a) {
+		c.attached.Add(-1)
+		c.queueFinal(id, res)
 	}
 }
 
 // replyFinished answers a get-result from the finished-results store and
 // reports whether it did (the job finished within retention, or the store
 // could not be read).
-func (c *session) replyFinished(ctx context.Context, f *clientFrame) bool {
-	res, err := c.srv.finished.get(ctx, f.Job)
+func (c *session) replyFinished(ctx context.Context, id, job string) bool {
+	res, err := c.srv.finished.get(ctx, job)
 	if err != nil {
-		c.log.Warn().Err(err).Str("job", f.Job).Msg("get-result")
-		c.queue(encodeError(f.ID, f.Job, broker.Errorf(broker.CodeInternal, "could not read the result store")))
+		c.log.Warn().Err(err).Str("job", job).Msg("get-result")
+		c.queue(encodeError(id, job, broker.Errorf(broker.CodeInternal, "could not read the result store")))
 		return true
 	}
 	if res == nil {
 		return false
 	}
-	c.queueFinal(f.ID, res)
+	c.queueFinal(id, res)
 	return true
 }
 
@@ -339,6 +383,7 @@ func (c *session) queueFinal(id string, res *broker.Result) {
 	c.queue(encodeResult(id, res, Timing{
 		QueueMS: ms(res.QueueDuration()),
 		FetchMS: ms(time.Duration(res.FetchNanos)),
+		DelayMS: float64(res.DelayMS),
 	}))
 }
 
@@ -350,7 +395,14 @@ func (c *session) startFetch(f *clientFrame, received time.Time) {
 		return
 	}
 	job := c.srv.newJob(req, f.ID, broker.Continuation{Name: ResultToClient, State: c.state}, received)
-	p := &pendingFetch{clientID: f.ID, jobID: job.ID, received: received}
+	p := &pendingFetch{clientID: f.ID, jobID: job.ID, received: received, keyed: req.Key != "", delayed: job.DelayMS > 0}
+	// Read before taking the session's lock: it may be a store read.
+	finished := p.keyed && c.srv.finishedKeyed(job.ID, received)
+	if p.delayed && c.srv.delayedFull(received, len(req.URL)+len(req.Body)+256) {
+		c.srv.m.Error(broker.CodeQueueFull)
+		c.queue(encodeError(f.ID, "", broker.Errorf(broker.CodeQueueFull, "the delayed-jobs store is full (streams.max_delayed_bytes); retry later")))
+		return
+	}
 
 	c.mu.Lock()
 	if _, dup := c.byClient[f.ID]; dup {
@@ -371,6 +423,15 @@ func (c *session) startFetch(f *clientFrame, received time.Time) {
 		c.queue(encodeError(f.ID, "", broker.Errorf(broker.CodeQueueFull, "%d fetches in flight on this connection; wait for results", c.srv.cfg.MaxInFlight)))
 		return
 	}
+	if p.keyed {
+		if _, mine := c.pending[job.ID]; mine || finished {
+			// The same key twice on this connection, or a key whose job
+			// finished before a restart: follow that job.
+			c.mu.Unlock()
+			c.duplicate(f.ID, job.ID)
+			return
+		}
+	}
 	// Registered before publishing: the result may arrive before the PubAck.
 	if c.pending == nil { // allocated on first use: idle sessions stay small
 		c.pending = make(map[string]*pendingFetch)
@@ -380,7 +441,13 @@ func (c *session) startFetch(f *clientFrame, received time.Time) {
 	c.pending[job.ID] = p
 	c.byClient[f.ID] = struct{}{}
 	c.mu.Unlock()
-	c.srv.inflight.add(job.ID)
+	if !c.srv.inflight.add(job.ID, c.id, received) {
+		// A key whose job another connection of this process started:
+		// nothing to store.
+		c.forget(p)
+		c.duplicate(f.ID, job.ID)
+		return
+	}
 
 	fut, err := c.srv.publish(job)
 	if err != nil {
@@ -421,10 +488,7 @@ func (c *session) ackLoop() {
 		}
 		select {
 		case ack := <-p.fut.Ok():
-			c.srv.inflight.stored(p.jobID, ack.Sequence)
-			c.srv.enqueued.Add(1)
-			c.srv.m.Enqueued()
-			c.markEnqueued(p)
+			c.stored(p, ack)
 		case err := <-p.fut.Err():
 			if temporaryPublishErr(err) {
 				// The job may or may not be stored (a reconnect fails
@@ -439,6 +503,47 @@ func (c *session) ackLoop() {
 			return
 		}
 	}
+}
+
+// stored acts on the PubAck of p's job: enqueued, or for a keyed job that
+// the stream already held (a duplicate key, from before a restart or from
+// another origin process) enqueued with duplicate:true and the job's final
+// frame when it comes. A republished unkeyed job's duplicate PubAck is its
+// own first store.
+func (c *session) stored(p *pendingFetch, ack *jetstream.PubAck) {
+	if ack.Duplicate && p.keyed && !p.republished {
+		// The stream holds (or held) a job under this key from before
+		// this fetch. (A republished fetch's duplicate PubAck may be its
+		// own first attempt's: then it is this fetch's job.)
+		c.srv.inflight.disown(p.jobID)
+		c.forget(p)
+		c.duplicate(p.clientID, p.jobID)
+		return
+	}
+	c.srv.inflight.stored(p.jobID, ack.Sequence, p.delayed)
+	c.srv.enqueued.Add(1)
+	c.srv.m.Enqueued()
+	c.markEnqueued(p)
+}
+
+// duplicate answers a start-fetch whose key names an existing job: enqueued
+// with duplicate:true, then that job's final frame under this frame's id.
+func (c *session) duplicate(id, job string) {
+	c.srv.m.DuplicateKey()
+	c.queue(mustJSON(enqueuedFrame{Type: frameEnqueued, ID: id, Job: job, Duplicate: true}))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c.follow(ctx, id, job, true)
+}
+
+// forget drops p from this session's fetches without a frame.
+func (c *session) forget(p *pendingFetch) {
+	c.mu.Lock()
+	if c.pending[p.jobID] == p {
+		delete(c.pending, p.jobID)
+		delete(c.byClient, p.clientID)
+	}
+	c.mu.Unlock()
 }
 
 // errUncertain marks a job whose storage could not be confirmed: it may run.
@@ -460,6 +565,7 @@ func temporaryPublishErr(err error) bool {
 func (c *session) republish(p *pendingFetch, err error) {
 	defer c.srv.sessWG.Done()
 	msg := p.fut.Msg()
+	p.republished = true
 	deadline := time.Now().Add(3 * c.srv.cfg.PublishTimeout)
 	for temporaryPublishErr(err) && time.Now().Before(deadline) {
 		select {
@@ -474,10 +580,7 @@ func (c *session) republish(p *pendingFetch, err error) {
 		}
 		select {
 		case ack := <-fut.Ok():
-			c.srv.inflight.stored(p.jobID, ack.Sequence)
-			c.srv.enqueued.Add(1)
-			c.srv.m.Enqueued()
-			c.markEnqueued(p)
+			c.stored(p, ack)
 			return
 		case err = <-fut.Err():
 		case <-c.done:
@@ -511,6 +614,7 @@ func (c *session) fail(p *pendingFetch, err error) {
 	c.log.WithLevel(lvl).Err(err).Str("id", p.clientID).Str("job", p.jobID).Str("code", string(code)).Msg("job not stored")
 	if job == "" { // not stored: no result will come for connections attached meanwhile
 		for _, a := range c.srv.inflight.remove(p.jobID) {
+			a.sess.attached.Add(-1)
 			a.sess.queue(encodeError(a.id, p.jobID, broker.Errorf(code, "%s", msg)))
 		}
 	}
@@ -562,6 +666,7 @@ func (c *session) finishLocked(p *pendingFetch, res *broker.Result) {
 		QueueMS:   ms(res.QueueDuration()),
 		FetchMS:   ms(time.Duration(res.FetchNanos)),
 		TotalMS:   ms(time.Since(p.received)),
+		DelayMS:   float64(res.DelayMS),
 	}
 	c.srv.observe(res, t)
 	c.queueLocked(encodeResult(p.clientID, res, t))

@@ -200,6 +200,7 @@ func (c *session) writeLoop() {
 // session's writing is then over for good.
 func (c *session) finishWriting(raw net.Conn, writer func() *bufio.Writer, drain func() bool, failed bool) {
 	c.writer.Store(writerFinished)
+	defer c.out.clear()
 	defer c.closeConn(raw)
 	c.mu.Lock()
 	code, reason := c.closeCode, c.closeReason

@@ -442,3 +442,43 @@ func must(s string, err error) string {
 	}
 	return s
 }
+
+// TestClusterKeysDelayCancel runs the client-named job features on an R3
+// cluster: asking about an unknown key (a probe of the jobs stream's
+// de-duplication that must store nothing) leaves the key free, a key
+// stores one job, a delayed job runs after its delay, and a delayed job
+// can be canceled.
+func TestClusterKeysDelayCancel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test: skipped with -short")
+	}
+	c := startClusterAuth(t, 3, broker.AuthConfig{})
+	st := startClusterStack(t, clusterConfig(c))
+	ws := testutil.DialWS(t, st.OriginWS())
+	ws.SendJSON(map[string]any{"type": "get-result", "id": "g", "key": "fresh"})
+	if f := ws.Read(); f.Type != "error" || f.Code != "not_found" {
+		t.Fatalf("unknown key: %+v", f)
+	}
+	enq, final := ws.Fetch("a", st.TargetURL()+"/echo", map[string]any{"key": "fresh"})
+	if enq.Duplicate || final.Type != "result" {
+		t.Fatalf("key after a probe: enqueued %+v final %+v", enq, final)
+	}
+	enq2, final2 := ws.Fetch("b", st.TargetURL()+"/echo", map[string]any{"key": "fresh"})
+	if !enq2.Duplicate || enq2.Job != enq.Job || final2.Body != final.Body {
+		t.Fatalf("second use of the key: enqueued %+v final %+v", enq2, final2)
+	}
+	sent := time.Now()
+	enq3, final3 := ws.Fetch("d", st.TargetURL()+"/echo", map[string]any{"delay_ms": 1000})
+	if final3.Type != "result" || time.Since(sent) < time.Second || enq3.Job == "" {
+		t.Fatalf("delayed fetch: %+v after %v", final3, time.Since(sent))
+	}
+	ws.SendJSON(map[string]any{"type": "start-fetch", "id": "x", "delay_ms": 60_000, "url": st.TargetURL() + "/echo"})
+	enq4 := ws.Read()
+	ws.SendJSON(map[string]any{"type": "cancel", "id": "c", "job": enq4.Job})
+	if f := ws.Read(); f.Type != "canceled" {
+		t.Fatalf("cancel: %+v", f)
+	}
+	if f := ws.Read(); f.Type != "error" || f.Code != "canceled" || f.ID != "x" {
+		t.Fatalf("canceled final frame: %+v", f)
+	}
+}

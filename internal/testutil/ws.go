@@ -27,12 +27,14 @@ type Frame struct {
 	Truncated    bool              `json:"truncated"`
 	Attempt      int               `json:"attempt"`
 	Executor     string            `json:"executor"`
-	State        string            `json:"state"` // pending frames
+	State        string            `json:"state"`     // pending frames
+	Duplicate    bool              `json:"duplicate"` // enqueued for a known key
 	Timing       *struct {
 		EnqueueMS float64 `json:"enqueue_ms"`
 		QueueMS   float64 `json:"queue_ms"`
 		FetchMS   float64 `json:"fetch_ms"`
 		TotalMS   float64 `json:"total_ms"`
+		DelayMS   float64 `json:"delay_ms"`
 	} `json:"timing"`
 }
 
