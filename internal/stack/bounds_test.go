@@ -537,12 +537,14 @@ func runNeverReaders(t *testing.T, st *Stack, wsURL, httpURL string, big *gatedT
 	for i, job := range jobs {
 		back.SendJSON(map[string]any{"type": "get-result", "id": "g" + itoa(i), "job": job})
 		f, err := read()
+		state := ""
 		if err == nil && f.Type == "pending" { // the final frame follows once the job ends
 			r.pending++
+			state = f.State
 			f, err = read()
 		}
 		if err != nil {
-			r.firstBad = fmt.Sprintf("%s: %v", job, err)
+			r.firstBad = fmt.Sprintf("%s (pending %q): %v", job, state, err)
 			break
 		}
 		if f.Type == "result" && f.Job == job && f.Status == 200 && len(f.Body) == big.size() {
