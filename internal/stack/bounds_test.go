@@ -531,7 +531,9 @@ func runNeverReaders(t *testing.T, st *Stack, wsURL, httpURL string, big *gatedT
 	t.Logf("every result reached the origin %v after the release; asking get-result for %d jobs", time.Since(released).Round(time.Millisecond), len(jobs))
 	read := func() (testutil.Frame, error) {
 		var f testutil.Frame
-		_ = back.Conn.SetReadDeadline(time.Now().Add(time.Minute)) // a loaded machine
+		// Long: a job whose delivery was lost comes back only after
+		// streams.ack_wait (30 s, then its backoff), on a loaded machine too.
+		_ = back.Conn.SetReadDeadline(time.Now().Add(3 * time.Minute))
 		return f, back.Conn.ReadJSON(&f)
 	}
 	for i, job := range jobs {
