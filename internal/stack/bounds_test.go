@@ -546,7 +546,9 @@ func runNeverReaders(t *testing.T, st *Stack, wsURL, httpURL string, big *gatedT
 			f, err = read()
 		}
 		if err != nil {
-			r.firstBad = fmt.Sprintf("%s (pending %q): %v", job, state, err)
+			g := st.Metrics().Gatherer()
+			r.firstBad = fmt.Sprintf("%s (pending %q): %v; executors: %v in flight, %v waiting (host at cap or share used up)", job, state, err,
+				testutil.MetricSum(t, g, executor.MetricInflight), testutil.MetricSum(t, g, executor.MetricWaiting))
 			break
 		}
 		if f.Type == "result" && f.Job == job && f.Status == 200 && len(f.Body) == big.size() {
