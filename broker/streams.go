@@ -253,11 +253,14 @@ func provision(ctx context.Context, js jetstream.JetStream, c StreamsConfig) err
 		Description: "pipeline fetch results, one filtered consumer per origin",
 		Subjects:    []string{c.Subjects.ResultsWildcard()},
 		Retention:   jetstream.WorkQueuePolicy,
-		Discard:     jetstream.DiscardOld,
-		MaxBytes:    c.MaxResultBytes,
-		Storage:     storage,
-		Replicas:    c.Replicas,
-		Duplicates:  c.DuplicateWindow,
+		// Full: refuse new results (executors hold them and try again)
+		// rather than drop stored ones, which would lose a job's only
+		// final frame.
+		Discard:    jetstream.DiscardNew,
+		MaxBytes:   c.MaxResultBytes,
+		Storage:    storage,
+		Replicas:   c.Replicas,
+		Duplicates: c.DuplicateWindow,
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, results); err != nil {
 		return fmt.Errorf("provision stream %s: %w", ResultsStream, err)

@@ -417,7 +417,7 @@ func (e *Executor) process(t *task) {
 	} else {
 		res.Status, res.Headers, res.Body, res.Truncated = resp.Status, resp.Headers, resp.Body, resp.Truncated
 	}
-	if err := e.publish(res); err != nil {
+	if err := e.publishWaiting(msg, res, log); err != nil {
 		e.m.PublishFailed()
 		log.Warn().Err(err).Msg("result not stored; job will be redelivered")
 		_ = msg.NakWithDelay(time.Second)
@@ -427,6 +427,36 @@ func (e *Executor) process(t *task) {
 	if err := msg.Ack(); err != nil {
 		log.Warn().Err(err).Msg("ack failed; job may be redelivered (result is de-duplicated)")
 	}
+}
+
+// publishWaiting stores res like publish. While the results stream is full
+// (its origin does not keep up: the stream refuses new results rather than
+// drop stored ones) it keeps the job, kept alive with in-progress acks, and
+// tries again with a growing pause, so a full stream slows the executors
+// down instead of losing a result or fetching the job again. It gives up on
+// other errors, and when the executor stops.
+func (e *Executor) publishWaiting(msg jetstream.Msg, res *broker.Result, log zerolog.Logger) error {
+	err := e.publish(res)
+	if err == nil || broker.CodeOf(err) != broker.CodeQueueFull {
+		return err
+	}
+	e.m.PublishFailed()
+	log.Warn().Err(err).Msg("results stream full: holding the result until its origin catches up")
+	stop := e.keepAlive(msg, -1)
+	defer stop()
+	pause := 50 * time.Millisecond
+	for broker.CodeOf(err) == broker.CodeQueueFull {
+		t := time.NewTimer(pause)
+		select {
+		case <-t.C:
+		case <-e.inflight.Done():
+			t.Stop()
+			return err
+		}
+		pause = min(2*pause, 2*time.Second)
+		err = e.publish(res)
+	}
+	return err
 }
 
 // publish stores the result in the results stream, de-duplicated by job id.

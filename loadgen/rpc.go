@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,12 +28,14 @@ import (
 
 // Delegation paths measured by RunRPC. The first three go through the
 // caller's POST /call/<fn>?via=...; RPCViaNATSRaw has loadgen itself request
-// the runtime's micro endpoint, with no HTTP hop.
+// the runtime's micro endpoint, with no HTTP hop, and RPCViaHTTPRaw has it
+// post to the runtime's HTTP side (POST /rpc/<fn>) itself, with no caller.
 const (
 	RPCViaDirect  = "direct"
 	RPCViaNATS    = "nats"
 	RPCViaHTTP    = "http"
 	RPCViaNATSRaw = "nats-raw"
+	RPCViaHTTPRaw = "http-raw"
 )
 
 // The runtime's built-in functions (PROTOCOL.md §3) RunRPC measures.
@@ -46,6 +49,9 @@ const (
 const (
 	// DefaultCallerURL is where `pipeline up` serves the caller (the origin).
 	DefaultCallerURL = "http://127.0.0.1:8080"
+	// DefaultRuntimeURL is where `pipeline up` serves the runtime's HTTP
+	// side (runtime.listen), measured by via http-raw.
+	DefaultRuntimeURL = "http://127.0.0.1:8788"
 	// DefaultRPCComputeRounds is the rounds value in compute payloads: one
 	// SHA-256 pass, so that compute measures delegation and not hashing.
 	DefaultRPCComputeRounds = 1
@@ -71,12 +77,14 @@ func RPCPresetIterations(name string) (int, error) {
 }
 
 // ErrCallerUnreachable is returned (wrapped) by RunRPC when no caller answers
-// at RPCConfig.CallerURL.
+// at RPCConfig.CallerURL, or it refuses RPCConfig.Token (HTTP 401).
 var ErrCallerUnreachable = errors.New("caller unreachable")
 
 // ErrRuntimeUnreachable is returned (wrapped) by RunRPC for via nats-raw
-// when NATS cannot be reached or no runtime service answers on it.
-var ErrRuntimeUnreachable = errors.New("runtime unreachable over NATS")
+// when NATS cannot be reached or no runtime service answers on it, and for
+// via http-raw when nothing answers at RPCConfig.RuntimeURL or it refuses
+// RPCConfig.RuntimeToken (HTTP 401).
+var ErrRuntimeUnreachable = errors.New("runtime unreachable")
 
 // RPCConfig configures RunRPC. The zero value measures echo, transform and
 // compute at 100 B, 1 KB, 10 KB and 100 KB via direct, nats and http against
@@ -85,6 +93,17 @@ type RPCConfig struct {
 	// CallerURL is the base URL of the caller (the origin serving /call/).
 	// If empty, DefaultCallerURL is used.
 	CallerURL string
+	// Token, when set, is sent as the caller's bearer token
+	// (Authorization: Bearer, the origin's origin.auth_token) on every
+	// /call request. Never reported or logged.
+	Token string
+	// RuntimeURL is the base URL of the runtime's HTTP side for via
+	// http-raw. If empty, DefaultRuntimeURL is used.
+	RuntimeURL string
+	// RuntimeToken, when set, is sent as the runtime's bearer token
+	// (runtime.auth_token) on every via http-raw request. Never reported
+	// or logged. (The caller sends its own for via http.)
+	RuntimeToken string
 	// NATSURL is the NATS server for via nats-raw. If empty,
 	// nats://127.0.0.1:4222 is used. Ignored when NATSConn is set.
 	NATSURL string
@@ -99,7 +118,7 @@ type RPCConfig struct {
 	// Payloads are the request body sizes in bytes. If empty: 100, 1024,
 	// 10240, 102400.
 	Payloads []int
-	// Vias are the paths to measure: direct, nats, http, nats-raw. If empty:
+	// Vias are the paths to measure: direct, nats, http, nats-raw, http-raw. If empty:
 	// direct, nats, http. Overheads are computed against direct.
 	Vias []string
 	// Iterations is the number of measured calls per case. If zero, 100.
@@ -129,6 +148,7 @@ type RPCConfig struct {
 type RPCReport struct {
 	Mode          string    `json:"mode"` // always "rpc"
 	Caller        string    `json:"caller"`
+	Runtime       string    `json:"runtime,omitempty"` // via http-raw only
 	NATS          string    `json:"nats,omitempty"`
 	Concurrency   int       `json:"concurrency"`
 	Iterations    int       `json:"iterations"`
@@ -257,6 +277,13 @@ func (cfg RPCConfig) withDefaults() (RPCConfig, error) {
 	if !strings.HasPrefix(cfg.CallerURL, "http://") && !strings.HasPrefix(cfg.CallerURL, "https://") {
 		return cfg, fmt.Errorf("caller URL %q: want http://HOST:PORT", cfg.CallerURL)
 	}
+	if cfg.RuntimeURL == "" {
+		cfg.RuntimeURL = DefaultRuntimeURL
+	}
+	cfg.RuntimeURL = strings.TrimRight(cfg.RuntimeURL, "/")
+	if !strings.HasPrefix(cfg.RuntimeURL, "http://") && !strings.HasPrefix(cfg.RuntimeURL, "https://") {
+		return cfg, fmt.Errorf("runtime URL %q: want http://HOST:PORT", cfg.RuntimeURL)
+	}
 	if cfg.NATSURL == "" {
 		cfg.NATSURL = nats.DefaultURL
 	}
@@ -281,9 +308,9 @@ func (cfg RPCConfig) withDefaults() (RPCConfig, error) {
 	}
 	for _, v := range cfg.Vias {
 		switch v {
-		case RPCViaDirect, RPCViaNATS, RPCViaHTTP, RPCViaNATSRaw:
+		case RPCViaDirect, RPCViaNATS, RPCViaHTTP, RPCViaNATSRaw, RPCViaHTTPRaw:
 		default:
-			return cfg, fmt.Errorf("unknown via %q (want direct, nats, http, nats-raw)", v)
+			return cfg, fmt.Errorf("unknown via %q (want direct, nats, http, nats-raw, http-raw)", v)
 		}
 	}
 	if cfg.Iterations < 0 || cfg.Concurrency < 0 || cfg.ComputeRounds < 0 || cfg.Timeout < 0 {
@@ -324,8 +351,8 @@ type rpcRunner struct {
 // returned as errors.
 //
 // Before measuring it checks that the caller answers (else it fails with
-// ErrCallerUnreachable) and, for nats-raw, that a runtime answers over NATS
-// (else ErrRuntimeUnreachable). When ctx ends mid-run it returns the cases
+// ErrCallerUnreachable) and, for nats-raw and http-raw, that a runtime
+// answers over NATS or HTTP (else ErrRuntimeUnreachable). When ctx ends mid-run it returns the cases
 // finished so far together with ctx's error.
 func RunRPC(ctx context.Context, cfg RPCConfig) (*RPCReport, error) {
 	cfg, err := cfg.withDefaults()
@@ -362,6 +389,9 @@ func RunRPC(ctx context.Context, cfg RPCConfig) (*RPCReport, error) {
 	}
 	if r.nc != nil {
 		rep.NATS = r.nc.ConnectedUrlRedacted()
+	}
+	if slices.Contains(cfg.Vias, RPCViaHTTPRaw) {
+		rep.Runtime = cfg.RuntimeURL
 	}
 	start := time.Now()
 	defer func() { rep.DurationS = roundMs(time.Since(start).Seconds()) }()
@@ -410,32 +440,29 @@ func orderVias(vias []string) []string {
 // preflight makes one call per kind of target so that an unreachable caller
 // or runtime is one clear error rather than thousands of failed calls.
 func (r *rpcRunner) preflight(ctx context.Context) error {
-	needCaller, needNATS := false, false
+	needCaller, needNATS, needRuntime := false, false, false
 	for _, v := range r.cfg.Vias {
-		if v == RPCViaNATSRaw {
+		switch v {
+		case RPCViaNATSRaw:
 			needNATS = true
-		} else {
+		case RPCViaHTTPRaw:
+			needRuntime = true
+		default:
 			needCaller = true
 		}
 	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if needCaller {
-		url := r.cfg.CallerURL + "/call/echo?via=direct"
-		req, err := http.NewRequestWithContext(pctx, http.MethodPost, url, strings.NewReader("ping"))
-		if err != nil {
-			return fmt.Errorf("loadgen rpc: %w", err)
+		if err := r.ping(pctx, r.cfg.CallerURL+"/call/echo?via=direct", r.cfg.Token, "--token", "/call/<fn>"); err != nil {
+			return fmt.Errorf("%w: %s: %w; start one with `pipeline up --embedded-nats` or point --caller at it",
+				ErrCallerUnreachable, r.cfg.CallerURL, err)
 		}
-		resp, err := r.client.Do(req)
-		if err != nil {
-			return fmt.Errorf("%w: no answer from %s (%v); start one with `pipeline up --embedded-nats` or point --caller at it",
-				ErrCallerUnreachable, r.cfg.CallerURL, rpcRootCause(err))
-		}
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || string(body) != "ping" {
-			return fmt.Errorf("%w: %s does not serve POST /call/<fn> (HTTP %d: %.200s)",
-				ErrCallerUnreachable, r.cfg.CallerURL, resp.StatusCode, body)
+	}
+	if needRuntime {
+		if err := r.ping(pctx, r.cfg.RuntimeURL+"/rpc/echo", r.cfg.RuntimeToken, "--runtime-token", "/rpc/<fn>"); err != nil {
+			return fmt.Errorf("%w: %s: %w; point --runtime at the runtime's HTTP side (runtime.listen)",
+				ErrRuntimeUnreachable, r.cfg.RuntimeURL, err)
 		}
 	}
 	if needNATS {
@@ -460,6 +487,42 @@ func (r *rpcRunner) preflight(ctx context.Context) error {
 	return nil
 }
 
+// errUnauthorized is a preflight refused with HTTP 401.
+var errUnauthorized = errors.New("HTTP 401: missing or wrong bearer token")
+
+// ping posts "ping" to echo at url with token (if set) and checks the
+// echo; flag names the option that sets token and route the endpoint, for
+// the error.
+func (r *rpcRunner) ping(ctx context.Context, url, token, flag, route string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader("ping"))
+	if err != nil {
+		return fmt.Errorf("ping: %w", err)
+	}
+	setBearer(req, token)
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("no answer (%w)", rpcRootCause(err))
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusUnauthorized && token == "":
+		return fmt.Errorf("%w (pass %s)", errUnauthorized, flag)
+	case resp.StatusCode == http.StatusUnauthorized:
+		return fmt.Errorf("%w (check %s)", errUnauthorized, flag)
+	case resp.StatusCode != http.StatusOK || string(body) != "ping":
+		return fmt.Errorf("does not serve POST %s (HTTP %d: %.200s)", route, resp.StatusCode, body)
+	}
+	return nil
+}
+
+// setBearer sets req's Authorization to "Bearer <token>" when token is set.
+func setBearer(req *http.Request, token string) {
+	if token != "" {
+		req.Header["Authorization"] = []string{"Bearer " + token}
+	}
+}
+
 // rpcCaseState collects one case's results from its workers.
 type rpcCaseState struct {
 	hist    *Histogram
@@ -481,9 +544,14 @@ func (s *rpcCaseState) fail(code string, err error) {
 // runCase measures one (fn, payload, via) combination. It returns an error
 // only when ctx ended.
 func (r *rpcRunner) runCase(ctx context.Context, fn string, body []byte, via string) (RPCCase, error) {
-	call := r.httpCall(fn, body, via)
-	if via == RPCViaNATSRaw {
+	var call rpcCall
+	switch via {
+	case RPCViaNATSRaw:
 		call = r.natsCall(fn, body)
+	case RPCViaHTTPRaw:
+		call = r.httpCall(r.cfg.RuntimeURL+"/rpc/"+fn, r.cfg.RuntimeToken, fn, body)
+	default:
+		call = r.httpCall(r.cfg.CallerURL+"/call/"+fn+"?via="+via, r.cfg.Token, fn, body)
 	}
 	workers := min(r.cfg.Concurrency, r.cfg.Iterations)
 
@@ -543,9 +611,9 @@ func (r *rpcRunner) runCase(ctx context.Context, fn string, body []byte, via str
 // an error code for errors_by_code.
 type rpcCall func(ctx context.Context, buf *bytes.Buffer) (code string, err error)
 
-// httpCall calls POST <caller>/call/<fn>?via=<via>.
-func (r *rpcRunner) httpCall(fn string, body []byte, via string) rpcCall {
-	url := r.cfg.CallerURL + "/call/" + fn + "?via=" + via
+// httpCall calls POST url (the caller's /call/<fn>?via=<via> or the
+// runtime's /rpc/<fn>) with token as its bearer token, if set.
+func (r *rpcRunner) httpCall(url, token, fn string, body []byte) rpcCall {
 	return func(ctx context.Context, buf *bytes.Buffer) (string, error) {
 		ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 		defer cancel()
@@ -554,6 +622,7 @@ func (r *rpcRunner) httpCall(fn string, body []byte, via string) rpcCall {
 			return "request", err
 		}
 		req.Header["Content-Type"] = []string{"application/octet-stream"}
+		setBearer(req, token)
 		resp, err := r.client.Do(req)
 		if err != nil {
 			return rpcNetCode(err), err

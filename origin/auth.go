@@ -1,11 +1,18 @@
 package origin
 
 import (
+	"crypto/sha1"
 	"crypto/subtle"
+	"encoding/base64"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/pipeline-dev/pipeline/broker"
 )
 
 // authorized reports whether r carries the configured bearer token, in the
@@ -121,4 +128,64 @@ func (s *Server) logRefusal(r *http.Request, msg string) {
 	if n, ok := s.authLog.Tick(); ok {
 		s.log.Warn().Int64("refused", n).Str("remote", r.RemoteAddr).Msg(msg + " (logged at most every 10 s; refused counts since the last line)")
 	}
+}
+
+// unauthorizedFrames are the server-to-client WebSocket frames that refuse a
+// wrong ?access_token=: the unauthorized error frame (text, unmasked), then
+// a close frame with 1008 "unauthorized". Built once; the same bytes for
+// every refusal.
+var unauthorizedFrames = func() []byte {
+	text := encodeError("", "", broker.Errorf(broker.CodeUnauthorized, "missing or wrong bearer token"))
+	closing := websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "unauthorized")
+	if len(text) > 125 || len(closing) > 125 {
+		panic("origin: unauthorized frames must fit a one-byte length")
+	}
+	b := append([]byte{0x81, byte(len(text))}, text...) // FIN | text
+	b = append(b, 0x88, byte(len(closing)))             // FIN | close
+	return append(b, closing...)
+}()
+
+// websocketGUID is RFC 6455's key suffix for Sec-WebSocket-Accept.
+const websocketGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// refuseInFrame answers a well-formed WebSocket handshake whose
+// ?access_token= is wrong: the 101 response, the unauthorized error frame
+// and the 1008 close frame in one write on the hijacked connection, which is
+// then closed. It does no more WebSocket work than that (no gorilla
+// connection, no session, no buffers), so a flood of wrong tokens costs the
+// origin as little as a flood of 401s plus one write. Any other request
+// (not a plain valid handshake, or failing the browser-origin check) goes
+// through the upgrader, which answers a bad one with its usual HTTP error
+// and a good one gets the same two frames through gorilla.
+func (s *Server) refuseInFrame(w http.ResponseWriter, r *http.Request) {
+	key := r.Header.Get("Sec-WebSocket-Key")
+	if r.Method != http.MethodGet || !websocket.IsWebSocketUpgrade(r) || len(key) != 24 ||
+		r.Header.Get("Sec-WebSocket-Version") != "13" || !s.checkOrigin(r) {
+		conn, err := s.upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return // refused with an HTTP error by the upgrader
+		}
+		defer conn.Close()
+		_ = conn.UnderlyingConn().SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = conn.UnderlyingConn().Write(unauthorizedFrames)
+		return
+	}
+	rc := http.NewResponseController(w)
+	netConn, brw, err := rc.Hijack()
+	if err != nil {
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+		return
+	}
+	defer netConn.Close()
+	if brw.Reader.Buffered() > 0 {
+		return // the client sent frames before the handshake's answer: not a client worth one
+	}
+	sum := sha1.Sum([]byte(key + websocketGUID))
+	buf := make([]byte, 0, 160+len(unauthorizedFrames))
+	buf = append(buf, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
+	buf = base64.StdEncoding.AppendEncode(buf, sum[:])
+	buf = append(buf, "\r\n\r\n"...)
+	buf = append(buf, unauthorizedFrames...)
+	_ = netConn.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = netConn.Write(buf)
 }

@@ -1,13 +1,18 @@
 package origin
 
 import (
+	"bufio"
 	"bytes"
+	"io"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/rs/zerolog"
 )
 
@@ -86,5 +91,59 @@ func TestWSAuthRefusesBeforeUpgradeAndLogsRarely(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "guess-") || strings.Contains(logs.String(), "s3cret") {
 		t.Errorf("a token reached the log: %s", logs.String())
+	}
+}
+
+// TestRefuseInFrameAnswersEveryHandshake: a wrong ?access_token= gets the
+// 101 (with RFC 6455's accept key), the unauthorized frame and close 1008
+// whichever way the handshake is written (the one-write path takes plain
+// ones; the upgrader the rest), and a request that is no valid handshake
+// gets the upgrader's HTTP error.
+func TestRefuseInFrameAnswersEveryHandshake(t *testing.T) {
+	s := &Server{cfg: Config{AuthToken: "s3cret"}, log: zerolog.Nop()}
+	s.upgrader = websocket.Upgrader{CheckOrigin: s.checkOrigin}
+	ts := httptest.NewServer(http.HandlerFunc(s.refuseInFrame))
+	defer ts.Close()
+	addr := ts.Listener.Addr().String()
+	closing := websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "unauthorized")
+	for _, version := range []string{"13", "13, 8"} { // "13, 8": through the upgrader
+		t.Run(version, func(t *testing.T) {
+			nc, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			req := "GET /ws?access_token=nope HTTP/1.1\r\nHost: " + addr + "\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+				"Sec-WebSocket-Version: " + version + "\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+			if _, err := nc.Write([]byte(req)); err != nil {
+				t.Fatal(err)
+			}
+			_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			br := bufio.NewReader(nc)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Sec-WebSocket-Accept") != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
+				t.Fatalf("handshake: HTTP %d, accept %q", resp.StatusCode, resp.Header.Get("Sec-WebSocket-Accept"))
+			}
+			rest, _ := io.ReadAll(br) // up to the close
+			text := rest[2 : 2+int(rest[1])]
+			if rest[0] != 0x81 || !bytes.Contains(text, []byte(`"code":"unauthorized"`)) {
+				t.Fatalf("first frame %x, want the unauthorized text frame", rest)
+			}
+			cl := rest[2+len(text):]
+			if len(cl) < 2 || cl[0] != 0x88 || !bytes.Equal(cl[2:], closing) {
+				t.Fatalf("then %x, want close 1008", cl)
+			}
+		})
+	}
+	resp, err := http.Get(ts.URL + "/ws?access_token=nope")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("plain GET: HTTP %d, want 400 from the upgrader", resp.StatusCode)
 	}
 }

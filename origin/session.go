@@ -119,6 +119,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if !proceed {
 		return
 	}
+	if refuseInFrame {
+		s.refuseInFrame(w, r)
+		return
+	}
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		s.log.Debug().Err(err).Str("remote", r.RemoteAddr).Msg("websocket upgrade failed")
@@ -141,13 +145,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		sess.limiter = rate.NewLimiter(rate.Limit(s.cfg.RatePerConn), burst)
 	}
 	sess.log = s.log.With().Str("session", sess.id).Str("remote", r.RemoteAddr).Logger()
-	if refuseInFrame {
-		_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
-		_ = conn.WriteMessage(websocket.TextMessage, encodeError("", "", broker.Errorf(broker.CodeUnauthorized, "missing or wrong bearer token")))
-		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "unauthorized"), time.Now().Add(time.Second))
-		conn.Close()
-		return
-	}
 	s.sessMu.Lock()
 	if s.closing.Load() {
 		s.sessMu.Unlock()

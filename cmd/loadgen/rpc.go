@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -24,13 +25,20 @@ const rpcLong = `loadgen rpc measures what it costs to delegate a function call 
   nats      the caller delegates over NATS request-reply to the runtime micro service
   http      the caller delegates over HTTP to the runtime's POST /rpc/<fn>
   nats-raw  loadgen requests the micro endpoint itself (no HTTP hop): the broker's own cost
+  http-raw  loadgen posts to the runtime's POST /rpc/<fn> itself (--runtime, no caller hop)
 
 Every function x payload x via is one case: a warm-up, then --iterations calls
 (--concurrency in flight). The table shows p50/p95/p99/max latency in ms and the
 overhead against direct for the same function and payload (+p50, +p99).
 Payloads: echo gets N random bytes; transform {"data":"<letters>"} and compute
 {"data":"<letters>","rounds":R} (R = --rounds, default 1, so compute measures
-delegation rather than hashing), each N bytes in total.`
+delegation rather than hashing), each N bytes in total.
+
+Tokens: --token is the caller's bearer token (origin.auth_token), sent on
+every /call; --runtime-token the runtime's (runtime.auth_token), sent by
+http-raw (the caller sends its own for via http). Unset, they are read from
+PIPELINE_ORIGIN_AUTH_TOKEN and PIPELINE_RUNTIME_AUTH_TOKEN, the variables
+the pipeline itself reads, so they stay out of the process list.`
 
 const rpcExample = `  # against 'pipeline up --embedded-nats' on this machine
   loadgen rpc
@@ -41,12 +49,18 @@ const rpcExample = `  # against 'pipeline up --embedded-nats' on this machine
   # only echo at 1 KB over NATS, 16 calls in flight
   loadgen rpc --fn echo --payload 1KB --via direct,nats --concurrency 16 --iterations 5000
 
+  # against a pipeline with tokens on, the runtime's HTTP side measured too
+  export PIPELINE_ORIGIN_AUTH_TOKEN=... PIPELINE_RUNTIME_AUTH_TOKEN=...
+  loadgen rpc --via direct,nats,http,http-raw
+
   # start the whole pipeline in-process and measure it
   loadgen rpc --embedded --preset quick`
 
 // rpcOptions are the parsed flags of `loadgen rpc`.
 type rpcOptions struct {
 	caller, natsURL, prefix string
+	runtime                 string
+	token, runtimeToken     string
 	fns, vias, payloads     []string
 	preset                  string
 	iterations, warmup      int
@@ -81,9 +95,12 @@ func newRPCCmd(stdout, stderr io.Writer) *cobra.Command {
 // register defines the flags of `loadgen rpc` on fs, with their defaults.
 func (o *rpcOptions) register(fs *pflag.FlagSet) {
 	fs.StringVar(&o.caller, "caller", loadgen.DefaultCallerURL, "base `URL` of the caller (the origin serving /call/<fn>)")
+	fs.StringVar(&o.token, "token", "", "the caller's bearer token (origin.auth_token); default $"+envOriginToken)
+	fs.StringVar(&o.runtime, "runtime", loadgen.DefaultRuntimeURL, "base `URL` of the runtime's HTTP side for --via http-raw")
+	fs.StringVar(&o.runtimeToken, "runtime-token", "", "the runtime's bearer token (runtime.auth_token) for --via http-raw; default $"+envRuntimeToken)
 	fs.Var(listFlag{&o.fns}, "fn", "functions, comma-separated: echo, transform, compute (default all)")
 	fs.Var(listFlag{&o.payloads}, "payload", "payload sizes, comma-separated, e.g. 100B,1KB,10KB,100KB (the default)")
-	fs.Var(listFlag{&o.vias}, "via", "paths, comma-separated: direct, nats, http, nats-raw (default direct,nats,http)")
+	fs.Var(listFlag{&o.vias}, "via", "paths, comma-separated: direct, nats, http, nats-raw, http-raw (default direct,nats,http)")
 	fs.StringVar(&o.preset, "preset", "standard", "iterations per case: quick (20), standard (100) or full (1000)")
 	fs.IntVar(&o.iterations, "iterations", 0, "measured calls per case (instead of --preset)")
 	fs.IntVar(&o.warmup, "warmup", 0, "unmeasured calls before each case; 0 = iterations/5 within [5, 200], -1 = none")
@@ -93,14 +110,28 @@ func (o *rpcOptions) register(fs *pflag.FlagSet) {
 	fs.StringVar(&o.jsonPath, "json", "", jsonUsage)
 	fs.StringVar(&o.natsURL, "nats", nats.DefaultURL, "NATS `URL` for --via nats-raw")
 	fs.StringVar(&o.prefix, "subject-prefix", "", "runtime subject prefix for nats-raw (default pipeline)")
-	fs.BoolVar(&o.embedded, "embedded", false, "start the whole pipeline in-process on free ports and measure it (ignores --caller and --nats)")
+	fs.BoolVar(&o.embedded, "embedded", false, "start the whole pipeline in-process on free ports and measure it (ignores --caller, --runtime and --nats)")
 	fs.BoolVar(&o.quiet, "quiet", false, "no table and no per-case progress")
 	o.log.register(fs)
 }
 
+// The environment variables --token and --runtime-token fall back to: the
+// ones the pipeline reads for origin.auth_token and runtime.auth_token.
+const (
+	envOriginToken  = "PIPELINE_ORIGIN_AUTH_TOKEN"
+	envRuntimeToken = "PIPELINE_RUNTIME_AUTH_TOKEN"
+)
+
 // validate checks the flags of `loadgen rpc` and derives iterations and
-// payload sizes; fs is the flag set o was registered on, after parsing.
+// payload sizes and the tokens not given as flags (from the environment);
+// fs is the flag set o was registered on, after parsing.
 func (o *rpcOptions) validate(fs *pflag.FlagSet) error {
+	if !fs.Changed("token") {
+		o.token = os.Getenv(envOriginToken)
+	}
+	if !fs.Changed("runtime-token") {
+		o.runtimeToken = os.Getenv(envRuntimeToken)
+	}
 	if fs.Changed("preset") && fs.Changed("iterations") {
 		return errors.New("--preset and --iterations both set: choose one")
 	}
@@ -146,6 +177,9 @@ func runRPC(ctx context.Context, o *rpcOptions, stdout, stderr io.Writer) int {
 
 	cfg := loadgen.RPCConfig{
 		CallerURL:     o.caller,
+		Token:         o.token,
+		RuntimeURL:    o.runtime,
+		RuntimeToken:  o.runtimeToken,
 		NATSURL:       o.natsURL,
 		SubjectPrefix: o.prefix,
 		Fns:           o.fns,
@@ -176,8 +210,9 @@ func runRPC(ctx context.Context, o *rpcOptions, stdout, stderr io.Writer) int {
 				log.Warn().Err(err).Msg("embedded pipeline shutdown")
 			}
 		}()
-		cfg.CallerURL, cfg.NATSURL = s.OriginHTTP(), s.NATSURL()
-		fmt.Fprintf(stderr, "embedded pipeline: caller %s, NATS %s\n", cfg.CallerURL, cfg.NATSURL)
+		cfg.CallerURL, cfg.NATSURL, cfg.RuntimeURL = s.OriginHTTP(), s.NATSURL(), s.RuntimeHTTP()
+		cfg.Token, cfg.RuntimeToken = "", "" // the embedded pipeline has none
+		fmt.Fprintf(stderr, "embedded pipeline: caller %s, runtime %s, NATS %s\n", cfg.CallerURL, cfg.RuntimeURL, cfg.NATSURL)
 	}
 	if !o.quiet {
 		fmt.Fprintf(stderr, "loadgen rpc: %d iterations per case, concurrency %d, caller %s\n", o.iterations, o.concurrency, cfg.CallerURL)

@@ -36,13 +36,19 @@ cluster name and routes it is one node of a JetStream cluster: start three
 of them with --nats URL1,URL2,URL3 and streams.replicas 3.
 
 Settings come from the nats section of the config file (nats.host, port,
-monitor_port, data_dir, sync_always, server_name and nats.cluster), then
+monitor_port, monitor_host, monitor_token, data_dir, sync_always,
+server_name and nats.cluster), then
 PIPELINE_NATS_* environment variables, then these flags. Nodes may start
 in any order: a node serves clients at once, and JetStream becomes usable
 once a majority of the nodes listed in the routes is up. On SIGTERM or
 Ctrl-C a clustered node enters lame-duck mode (nats.cluster.lame_duck):
 it hands its stream leaderships to other nodes and moves its clients off
-before stopping, so rolling restarts do not stall the pipeline.`,
+before stopping, so rolling restarts do not stall the pipeline.
+
+The monitor is the same as pipeline up's embedded server: on 127.0.0.1
+unless nats.monitor_host says otherwise, and with nats.monitor_token (or
+PIPELINE_NATS_MONITOR_TOKEN, which keeps it out of the file) every endpoint
+but /healthz needs Authorization: Bearer <token>.`,
 		Example: `  # a 3-node cluster on one host, one terminal each
   pipeline nats --config configs/cluster/n1.yaml
   pipeline nats --config configs/cluster/n2.yaml

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -173,7 +174,14 @@ func TestNATSCommandFormsCluster(t *testing.T) {
 		t.Fatalf("publish to the R3 stream: %v", err)
 	}
 	cancel()
-	for range args {
+	waitStopped(t, done, len(args))
+}
+
+// waitStopped waits for n `pipeline nats` commands, whose context was
+// cancelled, to return on done without an error of their own.
+func waitStopped(t *testing.T, done <-chan error, n int) {
+	t.Helper()
+	for range n {
 		select {
 		case err := <-done:
 			if err != nil && !errors.Is(err, context.Canceled) {
@@ -183,4 +191,71 @@ func TestNATSCommandFormsCluster(t *testing.T) {
 			t.Fatal("pipeline nats did not stop 20 s after its context ended")
 		}
 	}
+}
+
+// TestNATSCommandMonitorToken runs `pipeline nats --config FILE` with
+// nats.monitor_token set in the file: the standalone node guards its
+// monitor like the embedded server of `pipeline up` (one builder,
+// config.NATS.ServerConfig): /healthz stays open, every other endpoint
+// needs the bearer token, and the monitor listens on 127.0.0.1 by default.
+func TestNATSCommandMonitorToken(t *testing.T) {
+	ports := testutil.FreePorts(t, 2)
+	file := filepath.Join(t.TempDir(), "node.yaml")
+	yaml := fmt.Sprintf(`nats:
+  port: %d
+  monitor_port: %d
+  monitor_token: mon-s3cret
+  data_dir: %s
+`, ports[0], ports[1], filepath.Join(t.TempDir(), "data"))
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	root := newRootCmd(nil)
+	root.SetArgs([]string{"nats", "--config", file, "--log-level", "fatal"})
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+
+	base := "http://127.0.0.1:" + strconv.Itoa(ports[1])
+	get := func(path, token string) int {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if !testutil.WaitFor(20*time.Second, func() bool { return get("/healthz", "") == http.StatusOK }) {
+		select {
+		case err := <-done:
+			t.Fatalf("pipeline nats exited: %v", err)
+		default:
+		}
+		t.Fatal("the node's monitor did not answer /healthz within 20 s")
+	}
+	cases := []struct {
+		path, token string
+		want        int
+	}{
+		{"/varz", "", http.StatusUnauthorized},
+		{"/connz", "wrong", http.StatusUnauthorized},
+		{"/jsz", "", http.StatusUnauthorized},
+		{"/varz", "mon-s3cret", http.StatusOK},
+		{"/accountz", "mon-s3cret", http.StatusOK},
+	}
+	for _, c := range cases {
+		if got := get(c.path, c.token); got != c.want {
+			t.Errorf("GET %s with token %q: got HTTP %d, want %d", c.path, c.token, got, c.want)
+		}
+	}
+	cancel()
+	waitStopped(t, done, 1)
 }

@@ -31,41 +31,42 @@ func buildPipeline(t *testing.T) string {
 	return bin
 }
 
-// executorProcess is a `pipeline executor` OS process.
-type executorProcess struct {
+// pipelineProcess is a `pipeline` OS process (one role).
+type pipelineProcess struct {
 	cmd     *exec.Cmd
 	logs    string
-	ops     string        // ops listener address (/readyz)
+	ready   string        // its /readyz URL
 	exited  chan struct{} // closed when the process has exited
 	exitErr error         // cmd.Wait's result, set before exited is closed
 }
 
-// startExecutorProcess starts `pipeline executor` with id against cfg's NATS
-// URLs and the same streams settings (every role provisions the streams, so
-// a mismatch would rescale them), allowed to fetch from the test target.
-// Its ops listener is on a free port (waitReady polls its /readyz).
-func startExecutorProcess(t *testing.T, bin string, st *Stack, natsURL, id string, concurrency int) *executorProcess {
+// startPipelineProcess starts bin with args and env (added to this
+// process's environment, less its PIPELINE_* variables), logging to a file named after name; readyURL is
+// the /readyz URL waitReady polls. The process is killed at test end if it
+// still runs.
+func startPipelineProcess(t *testing.T, bin, name, readyURL string, args, env []string) *pipelineProcess {
 	t.Helper()
-	logs := filepath.Join(t.TempDir(), id+".log")
+	logs := filepath.Join(t.TempDir(), name+".log")
 	f, err := os.Create(logs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ops := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
-	cmd := exec.Command(bin, "executor", "--nats", natsURL, "--id", id,
-		"--concurrency", fmt.Sprint(concurrency), "--log-level", "warn", "--log-format", "json",
-		"--ops-listen", ops)
-	cmd.Env = append(os.Environ(),
-		"PIPELINE_STREAMS_REPLICAS="+fmt.Sprint(st.cfg.Streams.Replicas),
-		"PIPELINE_STREAMS_ACK_WAIT="+st.cfg.Streams.AckWait.String(),
-		"PIPELINE_EXECUTOR_POLICY_ALLOW="+strings.TrimPrefix(st.TargetURL(), "http://"),
-	)
+	cmd := exec.Command(bin, args...)
+	// Settings come from args and env only: inherited PIPELINE_* variables
+	// (the measurement switches such as PIPELINE_BOUNDS among them) would
+	// be read as settings, and an unknown one stops the process.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PIPELINE_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		t.Fatalf("start %s: %v", bin, err)
 	}
-	p := &executorProcess{cmd: cmd, logs: logs, ops: ops, exited: make(chan struct{})}
+	p := &pipelineProcess{cmd: cmd, logs: logs, ready: readyURL, exited: make(chan struct{})}
 	go func() {
 		p.exitErr = cmd.Wait()
 		f.Close()
@@ -82,9 +83,36 @@ func startExecutorProcess(t *testing.T, bin string, st *Stack, natsURL, id strin
 	return p
 }
 
-// waitReady waits until the process answers 200 on /readyz: its ops
-// listener starts only after its executors are consuming jobs.
-func (p *executorProcess) waitReady(t *testing.T, timeout time.Duration) {
+// startExecutorProcess starts `pipeline executor` with id against cfg's NATS
+// URLs and the same streams settings (every role provisions the streams, so
+// a mismatch would rescale them), allowed to fetch from the test target.
+// Its ops listener is on a free port (waitReady polls its /readyz).
+func startExecutorProcess(t *testing.T, bin string, st *Stack, natsURL, id string, concurrency int) *pipelineProcess {
+	t.Helper()
+	ops := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	env := []string{
+		"PIPELINE_STREAMS_REPLICAS=" + fmt.Sprint(st.cfg.Streams.Replicas),
+		"PIPELINE_STREAMS_ACK_WAIT=" + st.cfg.Streams.AckWait.String(),
+		"PIPELINE_EXECUTOR_POLICY_ALLOW=" + strings.TrimPrefix(st.TargetURL(), "http://"),
+	}
+	if a := st.cfg.NATS.Auth; a.Enabled {
+		// Only the executor's own user: no admin credentials, so the process
+		// does not provision and expects the streams to exist.
+		env = append(env,
+			"PIPELINE_NATS_AUTH_ENABLED=true",
+			"PIPELINE_NATS_AUTH_EXECUTOR_USER="+a.Executor.User,
+			"PIPELINE_NATS_AUTH_EXECUTOR_PASSWORD="+a.Executor.Password,
+		)
+	}
+	return startPipelineProcess(t, bin, id, "http://"+ops+"/readyz", []string{"executor", "--nats", natsURL, "--id", id,
+		"--concurrency", fmt.Sprint(concurrency), "--log-level", "warn", "--log-format", "json",
+		"--ops-listen", ops}, env)
+}
+
+// waitReady waits until the process answers 200 on its /readyz (an
+// executor's ops listener starts only after its executors are consuming
+// jobs; an origin's once it listens and its consumer exists).
+func (p *pipelineProcess) waitReady(t *testing.T, timeout time.Duration) {
 	t.Helper()
 	client := &http.Client{Timeout: time.Second}
 	exited := false
@@ -95,7 +123,7 @@ func (p *executorProcess) waitReady(t *testing.T, timeout time.Duration) {
 			return true
 		default:
 		}
-		resp, err := client.Get("http://" + p.ops + "/readyz")
+		resp, err := client.Get(p.ready)
 		if err != nil {
 			return false
 		}
@@ -104,12 +132,13 @@ func (p *executorProcess) waitReady(t *testing.T, timeout time.Duration) {
 	})
 	if exited || !ready {
 		out, _ := os.ReadFile(p.logs)
-		t.Fatalf("executor process not ready within %v (exited: %v, %v); logs:\n%s", timeout, exited, p.exitErr, out)
+		t.Fatalf("process not ready within %v (exited: %v, %v); logs:\n%s", timeout, exited, p.exitErr, out)
 	}
 }
 
-// stop sends SIGTERM and waits for a clean exit (drained in-flight jobs).
-func (p *executorProcess) stop(t *testing.T) {
+// stop sends SIGTERM and waits for a clean exit (an executor drains its
+// in-flight jobs).
+func (p *pipelineProcess) stop(t *testing.T) {
 	t.Helper()
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatalf("signal executor process: %v", err)
@@ -118,10 +147,10 @@ func (p *executorProcess) stop(t *testing.T) {
 	case <-p.exited:
 		if p.exitErr != nil {
 			out, _ := os.ReadFile(p.logs)
-			t.Fatalf("executor process exited with %v; logs:\n%s", p.exitErr, out)
+			t.Fatalf("process exited with %v; logs:\n%s", p.exitErr, out)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("executor process still running 30 s after SIGTERM")
+		t.Fatal("process still running 30 s after SIGTERM")
 	}
 }
 
@@ -130,13 +159,19 @@ func (p *executorProcess) stop(t *testing.T) {
 // executor: once it is consuming, it must take a share of the jobs. Then,
 // during a second batch, it is stopped with SIGTERM: it drains, exits 0, and
 // every fetch of both batches still ends exactly once.
+//
+// It runs with nats.auth on: every node has the accounts (the origin alone
+// in its own), and the process connects as the executor user from its
+// environment (PIPELINE_NATS_AUTH_*), as a deployed executor would.
 func TestClusterExecutorProcessJoinsAndLeavesMidLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the pipeline binary and starts a cluster: skipped with -short")
 	}
 	bin := buildPipeline(t) // before the clock starts
-	cl := startCluster(t, 3)
+	ac := authConfig()
+	cl := startClusterAuth(t, 3, ac)
 	cfg := clusterConfig(cl)
+	cfg.NATS.Auth = ac
 	cfg.Executor.Count = 1
 	cfg.Executor.Concurrency = 4 // 100 fetches/s at 40 ms: a backlog builds up
 	cfg.Executor.ID = "in-process"

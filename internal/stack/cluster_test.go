@@ -26,15 +26,10 @@ type testCluster struct {
 	urls    []string                  // client URLs of every node, in start order
 }
 
-// startCluster starts n nodes concurrently (a meta leader needs a quorum, so
-// a node started alone would wait for the others) and stops them at test end.
-func startCluster(t *testing.T, n int) *testCluster {
-	t.Helper()
-	return startClusterAuth(t, n, broker.AuthConfig{})
-}
-
-// startClusterAuth is startCluster with auth's accounts and users on every
-// node (auth disabled: none).
+// startClusterAuth starts n nodes concurrently (a meta leader needs a
+// quorum, so a node started alone would wait for the others), with auth's
+// accounts and users on every node (auth disabled: none), and stops them at
+// test end.
 func startClusterAuth(t *testing.T, n int, auth broker.AuthConfig) *testCluster {
 	t.Helper()
 	ports := testutil.FreePorts(t, n)
@@ -392,12 +387,15 @@ func runNodeLoss(t *testing.T, allLeaders, auth bool) nodeLoss {
 }
 
 // TestClusterSurvivesLosingStreamLeader: the node leading the jobs stream
-// dies mid-load; every fetch still ends exactly once.
+// dies mid-load; every fetch still ends exactly once. It runs with nats.auth
+// on (each origin in its own account, every role as its own user), as a
+// deployment against an external cluster would; TestClusterNodeLossStrict
+// covers the same loss without auth.
 func TestClusterSurvivesLosingStreamLeader(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster failover test: skipped with -short")
 	}
-	runNodeLoss(t, false, false)
+	runNodeLoss(t, false, true)
 }
 
 // TestClusterNodeLossWithAccounts is the worst case of
@@ -454,7 +452,7 @@ func TestClusterKeysDelayCancel(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster test: skipped with -short")
 	}
-	c := startCluster(t, 3)
+	c := startClusterAuth(t, 3, broker.AuthConfig{})
 	st := startClusterStack(t, clusterConfig(c))
 	ws := testutil.DialWS(t, st.OriginWS())
 	ws.SendJSON(map[string]any{"type": "get-result", "id": "g", "key": "fresh"})

@@ -28,9 +28,15 @@ func startStack(t *testing.T, mod func(*config.Config), opts ...Option) *Stack {
 // import stack, whose tests use testutil).
 func startConfigured(t *testing.T, cfg config.Config, level zerolog.Level, opts ...Option) *Stack {
 	t.Helper()
+	return startConfiguredTo(t, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(level), opts...)
+}
+
+// startConfiguredTo is startConfigured with its own logger.
+func startConfiguredTo(t *testing.T, cfg config.Config, log zerolog.Logger, opts ...Option) *Stack {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := Start(ctx, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(level), opts...)
+	st, err := Start(ctx, cfg, log, opts...)
 	if err != nil {
 		t.Fatalf("start stack: %v", err)
 	}

@@ -1,9 +1,11 @@
 package stack
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +18,8 @@ import (
 )
 
 // countingTarget is an HTTP server on loopback that counts the requests
-// for each path+query, answering after the `ms` query parameter's delay.
+// for each path+query, answering after the `ms` query parameter's delay,
+// with `n` bytes when asked (else a body naming the request).
 type countingTarget struct {
 	*httptest.Server
 	mu      sync.Mutex
@@ -39,6 +42,10 @@ func newCountingTarget(t *testing.T) *countingTarget {
 				ct.mu.Unlock()
 				return
 			}
+		}
+		if n, err := strconv.Atoi(r.URL.Query().Get("n")); err == nil && n > 0 && n <= 1<<20 {
+			_, _ = w.Write(bytes.Repeat([]byte{'x'}, n))
+			return
 		}
 		_, _ = w.Write([]byte("body of " + r.URL.RequestURI()))
 	}))

@@ -78,10 +78,17 @@ func (s *Stack) startExecutorOps(ctx context.Context, js jetstream.JetStream) er
 	if len(s.executors) == 0 || s.cfg.Origin.Enabled || addr == "" {
 		return nil
 	}
+	streams := []string{broker.JobsStream, broker.ResultsStream}
+	if a := s.cfg.NATS.Auth; a.Enabled && a.Admin.User == "" {
+		// js is an executor's connection: its user may read the jobs
+		// stream's info but not the results stream's (ExecutorPermissions),
+		// and a refused check would keep /readyz at 503 for ever.
+		streams = streams[:1]
+	}
 	ready, err := metrics.NewReadiness(metrics.ReadinessConfig{
 		Conns:   append([]*nats.Conn(nil), s.conns...),
 		JS:      js,
-		Streams: []string{broker.JobsStream, broker.ResultsStream},
+		Streams: streams,
 	})
 	if err != nil {
 		return fmt.Errorf("stack: executor readiness: %w", err)

@@ -3,7 +3,6 @@ package stack
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -83,39 +82,14 @@ func TestRateLimitAcrossExecutorProcesses(t *testing.T) {
 
 // startRateProcess starts `pipeline executor` with the config file cfgFile
 // (as startExecutorProcess does, with --config).
-func startRateProcess(t *testing.T, bin string, st *Stack, cfgFile, id string) *executorProcess {
+func startRateProcess(t *testing.T, bin string, st *Stack, cfgFile, id string) *pipelineProcess {
 	t.Helper()
-	logs := filepath.Join(t.TempDir(), id+".log")
-	f, err := os.Create(logs)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ops := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
-	cmd := exec.Command(bin, "executor", "--config", cfgFile, "--nats", st.NATSURL(), "--id", id,
-		"--log-level", "warn", "--log-format", "json", "--ops-listen", ops)
-	cmd.Env = append(os.Environ(),
-		"PIPELINE_STREAMS_REPLICAS="+fmt.Sprint(st.cfg.Streams.Replicas),
-		"PIPELINE_STREAMS_ACK_WAIT="+st.cfg.Streams.AckWait.String(),
-		"PIPELINE_EXECUTOR_POLICY_ALLOW="+strings.TrimPrefix(st.TargetURL(), "http://"),
-	)
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		t.Fatalf("start %s: %v", bin, err)
+	env := []string{
+		"PIPELINE_STREAMS_REPLICAS=" + fmt.Sprint(st.cfg.Streams.Replicas),
+		"PIPELINE_STREAMS_ACK_WAIT=" + st.cfg.Streams.AckWait.String(),
+		"PIPELINE_EXECUTOR_POLICY_ALLOW=" + strings.TrimPrefix(st.TargetURL(), "http://"),
 	}
-	p := &executorProcess{cmd: cmd, logs: logs, ops: ops, exited: make(chan struct{})}
-	go func() {
-		p.exitErr = cmd.Wait()
-		f.Close()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			_ = cmd.Process.Kill()
-			<-p.exited
-		}
-	})
-	return p
+	return startPipelineProcess(t, bin, id, "http://"+ops+"/readyz", []string{"executor", "--config", cfgFile,
+		"--nats", st.NATSURL(), "--id", id, "--log-level", "warn", "--log-format", "json", "--ops-listen", ops}, env)
 }

@@ -40,6 +40,26 @@ func MetricValue(t testing.TB, g prometheus.Gatherer, name string, labels map[st
 	return 0, false
 }
 
+// MetricSum is the sum of every series of counter or gauge name gathered
+// from g, whatever their labels (0 when there is none).
+func MetricSum(t testing.TB, g prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, s := range mf.GetMetric() {
+			sum += s.GetCounter().GetValue() + s.GetGauge().GetValue()
+		}
+	}
+	return sum
+}
+
 // WantMetric reports an error unless the series name{labels} gathered from
 // g exists and has the value want (see MetricValue).
 func WantMetric(t testing.TB, g prometheus.Gatherer, name string, labels map[string]string, want float64) {
