@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -113,10 +114,15 @@ func (s *Server) cancelJob(ctx context.Context, job string, reply func()) *broke
 		s.finished.stored(job)
 		return nil
 	}
+	s.bg.Add(1)
 	go func() {
+		defer s.bg.Done()
+		t := time.NewTimer(s.cfg.PublishTimeout)
+		defer t.Stop()
 		select {
 		case <-fut.Ok():
 		case <-fut.Err():
+		case <-t.C:
 		}
 		s.finished.stored(job)
 	}()

@@ -226,6 +226,8 @@ type Server struct {
 	// writers are the sessions' buffered writers, held only while writing.
 	writers sync.Pool
 	sessWG  sync.WaitGroup
+	// bg counts short-lived goroutines that wait for a store (cancel.go).
+	bg sync.WaitGroup
 
 	dedup    *dedup
 	finished *finished
@@ -774,6 +776,7 @@ closeSessions:
 		close(s.acks)
 		<-s.ackDone
 	}
+	s.bg.Wait()
 	s.untrackIF()
 	s.caller.Close()
 	s.log.Info().Int64("finished", s.finishedN.Load()).Int64("duplicates", s.duplicates.Load()).Msg("origin stopped")

@@ -13,11 +13,7 @@ import (
 // TestRun runs the example as CI does: a pipeline in-process on free
 // loopback ports, the fetches, the restart, and a clean exit.
 func TestRun(t *testing.T) {
-	// origin's cancelJob waits for a PubAck on a goroutine that Shutdown
-	// does not track; after NATS shut down it can be left waiting (seen
-	// once in eight runs). That is the server's to fix; the check is
-	// about this program and the client.
-	defer goleak.VerifyNone(t, goleak.IgnoreTopFunction("github.com/pipeline-dev/pipeline/origin.(*Server).cancelJob.func1"))
+	defer goleak.VerifyNone(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	var out bytes.Buffer
