@@ -440,7 +440,7 @@ func (e *Executor) publishWaiting(msg jetstream.Msg, res *broker.Result, log zer
 	if err == nil || broker.CodeOf(err) != broker.CodeQueueFull {
 		return err
 	}
-	e.m.PublishFailed()
+	e.m.ResultHeld()
 	log.Warn().Err(err).Msg("results stream full: holding the result until its origin catches up")
 	stop := e.keepAlive(msg, -1)
 	defer stop()

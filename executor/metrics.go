@@ -28,6 +28,9 @@ const (
 	MetricFetchRetriesTotal = "pipeline_executor_fetch_retries_total"
 	// MetricDeadLettersTotal counts jobs moved to the dead-letter stream.
 	MetricDeadLettersTotal = "pipeline_executor_dead_letters_total"
+	// MetricResultsHeldTotal counts results an executor held because the
+	// results stream was full (its origin behind), stored once it had room.
+	MetricResultsHeldTotal = "pipeline_executor_results_held_total"
 	// MetricPublishFailuresTotal counts results that could not be stored.
 	MetricPublishFailuresTotal = "pipeline_executor_publish_failures_total"
 	// MetricFetchSeconds is the outbound fetch time histogram, retries
@@ -67,6 +70,7 @@ const metricsPart = "executor"
 //	pipeline_executor_jobs_total{outcome="result|error",code}   jobs finished by this process
 //	pipeline_executor_inflight                                  jobs being fetched
 //	pipeline_executor_redeliveries_total                        jobs received with a delivery count above 1
+//	pipeline_executor_results_held_total                        results held while the results stream was full, stored later
 //	pipeline_executor_canceled_total                            jobs dropped or aborted: canceled by their origin
 //	pipeline_executor_fetch_retries_total                       in-process fetch retries
 //	pipeline_executor_dead_letters_total                        jobs moved to the dead-letter stream
@@ -88,6 +92,7 @@ type Metrics struct {
 	inflight      prometheus.Gauge
 	redeliveries  prometheus.Counter
 	canceled      prometheus.Counter
+	held          prometheus.Counter
 	retries       prometheus.Counter
 	deadLetters   prometheus.Counter
 	publishFailed prometheus.Counter
@@ -121,6 +126,10 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		redeliveries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: MetricRedeliveriesTotal,
 			Help: "Jobs received with a delivery count above 1 (an executor crashed, timed out or could not store the result).",
+		}),
+		held: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: MetricResultsHeldTotal,
+			Help: "Results held by the executor because the results stream was full (their origin is behind), stored once it had room: backpressure, not a failure.",
 		}),
 		canceled: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: MetricCanceledTotal,
@@ -156,7 +165,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	}, []string{LabelOrigin})
 	e.origins = map[string]struct{}{}
 	e.polite = newPoliteMetrics(reg, waiting)
-	reg.MustRegister(e.jobs, e.inflight, e.redeliveries, e.canceled, e.retries, e.deadLetters, e.publishFailed, e.fetchSeconds, waiting, e.backlog)
+	reg.MustRegister(e.jobs, e.inflight, e.redeliveries, e.canceled, e.held, e.retries, e.deadLetters, e.publishFailed, e.fetchSeconds, waiting, e.backlog)
 	return e
 }
 
@@ -213,6 +222,13 @@ func (e *Metrics) Backlog(byOrigin map[string]uint64) {
 func (e *Metrics) Redelivered() {
 	if e != nil {
 		e.redeliveries.Inc()
+	}
+}
+
+// ResultHeld counts a result held while the results stream was full.
+func (e *Metrics) ResultHeld() {
+	if e != nil {
+		e.held.Inc()
 	}
 }
 

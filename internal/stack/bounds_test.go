@@ -278,10 +278,10 @@ func TestNeverReadingClientsBounds(t *testing.T) {
 	began := time.Now()
 	r := runNeverReaders(t, st, "ws://"+listen+"/ws", "http://"+listen, big, clients, perClient, rss, 10*time.Minute)
 	q := func(q float64) float64 { return float64(r.bystander.ValueAtQuantile(q)) / 1000 }
-	t.Logf("| clients x fetches in flight | body | origin RSS before | peak | growth | bystander fetches | p50 | p99 | max | refused result writes | closed with 1008 | get-result answered (pending first) | time |")
-	t.Logf("| %d x %d | %d B | %.1f MB | %.1f MB | %.1f MB | %d | %.2f ms | %.2f ms | %.2f ms | %d | %d of %d | %d of %d (%d) | %.1f s |",
+	t.Logf("| clients x fetches in flight | body | origin RSS before | peak | growth | bystander fetches | p50 | p99 | max | refused result writes | results held (results stream full) | closed with 1008 | get-result answered (pending first) | time |")
+	t.Logf("| %d x %d | %d B | %.1f MB | %.1f MB | %.1f MB | %d | %.2f ms | %.2f ms | %.2f ms | %d | %d | %d of %d | %d of %d (%d) | %.1f s |",
 		clients, perClient, body, mb(r.rssBefore), mb(r.rssPeak), mb(r.rssPeak-r.rssBefore), r.bystander.TotalCount(),
-		q(50), q(99), float64(r.bystander.Max())/1000, r.refusedWrites, r.closed1008, clients, r.answered, r.jobs, r.pending,
+		q(50), q(99), float64(r.bystander.Max())/1000, r.refusedWrites, r.held, r.closed1008, clients, r.answered, r.jobs, r.pending,
 		time.Since(began).Seconds())
 	if g := r.rssPeak - r.rssBefore; g > 100<<20 {
 		t.Errorf("origin RSS grew %.1f MB, want <= 100 MB", mb(g))
@@ -358,6 +358,7 @@ func (g *gatedTarget) allow(c *config.Config) {
 type neverReaders struct {
 	jobs, answered, closed1008, clients int
 	refusedWrites                       int64
+	held                                int64 // results an executor held while the results stream was full
 	rssBefore, rssPeak                  int64
 	bystander                           *hdrhistogram.Histogram // µs
 	bystanderFailed                     int
@@ -509,6 +510,7 @@ func runNeverReaders(t *testing.T, st *Stack, wsURL, httpURL string, big *gatedT
 		t.Fatalf("not every result reached the origin, or not every slow client was closed, after %v: %s", wait, why)
 	}
 	r.refusedWrites = int64(testutil.MetricSum(t, st.Metrics().Gatherer(), executor.MetricPublishFailuresTotal))
+	r.held = int64(testutil.MetricSum(t, st.Metrics().Gatherer(), executor.MetricResultsHeldTotal))
 
 	for _, c := range slow {
 		_ = c.Conn.SetReadDeadline(time.Now().Add(15 * time.Second))

@@ -48,9 +48,12 @@ func TestFullResultsStreamLosesNothing(t *testing.T) {
 		}
 	}
 	testutil.Eventually(t, 30*time.Second, func() bool {
-		v, _ := testutil.MetricValue(t, st.Metrics().Gatherer(), executor.MetricPublishFailuresTotal, nil)
+		v, _ := testutil.MetricValue(t, st.Metrics().Gatherer(), executor.MetricResultsHeldTotal, nil)
 		return v > 0
 	}, "the results stream never refused a result")
+	if v, _ := testutil.MetricValue(t, st.Metrics().Gatherer(), executor.MetricPublishFailuresTotal, nil); v != 0 {
+		t.Errorf("%v results failed to store (want 0: a full stream is waited out)", v)
+	}
 	close(release)
 	testutil.Eventually(t, 45*time.Second, func() bool {
 		mu.Lock()
