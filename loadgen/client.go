@@ -346,7 +346,7 @@ func (c *client) writeLoop() {
 	defer c.e.bg.Done()
 	open := c.e.cfg.Rate > 0
 	suffix := c.e.frameSuffix
-	buf := make([]byte, 0, len(wire.StartFetchPrefix)+32+len(suffix))
+	buf := make([]byte, 0, len(wire.StartFetchPrefix)+96+len(suffix))
 	for {
 		var req sendReq
 		select {
@@ -359,7 +359,14 @@ func (c *client) writeLoop() {
 			continue // timed out before it could be sent
 		}
 		buf = append(buf[:0], wire.StartFetchPrefix...)
+		idStart := len(buf)
 		buf = appendRequestID(buf, c.idx, int(req.slot), req.seq)
+		if c.e.keyPrefix != nil {
+			// A key made of the run's nonce and the id: unique per fetch.
+			idEnd := len(buf)
+			buf = append(buf, c.e.keyPrefix...)
+			buf = append(buf, buf[idStart:idEnd]...)
+		}
 		buf = append(buf, suffix...)
 		now := c.e.now()
 		sl.sentNs.Store(now)

@@ -8,8 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pipeline-dev/pipeline/broker"
 	"github.com/pipeline-dev/pipeline/internal/config"
 	"github.com/pipeline-dev/pipeline/internal/stack"
+	"github.com/pipeline-dev/pipeline/internal/testutil"
+	"github.com/pipeline-dev/pipeline/origin"
 )
 
 // These tests run the load generator against the real pipeline: embedded
@@ -191,5 +194,51 @@ func TestEmbeddedSweepAndHTML(t *testing.T) {
 	checkSelfContained(t, buf.String())
 	if got := strings.Count(buf.String(), "<svg"); got < 4 {
 		t.Errorf("sweep HTML has %d charts, want 4", got)
+	}
+}
+
+// TestEmbeddedKeyed runs keyed fetches twice: every fetch of a run has its
+// own key (no duplicates), and a second run uses new keys (its nonce), so
+// it fetches again rather than collecting the first run's results.
+func TestEmbeddedKeyed(t *testing.T) {
+	s := startStack(t, nil)
+	for run := 1; run <= 2; run++ {
+		rep, err := Run(context.Background(), Config{
+			Origins:     []string{s.OriginWS()},
+			TargetURL:   s.TargetURL() + "/delay?ms=0",
+			Concurrency: 10,
+			Requests:    200,
+			Keyed:       true,
+			Timeout:     10 * time.Second,
+			Logger:      testLogger(t),
+		})
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		checkCounts(t, rep)
+		if rep.OK != 200 {
+			t.Fatalf("run %d: %d ok of 200, errors %v", run, rep.OK, rep.ErrorsByCode)
+		}
+	}
+	testutil.WantMetric(t, s.Metrics().Gatherer(), origin.MetricDuplicateKeysTotal, nil, 0)
+	testutil.WantMetric(t, s.Metrics().Gatherer(), origin.MetricJobsEnqueuedTotal, nil, 400)
+	// Every job was named by a key: its id is a key's (broker.KeyJobID).
+	kv, err := testutil.JetStream(t, s.Server()).KeyValue(context.Background(), broker.FinishedBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := kv.ListKeys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for k := range keys.Keys() {
+		n++
+		if id := strings.TrimPrefix(k, "o1."); !broker.IsKeyJobID(id) {
+			t.Fatalf("finished job %q was not named by a key", id)
+		}
+	}
+	if n != 400 {
+		t.Fatalf("%d finished jobs, want 400", n)
 	}
 }

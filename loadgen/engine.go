@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/nats-io/nuid"
 	"math"
 	"net/url"
 	"sync"
@@ -50,6 +51,10 @@ type Config struct {
 	// FetchTimeout, when non-zero, is sent as the fetch's timeout_ms; zero
 	// leaves the origin's default.
 	FetchTimeout time.Duration
+	// Keyed gives every fetch its own idempotency key (start-fetch "key",
+	// PROTOCOL.md §1.1): a run-unique prefix and the fetch's id, to measure
+	// what naming jobs costs.
+	Keyed bool
 
 	// Concurrency is the number of fetches in flight in closed-loop mode, and
 	// the cap on fetches in flight in open-loop mode (Rate > 0). If zero,
@@ -245,6 +250,9 @@ type engine struct {
 
 	// frameSuffix is everything of a start-fetch frame after the id.
 	frameSuffix []byte
+	// keyPrefix, with Keyed, goes between the id and frameSuffix: the
+	// frame's key is this run's nonce followed by the id again.
+	keyPrefix []byte
 
 	conns    []*client
 	dialErrs map[string]string // origin → why no connection to it opened
@@ -279,6 +287,9 @@ func newEngine(ctx context.Context, cfg Config) (*engine, error) {
 		return nil, err
 	}
 	e.frameSuffix = suffix
+	if cfg.Keyed {
+		e.keyPrefix = []byte(`","key":"` + nuid.Next() + "-")
+	}
 	if err := e.dialAll(ctx); err != nil {
 		return nil, err
 	}
