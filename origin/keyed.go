@@ -2,7 +2,9 @@ package origin
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,34 +19,97 @@ import (
 // key window (its Nats-Msg-Id de-duplication). That holds while the NATS
 // server keeps its de-duplication state: for jobs still in the stream
 // always, but a server that restarted rebuilds it only from the messages it
-// still holds, and a finished job's message is gone. For one key window
+// still holds, and a finished job's message is gone. So for one key window
 // after this origin started, or after its connection to NATS was
-// re-established (the server may have restarted), a keyed start-fetch
-// therefore first looks for the key's job in the finished-results store.
-// After that window the stream's own state covers every key again and a
-// keyed fetch costs no read.
+// re-established (the server may have restarted), a keyed start-fetch must
+// also know whether its key's job finished before: the origin lists the
+// key-named jobs in the finished-results store once, in the background, and
+// looks keys up in that set (a store read per keyed fetch only until the
+// list is in, and for the rare key found in it). After the window the
+// stream's own state covers every key again and the set is dropped.
 
-// keyCheckDue reports whether keyed start-fetch frames must look in the
-// finished-results store first (see above).
+// priorKeys is the set of key-named jobs that had finished when the
+// origin (re)connected, loaded once per window.
+type priorKeys struct {
+	mu     sync.Mutex
+	until  time.Time // end of the key window the check covers
+	recon  uint64    // the connection's reconnect count it was loaded for
+	loaded bool
+	ids    map[string]struct{}
+}
+
+// keyCheckDue reports whether keyed start-fetch frames must check for a
+// job that finished before this origin (or its server) restarted. A new
+// reconnect opens a new window and reloads the set.
 func (s *Server) keyCheckDue(now time.Time) bool {
 	r := s.nc.Stats().Reconnects
-	s.keyMu.Lock()
-	defer s.keyMu.Unlock()
-	if r != s.keyReconnects {
-		s.keyReconnects = r
-		s.keyCheckUntil = now.Add(s.cfg.KeyWindow)
+	p := &s.prior
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if r != p.recon {
+		p.recon, p.until, p.loaded, p.ids = r, now.Add(s.cfg.KeyWindow), false, nil
+		s.loadPriorKeys(r)
 	}
-	return now.Before(s.keyCheckUntil)
+	if now.After(p.until) {
+		p.ids = nil
+		return false
+	}
+	return true
+}
+
+// loadPriorKeys lists, in the background, the key-named jobs of this origin
+// in the finished-results store, for the window of reconnect count recon.
+// On failure the window keeps reading the store per keyed fetch.
+func (s *Server) loadPriorKeys(recon uint64) {
+	if !s.finished.enabled() {
+		return
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		ids := make(map[string]struct{})
+		lister, err := s.finished.kv.ListKeysFiltered(ctx, broker.FinishedKey(s.cfg.ID, "*"))
+		if err == nil {
+			prefix := s.cfg.ID + "."
+			for k := range lister.Keys() {
+				if id := k[len(prefix):]; broker.IsKeyJobID(id) {
+					ids[id] = struct{}{}
+				}
+			}
+			_ = lister.Stop()
+		}
+		if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+			s.log.Warn().Err(err).Msg("listing finished keyed jobs; keyed fetches read the store until the key window ends")
+			return
+		}
+		p := &s.prior
+		p.mu.Lock()
+		if p.recon == recon {
+			p.ids, p.loaded = ids, true
+		}
+		p.mu.Unlock()
+		s.log.Debug().Int("keyed_jobs", len(ids)).Msg("finished keyed jobs listed for the key window")
+	}()
 }
 
 // finishedKeyed reports whether job, a key's job, finished within the key
-// window (its result is in the finished-results store). A result older than
-// the window belongs to an earlier job under the same key: the key may name
-// a new one. Read errors count as not finished (the stream's
-// de-duplication still applies).
+// window before this origin (or its server) restarted, so that the stream
+// may have forgotten it. A result older than the window belongs to an
+// earlier job under the same key: the key may name a new one. Read errors
+// count as not finished (the stream's de-duplication still applies).
 func (s *Server) finishedKeyed(job string, now time.Time) bool {
 	if !s.finished.enabled() || !s.keyCheckDue(now) {
 		return false
+	}
+	p := &s.prior
+	p.mu.Lock()
+	_, listed := p.ids[job]
+	loaded := p.loaded
+	p.mu.Unlock()
+	if loaded && !listed {
+		return false // finished since: the stream remembers it
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
 	defer cancel()

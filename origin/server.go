@@ -248,10 +248,8 @@ type Server struct {
 	delayMu               sync.Mutex
 	delayChecked          time.Time
 	delayUsed, delayLimit int64
-	// keyMu guards keyCheckUntil and keyReconnects (keyed.go).
-	keyMu         sync.Mutex
-	keyCheckUntil time.Time
-	keyReconnects uint64
+	// prior are the key-named jobs finished before a (re)start (keyed.go).
+	prior priorKeys
 
 	// Counters, for tests and metrics.
 	duplicates atomic.Int64
@@ -442,8 +440,9 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("origin %s: consume results: %w", s.cfg.ID, err)
 	}
 	s.cc = cc
-	s.keyReconnects = s.nc.Stats().Reconnects
-	s.keyCheckUntil = time.Now().Add(s.cfg.KeyWindow)
+	s.prior.recon = s.nc.Stats().Reconnects
+	s.prior.until = time.Now().Add(s.cfg.KeyWindow)
+	s.loadPriorKeys(s.prior.recon)
 	go s.ackLoop()
 	s.ln = ln
 	mux := http.NewServeMux()
