@@ -257,6 +257,11 @@ func OriginPermissions(s Subjects, originID string) *server.Permissions {
 			jsAPI + "STREAM.CREATE." + bucket,
 			jsAPI + "STREAM.UPDATE." + bucket,
 			jsAPI + "DIRECT.GET." + bucket + "." + finished,
+			// Listing its own keys (after a restart, keyed.go in origin):
+			// an ordered push consumer on its own bucket.
+			jsAPI + "CONSUMER.CREATE." + bucket + ".>",
+			jsAPI + "CONSUMER.DELETE." + bucket + ".>",
+			"$JS.FC." + bucket + ".>",
 			// Its own delayed-jobs stream: schedules, its due consumer.
 			s.DelayedWildcard(),
 			jsAPI + "STREAM.INFO." + DelayedStream,

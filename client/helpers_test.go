@@ -16,6 +16,7 @@ import (
 	"github.com/pipeline-dev/pipeline/client"
 	"github.com/pipeline-dev/pipeline/internal/config"
 	"github.com/pipeline-dev/pipeline/internal/stack"
+	"github.com/pipeline-dev/pipeline/internal/stacktest"
 	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
 
@@ -24,24 +25,7 @@ import (
 // test end.
 func startStack(t testing.TB, mod func(*config.Config)) *stack.Stack {
 	t.Helper()
-	cfg := stack.EphemeralConfig()
-	if mod != nil {
-		mod(&cfg)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	st, err := stack.Start(ctx, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
-	if err != nil {
-		t.Fatalf("start stack: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := st.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	return st
+	return stacktest.Start(t, mod, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
 }
 
 // dial connects a client to url and closes it at test end.

@@ -11,6 +11,7 @@ import (
 	"github.com/pipeline-dev/pipeline/broker"
 	"github.com/pipeline-dev/pipeline/internal/config"
 	"github.com/pipeline-dev/pipeline/internal/stack"
+	"github.com/pipeline-dev/pipeline/internal/stacktest"
 	"github.com/pipeline-dev/pipeline/internal/testutil"
 	"github.com/pipeline-dev/pipeline/origin"
 )
@@ -23,27 +24,7 @@ import (
 // config first. The stack is shut down when the test ends.
 func startStack(t *testing.T, adjust func(*config.Config)) *stack.Stack {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("starts the whole pipeline; skipped with -short")
-	}
-	cfg := stack.EphemeralConfig()
-	if adjust != nil {
-		adjust(&cfg)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := stack.Start(ctx, cfg, testLogger(t))
-	if err != nil {
-		t.Fatalf("start pipeline: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("pipeline shutdown: %v", err)
-		}
-	})
-	return s
+	return stacktest.Start(t, adjust, testLogger(t))
 }
 
 func TestEmbeddedClosedLoop(t *testing.T) {

@@ -67,7 +67,7 @@ func (s *Server) loadPriorKeys(recon uint64) {
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		ctx, cancel := context.WithTimeout(s.bgCtx, time.Minute)
 		defer cancel()
 		ids := make(map[string]struct{})
 		lister, err := s.finished.kv.ListKeysFiltered(ctx, broker.FinishedKey(s.cfg.ID, "*"))
@@ -79,6 +79,9 @@ func (s *Server) loadPriorKeys(recon uint64) {
 				}
 			}
 			_ = lister.Stop()
+			if ctx.Err() != nil {
+				err = ctx.Err() // cut short: the set is incomplete
+			}
 		}
 		if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
 			s.log.Warn().Err(err).Msg("listing finished keyed jobs; keyed fetches read the store until the key window ends")

@@ -226,8 +226,11 @@ type Server struct {
 	// writers are the sessions' buffered writers, held only while writing.
 	writers sync.Pool
 	sessWG  sync.WaitGroup
-	// bg counts short-lived goroutines that wait for a store (cancel.go).
-	bg sync.WaitGroup
+	// bg counts background goroutines (a cancel's store wait, the listing
+	// of keyed jobs); bgCtx ends them at Shutdown.
+	bg       sync.WaitGroup
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
 
 	dedup    *dedup
 	finished *finished
@@ -303,6 +306,7 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 	}
 	s.ready = ready
 	s.untrackIF = s.m.TrackInFlight(s.pendingFetches)
+	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	s.upgrader = websocket.Upgrader{
 		// Small: an idle session holds it. Larger frames are read straight
 		// into the session's frame buffer.
@@ -775,6 +779,7 @@ closeSessions:
 		close(s.acks)
 		<-s.ackDone
 	}
+	s.bgCancel()
 	s.bg.Wait()
 	s.untrackIF()
 	s.caller.Close()

@@ -1,15 +1,14 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/rs/zerolog"
 
-	"github.com/pipeline-dev/pipeline/internal/stack"
+	"github.com/pipeline-dev/pipeline/internal/config"
+	"github.com/pipeline-dev/pipeline/internal/stacktest"
 	"github.com/pipeline-dev/pipeline/loadgen"
 )
 
@@ -20,25 +19,10 @@ import (
 // tokens also come from PIPELINE_ORIGIN_AUTH_TOKEN and
 // PIPELINE_RUNTIME_AUTH_TOKEN, and never appear in the report.
 func TestRPCWithTokens(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts the whole pipeline")
-	}
-	cfg := stack.EphemeralConfig()
-	cfg.Origin.AuthToken = "origin-t0ken"
-	cfg.Runtime.AuthToken = "runtime-t0ken"
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	st, err := stack.Start(ctx, cfg, zerolog.Nop())
-	if err != nil {
-		t.Fatalf("start stack: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := st.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
+	st := stacktest.Start(t, func(c *config.Config) {
+		c.Origin.AuthToken = "origin-t0ken"
+		c.Runtime.AuthToken = "runtime-t0ken"
+	}, zerolog.Nop())
 	base := []string{"rpc", "--caller", st.OriginHTTP(), "--runtime", st.RuntimeHTTP(), "--fn", "echo",
 		"--payload", "100B", "--iterations", "5", "--warmup", "-1", "--quiet", "--log-level", "error"}
 	all := []string{"--via", "direct,nats,http,http-raw"}

@@ -87,7 +87,9 @@ func startPipelineProcess(t *testing.T, bin, name, readyURL string, args, env []
 // URLs and the same streams settings (every role provisions the streams, so
 // a mismatch would rescale them), allowed to fetch from the test target.
 // Its ops listener is on a free port (waitReady polls its /readyz).
-func startExecutorProcess(t *testing.T, bin string, st *Stack, natsURL, id string, concurrency int) *pipelineProcess {
+// Concurrency 0 leaves the flag out; extra arguments (e.g. --config FILE)
+// are added to the command line.
+func startExecutorProcess(t *testing.T, bin string, st *Stack, natsURL, id string, concurrency int, extra ...string) *pipelineProcess {
 	t.Helper()
 	ops := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	env := []string{
@@ -104,9 +106,11 @@ func startExecutorProcess(t *testing.T, bin string, st *Stack, natsURL, id strin
 			"PIPELINE_NATS_AUTH_EXECUTOR_PASSWORD="+a.Executor.Password,
 		)
 	}
-	return startPipelineProcess(t, bin, id, "http://"+ops+"/readyz", []string{"executor", "--nats", natsURL, "--id", id,
-		"--concurrency", fmt.Sprint(concurrency), "--log-level", "warn", "--log-format", "json",
-		"--ops-listen", ops}, env)
+	args := []string{"executor", "--nats", natsURL, "--id", id, "--log-level", "warn", "--log-format", "json", "--ops-listen", ops}
+	if concurrency > 0 {
+		args = append(args, "--concurrency", fmt.Sprint(concurrency))
+	}
+	return startPipelineProcess(t, bin, id, "http://"+ops+"/readyz", append(args, extra...), env)
 }
 
 // waitReady waits until the process answers 200 on its /readyz (an

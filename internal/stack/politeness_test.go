@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -80,16 +79,8 @@ func TestRateLimitAcrossExecutorProcesses(t *testing.T) {
 	}
 }
 
-// startRateProcess starts `pipeline executor` with the config file cfgFile
-// (as startExecutorProcess does, with --config).
+// startRateProcess starts `pipeline executor` with the config file cfgFile.
 func startRateProcess(t *testing.T, bin string, st *Stack, cfgFile, id string) *pipelineProcess {
 	t.Helper()
-	ops := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
-	env := []string{
-		"PIPELINE_STREAMS_REPLICAS=" + fmt.Sprint(st.cfg.Streams.Replicas),
-		"PIPELINE_STREAMS_ACK_WAIT=" + st.cfg.Streams.AckWait.String(),
-		"PIPELINE_EXECUTOR_POLICY_ALLOW=" + strings.TrimPrefix(st.TargetURL(), "http://"),
-	}
-	return startPipelineProcess(t, bin, id, "http://"+ops+"/readyz", []string{"executor", "--config", cfgFile,
-		"--nats", st.NATSURL(), "--id", id, "--log-level", "warn", "--log-format", "json", "--ops-listen", ops}, env)
+	return startExecutorProcess(t, bin, st, st.NATSURL(), id, 0, "--config", cfgFile)
 }
