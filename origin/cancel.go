@@ -11,21 +11,35 @@ import (
 	"github.com/pipeline-dev/pipeline/broker"
 )
 
+// maxCanceled bounds the canceled jobs an origin remembers; beyond it the
+// oldest are forgotten (a due job of theirs is still dropped unfetched by
+// the executors, which follow the cancel marks).
+const maxCanceled = 1 << 16
+
 // cancels is the set of jobs this origin canceled (by job id), so a due
 // delayed job that was canceled while it waited is not moved into the jobs
-// stream. Safe for concurrent use.
+// stream. Bounded by maxCanceled. Safe for concurrent use.
 type cancels struct {
-	mu  sync.Mutex
-	ids map[string]struct{}
+	mu    sync.Mutex
+	ids   map[string]struct{}
+	order []string
 }
 
 func (c *cancels) add(job string) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.ids == nil {
 		c.ids = make(map[string]struct{})
 	}
+	if _, ok := c.ids[job]; ok {
+		return
+	}
 	c.ids[job] = struct{}{}
-	c.mu.Unlock()
+	c.order = append(c.order, job)
+	if len(c.order) > maxCanceled {
+		delete(c.ids, c.order[0])
+		c.order = c.order[1:]
+	}
 }
 
 func (c *cancels) has(job string) bool {
