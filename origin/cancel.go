@@ -146,11 +146,7 @@ func (s *Server) cancelJob(ctx context.Context, job string, reply func()) *broke
 // scheduledSeq looks for job's schedule in the delayed stream (a job
 // delayed before this origin restarted) and returns its sequence.
 func (s *Server) scheduledSeq(ctx context.Context, job string) (uint64, bool) {
-	st, err := s.js.Stream(ctx, broker.DelayedStream)
-	if err != nil {
-		return 0, false
-	}
-	m, err := st.GetLastMsgForSubject(ctx, s.cfg.Subjects.DelayedAt(s.cfg.ID, job))
+	m, err := s.delayed.GetLastMsgForSubject(ctx, s.cfg.Subjects.DelayedAt(s.cfg.ID, job))
 	if err != nil {
 		return 0, false
 	}
@@ -161,11 +157,7 @@ func (s *Server) scheduledSeq(ctx context.Context, job string) (uint64, bool) {
 // meanwhile, the due job is dropped (cancels) or, once moved, acknowledged
 // without a fetch by the executors (the cancel mark).
 func (s *Server) unschedule(ctx context.Context, job string, seq uint64) {
-	st, err := s.js.Stream(ctx, broker.DelayedStream)
-	if err == nil {
-		err = st.DeleteMsg(ctx, seq)
-	}
-	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+	if err := s.delayed.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		s.log.Debug().Err(err).Str("job", job).Msg("schedule of a canceled job not removed; its cancel mark stops it")
 	}
 }

@@ -17,7 +17,12 @@ import (
 // publish and the ack stores it once; a full jobs stream leaves it waiting
 // in the delayed stream and tries again a second later.
 func (s *Server) startMover(ctx context.Context) error {
-	cons, err := s.js.CreateOrUpdateConsumer(ctx, broker.DelayedStream, broker.DueConsumerConfig(s.cfg.Subjects, s.cfg.ID, s.cfg.Replicas))
+	st, err := s.js.Stream(ctx, broker.DelayedStream)
+	if err != nil {
+		return fmt.Errorf("origin %s: delayed-jobs stream: %w", s.cfg.ID, err)
+	}
+	s.delayed = st
+	cons, err := st.CreateOrUpdateConsumer(ctx, broker.DueConsumerConfig(s.cfg.Subjects, s.cfg.ID, s.cfg.Replicas))
 	if err != nil {
 		return fmt.Errorf("origin %s: due consumer: %w", s.cfg.ID, err)
 	}

@@ -238,6 +238,7 @@ type Server struct {
 	ackDone  chan struct{}
 	cc       jetstream.ConsumeContext
 	dueCC    jetstream.ConsumeContext // moves due delayed jobs (delayed.go)
+	delayed  jetstream.Stream         // the delayed-jobs stream, bound at Start
 	cancels  cancels
 	closing  atomic.Bool
 	serveErr chan error
