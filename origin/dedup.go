@@ -80,3 +80,12 @@ func (d *dedup) abort(id string) {
 	delete(d.state, id)
 	d.mu.Unlock()
 }
+
+// done reports whether the continuation of job id finished within the
+// window (this process ran it). With no stored result left, the job is known
+// to have finished while its result is gone: result_expired.
+func (d *dedup) done(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.state[id].done
+}

@@ -324,6 +324,13 @@ func (c *session) getResult(f *clientFrame) {
 // first and then looking at the store again catches a result that finished
 // in between without answering twice.
 func (c *session) follow(ctx context.Context, id, job string, known bool) {
+	if c.srv.dedup.done(job) && c.srv.finished.enabled() {
+		// It finished here: its stored result, or word that it is gone.
+		if !c.replyFinished(ctx, id, job) {
+			c.queue(encodeError(id, job, broker.Errorf(broker.CodeResultExpired, "job %q finished; its result is no longer retained", truncate(job, 64))))
+		}
+		return
+	}
 	a := attachment{sess: c, id: id}
 	if !c.addFollow(job, id) {
 		c.queue(encodeError(id, job, broker.Errorf(broker.CodeQueueFull, "this connection already waits for %d jobs", c.srv.cfg.MaxInFlight)))

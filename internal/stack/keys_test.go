@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/pipeline-dev/pipeline/broker"
 	"github.com/pipeline-dev/pipeline/internal/config"
 	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
@@ -237,5 +238,32 @@ func TestKeySurvivesOriginRestart(t *testing.T) {
 	}
 	if ct.count("/done") != 1 || ct.count("/queued") != 1 {
 		t.Fatalf("target saw /done %d and /queued %d times, want 1 each", ct.count("/done"), ct.count("/queued"))
+	}
+}
+
+// TestResultExpired: a job that finished here but whose result left the
+// store (here: deleted from the bucket) is result_expired, for get-result
+// and for a duplicate key, instead of not_found or a wait that never ends.
+func TestResultExpired(t *testing.T) {
+	st := startStack(t, nil)
+	c := testutil.DialWS(t, st.OriginWS())
+	enq, final := c.Fetch("a", st.TargetURL()+"/echo", map[string]any{"key": "gone"})
+	if final.Type != "result" {
+		t.Fatalf("got %+v", final)
+	}
+	kv, err := testutil.JetStream(t, st.Server()).KeyValue(context.Background(), broker.FinishedBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Purge(context.Background(), broker.FinishedKey("o1", enq.Job)); err != nil {
+		t.Fatal(err)
+	}
+	c.SendJSON(map[string]any{"type": "get-result", "id": "g", "job": enq.Job})
+	if f := c.Read(); f.Type != "error" || f.Code != "result_expired" || f.ID != "g" {
+		t.Fatalf("get-result: %+v, want result_expired", f)
+	}
+	e2, f2 := c.Fetch("b", st.TargetURL()+"/echo", map[string]any{"key": "gone"})
+	if !e2.Duplicate || f2.Type != "error" || f2.Code != "result_expired" || f2.ID != "b" {
+		t.Fatalf("duplicate key: enqueued %+v final %+v, want duplicate then result_expired", e2, f2)
 	}
 }
