@@ -200,6 +200,10 @@ func TestEmbeddedKeyed(t *testing.T) {
 		if rep.OK != 200 {
 			t.Fatalf("run %d: %d ok of 200, errors %v", run, rep.OK, rep.ErrorsByCode)
 		}
+		// The pipeline runs in this process: it, and loadgen, cost CPU.
+		if rep.ProcessCPUPerFetchUS <= 0 {
+			t.Errorf("run %d: process CPU per fetch %v, want > 0", run, rep.ProcessCPUPerFetchUS)
+		}
 	}
 	testutil.WantMetric(t, s.Metrics().Gatherer(), origin.MetricDuplicateKeysTotal, nil, 0)
 	testutil.WantMetric(t, s.Metrics().Gatherer(), origin.MetricJobsEnqueuedTotal, nil, 400)

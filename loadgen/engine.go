@@ -208,8 +208,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		e.warmupIssued = wp.issued.Load()
 	}
 	mp := e.newPhase("measure", true, cfg.Requests, cfg.Duration)
+	cpu0, cpuOK := processCPU()
 	runErr := e.runPhase(ctx, mp)
+	cpu1, _ := processCPU()
 	rep := e.report(mp)
+	if n := rep.OK + rep.Errors; cpuOK && n > 0 {
+		rep.ProcessCPUPerFetchUS = float64((cpu1 - cpu0).Microseconds()) / float64(n)
+	}
 	e.close()
 	if runErr != nil {
 		return rep, fmt.Errorf("loadgen: measured phase: %w", runErr)

@@ -28,6 +28,12 @@ type Report struct {
 	DurationS      float64 `json:"duration_s"` // first send → last reply
 	ThroughputRPS  float64 `json:"throughput_rps"`
 	TimePerFetchMS float64 `json:"time_per_fetch_ms"` // duration / requests
+	// ProcessCPUPerFetchUS is the user+system CPU this process used during
+	// the measured phase, per fetch, in microseconds (getrusage): loadgen's
+	// own cost against an external pipeline, and loadgen plus the whole
+	// pipeline with --embedded. Compare designs by it rather than by
+	// throughput alone on a shared machine. Zero where it cannot be read.
+	ProcessCPUPerFetchUS float64 `json:"process_cpu_us_per_fetch,omitempty"`
 	// PctOfLinear is set in sweeps: time per fetch relative to the first
 	// level's, in percent (the "% of linear time" of the original study).
 	PctOfLinear float64 `json:"pct_of_linear,omitempty"`
@@ -261,6 +267,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "requests %d  ok %d  errors %d  warm-up %d\n", r.Requests, r.OK, r.Errors, r.WarmupRequests)
 	fmt.Fprintf(&b, "duration %s  throughput %s/s  time per fetch %s ms",
 		fmtSeconds(r.DurationS), fmtCount(r.ThroughputRPS), fmtMs(r.TimePerFetchMS))
+	if r.ProcessCPUPerFetchUS > 0 {
+		fmt.Fprintf(&b, "  process CPU %.0f µs/fetch", r.ProcessCPUPerFetchUS)
+	}
 	if r.Rate > 0 {
 		fmt.Fprintf(&b, "  send rate %s/s (asked %s/s)", fmtCount(r.SendRateRPS), fmtCount(r.Rate))
 	}
