@@ -248,22 +248,8 @@ func provision(ctx context.Context, js jetstream.JetStream, c StreamsConfig) err
 	if _, err := js.CreateOrUpdateStream(ctx, jobs); err != nil {
 		return fmt.Errorf("provision stream %s: %w", JobsStream, err)
 	}
-	results := jetstream.StreamConfig{
-		Name:        ResultsStream,
-		Description: "pipeline fetch results, one filtered consumer per origin",
-		Subjects:    []string{c.Subjects.ResultsWildcard()},
-		Retention:   jetstream.WorkQueuePolicy,
-		// Full: refuse new results (executors hold them and try again)
-		// rather than drop stored ones, which would lose a job's only
-		// final frame.
-		Discard:    jetstream.DiscardNew,
-		MaxBytes:   c.MaxResultBytes,
-		Storage:    storage,
-		Replicas:   c.Replicas,
-		Duplicates: c.DuplicateWindow,
-	}
-	if _, err := js.CreateOrUpdateStream(ctx, results); err != nil {
-		return fmt.Errorf("provision stream %s: %w", ResultsStream, err)
+	if err := provisionResults(ctx, js, c); err != nil {
+		return err
 	}
 	if err := dropLegacyConsumer(ctx, js); err != nil {
 		return err
@@ -309,7 +295,7 @@ func OriginConsumerConfig(s Subjects, originID string, replicas int, ackWait tim
 	return jetstream.ConsumerConfig{
 		Durable:       OriginConsumer(originID),
 		Description:   "results for origin " + originID,
-		FilterSubject: s.Result(originID),
+		FilterSubject: s.ResultsFilter(originID),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       ackWait,
 		MaxAckPending: DefaultMaxAckPending,
@@ -323,4 +309,60 @@ func OriginConsumerConfig(s Subjects, originID string, replicas int, ackWait tim
 // seconds instead of the library default of 30.
 func PullOptions() []jetstream.PullConsumeOpt {
 	return []jetstream.PullConsumeOpt{jetstream.PullExpiry(10 * time.Second), jetstream.PullHeartbeat(2 * time.Second)}
+}
+
+// ResultsStreamConfig is the results stream: one subject per job
+// (Subjects.ResultOf; results on the plain Subjects.Result are stored under
+// LegacyResultToken), limits retention so that a result stays after its
+// origin acknowledged it and is the job's finished record (get-result reads
+// it by direct get), no age limit (a result whose origin is down must wait
+// for it), and discard new when full: executors hold their results rather
+// than drop stored ones. TrimResults keeps it within its retention.
+func ResultsStreamConfig(c StreamsConfig) jetstream.StreamConfig {
+	c = c.withDefaults()
+	storage := jetstream.FileStorage
+	if c.Storage == MemoryStorage {
+		storage = jetstream.MemoryStorage
+	}
+	return jetstream.StreamConfig{
+		Name:        ResultsStream,
+		Description: "pipeline fetch results, one subject per job, kept for get-result after their origin read them",
+		Subjects:    c.Subjects.ResultsSubjects(),
+		SubjectTransform: &jetstream.SubjectTransformConfig{
+			Source:      c.Subjects.Result("*"),
+			Destination: c.Subjects.ResultOf("{{wildcard(1)}}", LegacyResultToken),
+		},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardNew,
+		MaxBytes:    c.MaxResultBytes,
+		Storage:     storage,
+		Replicas:    c.Replicas,
+		Duplicates:  c.DuplicateWindow,
+		AllowDirect: true,
+	}
+}
+
+// provisionResults creates or updates the results stream. Versions before
+// per-job result subjects kept it under work-queue retention, which a stream
+// cannot leave: an empty one is replaced; one still holding results is left
+// alone with an error saying what to do.
+func provisionResults(ctx context.Context, js jetstream.JetStream, c StreamsConfig) error {
+	cfg := ResultsStreamConfig(c)
+	st, err := js.Stream(ctx, ResultsStream)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+	case err != nil:
+		return fmt.Errorf("provision: look up stream %s: %w", ResultsStream, err)
+	case st.CachedInfo().Config.Retention != jetstream.LimitsPolicy:
+		if n := st.CachedInfo().State.Msgs; n > 0 {
+			return fmt.Errorf("provision stream %s: it holds %d results stored by an older version under work-queue retention; run that version until its origins have read them (or delete the stream), then start this one", ResultsStream, n)
+		}
+		if err := js.DeleteStream(ctx, ResultsStream); err != nil {
+			return fmt.Errorf("provision stream %s: replace the work-queue stream of an older version: %w", ResultsStream, err)
+		}
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("provision stream %s: %w", ResultsStream, err)
+	}
+	return nil
 }

@@ -9,7 +9,10 @@ import (
 const (
 	// JobsStream holds fetch jobs (work-queue retention).
 	JobsStream = "PIPELINE_JOBS"
-	// ResultsStream holds fetch results until their origin acknowledges them.
+	// ResultsStream holds fetch results, one subject per job
+	// (Subjects.ResultOf): their origin reads them through its consumer, and
+	// they stay after it acknowledged them, for get-result, until
+	// TrimResults drops them (result retention).
 	ResultsStream = "PIPELINE_RESULTS"
 	// DefaultPrefix is the default subject prefix.
 	DefaultPrefix = "pipeline"
@@ -37,8 +40,33 @@ func (s Subjects) Job(originID string) string { return s.prefix() + ".jobs.fetch
 // JobsWildcard matches every job subject.
 func (s Subjects) JobsWildcard() string { return s.prefix() + ".jobs.>" }
 
-// Result is the subject results for origin originID are published on.
+// Result is origin originID's plain results subject (PROTOCOL.md §2). A
+// result published there is stored as ResultOf(originID, LegacyResultToken)
+// and read like any other; this project's executors publish each result on
+// ResultOf instead, so that it is also the job's finished record.
 func (s Subjects) Result(originID string) string { return s.prefix() + ".results." + originID }
+
+// LegacyResultToken is the job token under which the results stream stores
+// results published on the plain subject Subjects.Result. No job id is "_".
+const LegacyResultToken = "_"
+
+// ResultOf is the subject the result of job jobID of origin originID is
+// published and kept on: the results stream answers get-result from it
+// (the last message on it, by direct get). jobID must be a valid token
+// (ValidateToken); results of other ids go to Result.
+func (s Subjects) ResultOf(originID, jobID string) string {
+	return s.prefix() + ".results." + originID + "." + jobID
+}
+
+// ResultsFilter matches every result stored for origin originID: its
+// results consumer's filter.
+func (s Subjects) ResultsFilter(originID string) string { return s.ResultOf(originID, "*") }
+
+// ResultsSubjects are the results stream's subjects: the plain per-origin
+// subject and the per-job one.
+func (s Subjects) ResultsSubjects() []string {
+	return []string{s.Result("*"), s.ResultOf("*", "*")}
+}
 
 // JobOrigin returns the origin id a job subject (<prefix>.jobs.fetch.<id>)
 // belongs to, and false when subject is not a job subject of this prefix.
@@ -55,7 +83,7 @@ func (s Subjects) JobOrigin(subject string) (string, bool) {
 }
 
 // ResultsWildcard matches every results subject.
-func (s Subjects) ResultsWildcard() string { return s.prefix() + ".results.*" }
+func (s Subjects) ResultsWildcard() string { return s.prefix() + ".results.>" }
 
 // RPCGroup is the micro service endpoint group for runtime functions.
 func (s Subjects) RPCGroup() string { return s.prefix() + ".rpc" }
