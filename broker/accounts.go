@@ -19,11 +19,13 @@ import (
 //   - PipelineAccount holds the shared streams (jobs, results, dead letters),
 //     the executors, the runtime and the admin: the trusted roles.
 //   - Each origin is alone in its own account, OriginAccount(id), with its own
-//     JetStream (its finished-results bucket, size-capped by the account's
+//     JetStream (its delayed-jobs stream, size-capped by the account's
 //     limits). From the pipeline account it imports exactly: its own jobs
-//     subject (PubAcks flow back), the info and pull (MSG.NEXT, streamed
-//     responses) of its own results consumer under PipelineAPIPrefix, the
-//     acks of that consumer, and the runtime's subjects.
+//     and cancel subjects and its own results subjects (PubAcks flow back),
+//     the info and pull (MSG.NEXT, streamed responses) of its own results
+//     consumer and the direct get of its own results under
+//     PipelineAPIPrefix, the acks of that consumer, and the runtime's
+//     subjects.
 //   - The caller is alone in CallerAccount and imports the runtime only.
 //
 // Each export names the one account allowed to import it, so an origin
@@ -41,7 +43,8 @@ const (
 	PipelineAPIPrefix = "JS.pipeline.API"
 	// DefaultOriginMaxStore caps each origin account's JetStream storage
 	// (file and memory, bytes) when AuthConfig.OriginMaxStore is zero: room
-	// for the default 1 GiB finished-results bucket with three replicas.
+	// for its delayed-jobs stream (default 256 MiB) with three replicas, and
+	// more.
 	DefaultOriginMaxStore = 4 << 30
 )
 
@@ -220,7 +223,7 @@ func (a AuthConfig) serverConf(s Subjects, pw func(Credentials) (string, error))
 	}
 	for _, id := range origins {
 		acc := quoteList([]string{OriginAccount(id)})
-		fmt.Fprintf(&b, "      # origin %s: its jobs and cancel marks (the PubAcks flow back), its results consumer, its acks\n", id)
+		fmt.Fprintf(&b, "      # origin %s: its jobs, cancel marks and canceled records (the PubAcks flow back), its results consumer, direct gets of its results, its acks\n", id)
 		for _, e := range originExports(s, id) {
 			if e.streamed {
 				fmt.Fprintf(&b, "      {service: %q, response_type: stream, accounts: [%s]}\n", e.subject, acc)
@@ -242,7 +245,7 @@ func (a AuthConfig) serverConf(s Subjects, pw func(Credentials) (string, error))
 	for _, id := range origins {
 		acc := OriginAccount(id)
 		fmt.Fprintf(&b, "  %s {\n", strconv.Quote(acc))
-		b.WriteString("    # its own finished-results bucket and delayed-jobs stream, nothing else\n")
+		b.WriteString("    # its own delayed-jobs stream, nothing else\n")
 		fmt.Fprintf(&b, "    jetstream: {max_mem: %d, max_file: %d, max_streams: 2, max_consumers: 8}\n", maxStore, maxStore)
 		if err := writeUsers(&b, byAccount[acc], pw); err != nil {
 			return "", err
@@ -275,10 +278,13 @@ func originExports(s Subjects, originID string) []export {
 	cons := OriginConsumer(originID)
 	info := "CONSUMER.INFO." + ResultsStream + "." + cons
 	next := "CONSUMER.MSG.NEXT." + ResultsStream + "." + cons
+	direct := "DIRECT.GET." + ResultsStream + "." + s.ResultsFilter(originID)
 	return []export{
 		{subject: s.Job(originID)},
 		{subject: s.Cancel(originID, "*")},
+		{subject: s.ResultsFilter(originID)},
 		{subject: jsAPI + info, to: PipelineAPIPrefix + "." + info},
+		{subject: jsAPI + direct, to: PipelineAPIPrefix + "." + direct},
 		{subject: jsAPI + next, to: PipelineAPIPrefix + "." + next, streamed: true},
 		{subject: jsAck + ResultsStream + "." + cons + ".>"},
 	}

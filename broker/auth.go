@@ -16,11 +16,11 @@ import (
 //
 //   - origin <id>, alone in its own account (accounts.go): publish its own
 //     jobs (<prefix>.jobs.fetch.<id>), read and ack its own results consumer
-//     (origin-<id>, filtered on <prefix>.results.<id>, provisioned by the
-//     admin), put and get its own keys ("<id>.<job>") in its own
-//     finished-results bucket, call the runtime (<prefix>.rpc.*); subscribe
-//     only under its own inbox prefix. It cannot read, consume or ack
-//     another origin's results, nor publish results.
+//     (origin-<id>, filtered on <prefix>.results.<id>.*, provisioned by the
+//     admin), direct-get its own results (get-result), publish on its own
+//     results subjects (a canceled job's record), call the runtime
+//     (<prefix>.rpc.*); subscribe only under its own inbox prefix. It cannot
+//     read, consume or ack another origin's results, nor publish them.
 //     (Its job bodies are still its own words: executors must take a job's
 //     origin from the subject, see Subjects.JobOrigin.)
 //   - executor: create and read the per-origin jobs consumers ("jobs-<id>"),
@@ -144,7 +144,7 @@ type AuthConfig struct {
 	// account (see PipelineAccount).
 	Origins map[string]Credentials `yaml:"origins"`
 	// OriginMaxStore caps each origin account's JetStream storage in bytes
-	// (its finished-results bucket, all replicas). If zero,
+	// (its delayed-jobs stream, all replicas). If zero,
 	// DefaultOriginMaxStore is used.
 	OriginMaxStore int64 `yaml:"origin_max_store"`
 }
@@ -230,38 +230,29 @@ func inboxSub(role Role, originID string) string { return InboxPrefix(role, orig
 // OriginPermissions are origin originID's permissions in its own account
 // (OriginAccount) under prefix s.
 //
-// Publish, into the pipeline account through its imports: its jobs subject;
-// the info and pull (MSG.NEXT) of its own results consumer, under
-// PipelineAPIPrefix; that consumer's acks; runtime calls. In its own account:
-// its own keys in its finished-results bucket (put, and direct get by key)
-// and the bucket's stream info, create and update, and its account info.
-// Subscribe: its own inbox prefix. Nothing else: no other JetStream API call, no consumer create
-// anywhere (the admin provisions its results consumer), no results subject.
-// Even where a permission were missing, its account has no import of
-// another origin's subjects.
+// Publish, into the pipeline account through its imports: its jobs subject
+// and cancel marks; its own results subjects (the record of a job it
+// canceled); the info and pull (MSG.NEXT) of its own results consumer and
+// the direct get of its own results, under PipelineAPIPrefix; that
+// consumer's acks; runtime calls. In its own account: its delayed-jobs
+// stream and account info. Subscribe: its own inbox prefix. Nothing else:
+// no other JetStream API call, no consumer create anywhere (the admin
+// provisions its results consumer), no other origin's results. Even where a
+// permission were missing, its account has no import of another origin's
+// subjects.
 func OriginPermissions(s Subjects, originID string) *server.Permissions {
 	cons := OriginConsumer(originID)
-	finished := FinishedSubject(originID, ">") // $KV.<bucket>.<origin>.>
-	bucket := kvStream(FinishedBucket)
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
 			s.Job(originID),
 			s.Cancel(originID, "*"),
+			s.ResultsFilter(originID),
 			PipelineAPIPrefix + ".CONSUMER.INFO." + ResultsStream + "." + cons,
 			PipelineAPIPrefix + ".CONSUMER.MSG.NEXT." + ResultsStream + "." + cons,
+			PipelineAPIPrefix + ".DIRECT.GET." + ResultsStream + "." + s.ResultsFilter(originID),
 			jsAck + ResultsStream + "." + cons + ".>",
 			jsAPI + "CONSUMER.CREATE." + JobsStream + "." + JobsConsumer(originID) + "." + s.Job(originID),
-			finished,
 			jsAPI + "INFO",
-			jsAPI + "STREAM.INFO." + bucket,
-			jsAPI + "STREAM.CREATE." + bucket,
-			jsAPI + "STREAM.UPDATE." + bucket,
-			jsAPI + "DIRECT.GET." + bucket + "." + finished,
-			// Listing its own keys (after a restart, keyed.go in origin):
-			// an ordered push consumer on its own bucket.
-			jsAPI + "CONSUMER.CREATE." + bucket + ".>",
-			jsAPI + "CONSUMER.DELETE." + bucket + ".>",
-			"$JS.FC." + bucket + ".>",
 			// Its own delayed-jobs stream: schedules, its due consumer.
 			s.DelayedWildcard(),
 			jsAPI + "STREAM.INFO." + DelayedStream,

@@ -41,8 +41,8 @@ type StreamsConfig struct {
 	// Tenants are the origins that live in their own NATS accounts (nats.auth
 	// on: AuthConfig.OriginIDs). Provision creates their results consumers
 	// in the pipeline account (an origin may not create consumers there) and
-	// no shared finished-results bucket (each origin keeps its own, see
-	// ProvisionFinished).
+	// no shared delayed-jobs stream (each origin keeps its own, see
+	// ProvisionDelayed).
 	Tenants []string `yaml:"-"`
 	// Replicas per stream: 1 on a single server, 3 on a cluster. Default 1.
 	Replicas int `yaml:"replicas"`
@@ -84,10 +84,14 @@ type StreamsConfig struct {
 	JobsConsumerIdle time.Duration `yaml:"jobs_consumer_idle"`
 	// DeadLetterMaxAge is how long dead jobs are kept. Default 7 days.
 	DeadLetterMaxAge time.Duration `yaml:"dead_letter_max_age"`
-	// FinishedTTL is how long finished results are kept for get-result and
-	// de-duplication. Default 10 minutes; negative disables the bucket.
+	// FinishedTTL is how long a result stays in the results stream after
+	// its origin read it, for get-result (TrimResults drops it after).
+	// Default 10 minutes; negative: dropped at once, get-result disabled.
 	FinishedTTL time.Duration `yaml:"result_retention"`
-	// FinishedMaxBytes caps the finished-results bucket. Default 1 GiB.
+	// FinishedMaxBytes: when the results stream holds this many bytes (or
+	// 3/4 of MaxResultBytes, if less), results their origin read are
+	// dropped before their retention ends, oldest first, so that new
+	// results always find room. Default 1 GiB.
 	FinishedMaxBytes int64 `yaml:"result_retention_max_bytes"`
 }
 
@@ -272,9 +276,6 @@ func provision(ctx context.Context, js jetstream.JetStream, c StreamsConfig) err
 		}
 	}
 	if len(c.Tenants) == 0 {
-		if err := ProvisionFinished(ctx, js, c); err != nil {
-			return err
-		}
 		if err := ProvisionDelayed(ctx, js, c); err != nil {
 			return err
 		}

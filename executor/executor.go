@@ -468,7 +468,14 @@ func (e *Executor) publish(res *broker.Result) error {
 	// Asynchronous publish, awaited here: cheaper than a request per result
 	// (no context, timer or reply round trip of its own); the stall timeout
 	// is the JetStream context's (10 s).
-	fut, err := e.js.PublishAsync(e.cfg.Subjects.Result(res.Origin), data, jetstream.WithMsgID(res.JobID))
+	// On the job's own subject, where the result stays as the job's
+	// finished record (get-result); an id that is no subject token (not
+	// one an origin of ours makes) goes to the plain subject.
+	subj := e.cfg.Subjects.Result(res.Origin)
+	if broker.ValidateToken("job id", res.JobID) == nil && res.JobID != broker.LegacyResultToken {
+		subj = e.cfg.Subjects.ResultOf(res.Origin, res.JobID)
+	}
+	fut, err := e.js.PublishAsync(subj, data, jetstream.WithMsgID(res.JobID))
 	if err != nil {
 		return fmt.Errorf("publish result %s: %w", res.JobID, err)
 	}

@@ -112,7 +112,9 @@ func (s *Server) cancelJob(ctx context.Context, job string, reply func()) *broke
 		Continuation: broker.Continuation{Name: ResultToClient},
 	}
 	data, _ := res.Encode()
-	s.finished.begin(job, data)
+	if s.finished.enabled() {
+		s.finished.begin(job, data)
+	}
 	s.sessMu.Lock()
 	sess := s.sessions[owner]
 	s.sessMu.Unlock()
@@ -123,9 +125,16 @@ func (s *Server) cancelJob(ctx context.Context, job string, reply func()) *broke
 	s.finishJob(res)
 	s.m.Canceled()
 	s.log.Info().Str("job", job).Str("state", state).Msg("job canceled")
-	fut, err := s.finished.put(job, data)
-	if err != nil || fut == nil {
-		s.finished.stored(job)
+	if !s.finished.enabled() {
+		return nil
+	}
+	// The canceled frame is the job's finished record, on its result
+	// subject under its result's message id: a result stored first (the
+	// fetch finished meanwhile) keeps the record; one stored after is
+	// dropped as a duplicate (executors acknowledge its job).
+	fut, err := s.finished.put(s.js, job, job, data)
+	if err != nil {
+		s.log.Warn().Err(err).Str("job", job).Msg("canceled record not stored; get-result will not find it")
 		return nil
 	}
 	s.bg.Add(1)

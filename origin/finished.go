@@ -2,40 +2,51 @@ package origin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pipeline-dev/pipeline/broker"
 )
 
-// finished is this origin's view of the finished-results bucket: results are
-// stored there after their continuation ran, before the result message is
-// acknowledged. A nil kv means the bucket is disabled.
+// finished is this origin's view of its finished results. A result is
+// stored once, by its executor, on its job's own subject of the results
+// stream (broker.Subjects.ResultOf); the stream keeps it after this origin
+// acknowledged it (limits retention, trimmed by the executors after the
+// retention window: broker.TrimResults), so that message is the job's
+// finished record: get-result reads it by direct get, with no second write.
+// A disabled store (retention < 0) answers nothing.
 type finished struct {
-	js     jetstream.JetStream
-	kv     jetstream.KeyValue
-	origin string
+	nc       *nats.Conn
+	subjects broker.Subjects
+	origin   string
+	// direct is the direct-get request subject prefix for the results
+	// stream in this origin's account: "$JS.API.DIRECT.GET.PIPELINE_RESULTS."
+	// or, in its own account, the same under broker.PipelineAPIPrefix.
+	direct string
+	on     bool
 
-	// storing holds results whose put is not acknowledged yet, so a
-	// get-result right after the result frame finds them.
+	// storing holds records this origin stores itself (a canceled job's
+	// final frame, a result that came on the plain subject) until the
+	// stream acknowledged them, so a get-result right after finds them.
 	mu      sync.Mutex
 	storing map[string][]byte
 }
 
-// enabled reports whether finished results are kept (the bucket exists).
-func (f *finished) enabled() bool { return f.kv != nil }
-
-// begin makes a result visible to get-result before its continuation runs
-// (the continuation may push the result frame, and the client may ask
-// get-result at once); put stores it, stored or a failed continuation ends
-// the window.
-func (f *finished) begin(jobID string, data []byte) {
-	if f.kv == nil {
-		return
+func newFinished(nc *nats.Conn, s broker.Subjects, origin, apiPrefix string, on bool) *finished {
+	return &finished{
+		nc: nc, subjects: s, origin: origin, on: on,
+		direct: apiPrefix + ".DIRECT.GET." + broker.ResultsStream + ".",
 	}
+}
+
+// enabled reports whether finished results are kept (retention ≥ 0).
+func (f *finished) enabled() bool { return f.on }
+
+// begin makes a record this origin is storing visible to get at once.
+func (f *finished) begin(jobID string, data []byte) {
 	f.mu.Lock()
 	if f.storing == nil {
 		f.storing = make(map[string][]byte)
@@ -44,31 +55,19 @@ func (f *finished) begin(jobID string, data []byte) {
 	f.mu.Unlock()
 }
 
-// put stores a finished result (its wire form) asynchronously.
-func (f *finished) put(jobID string, data []byte) (jetstream.PubAckFuture, error) {
-	if f.kv == nil {
-		return nil, nil
-	}
-	f.begin(jobID, data)
-	fut, err := f.js.PublishAsync(broker.FinishedSubject(f.origin, jobID), data)
-	if err != nil {
-		f.stored(jobID)
-		return nil, fmt.Errorf("store finished result %s: %w", jobID, err)
-	}
-	return fut, nil
-}
-
-// stored ends the read-your-writes window of a put (acknowledged or failed).
+// stored ends the read-your-writes window of a record (stored or failed).
 func (f *finished) stored(jobID string) {
 	f.mu.Lock()
 	delete(f.storing, jobID)
 	f.mu.Unlock()
 }
 
-// get returns the finished result of jobID, or nil if there is none (unknown,
-// not finished, or past the retention window).
+// get returns the finished result of jobID, or nil if there is none
+// (unknown, not finished, or trimmed after the retention window). It fails
+// when the results stream cannot be read (no answer within ctx, or an
+// unexpected status).
 func (f *finished) get(ctx context.Context, jobID string) (*broker.Result, error) {
-	if f.kv == nil {
+	if !f.on {
 		return nil, nil
 	}
 	f.mu.Lock()
@@ -77,12 +76,40 @@ func (f *finished) get(ctx context.Context, jobID string) (*broker.Result, error
 	if ok {
 		return broker.DecodeResult(data)
 	}
-	e, err := f.kv.Get(ctx, broker.FinishedKey(f.origin, jobID))
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
-		return nil, nil
+	if broker.ValidateToken("job id", jobID) != nil || jobID == broker.LegacyResultToken {
+		return nil, nil // not one of our ids: no subject to look up
 	}
+	m, err := f.nc.RequestWithContext(ctx, f.direct+f.subjects.ResultOf(f.origin, jobID), nil)
 	if err != nil {
 		return nil, fmt.Errorf("get finished result %s: %w", jobID, err)
 	}
-	return broker.DecodeResult(e.Value())
+	// A direct get answers "no such message" with an empty message
+	// carrying a status header (NATS/1.0 404).
+	if st := m.Header.Get("Status"); st != "" && len(m.Data) == 0 {
+		if st == "404" {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("get finished result %s: status %s %s", jobID, st, m.Header.Get("Description"))
+	}
+	res, err := broker.DecodeResult(m.Data)
+	if err != nil {
+		return nil, fmt.Errorf("get finished result %s: %w", jobID, err)
+	}
+	return res, nil
+}
+
+// put stores a record this origin makes itself (a canceled job's final
+// frame, or a copy of a result that came on the plain results subject) on
+// the job's subject under message id msgID. A canceled frame uses the job
+// id, the executors' results' message id, so that of a cancel and a result
+// racing the first stored wins. The record is visible to get at once; call
+// stored when the future resolves.
+func (f *finished) put(js jetstream.JetStream, jobID, msgID string, data []byte) (jetstream.PubAckFuture, error) {
+	f.begin(jobID, data)
+	fut, err := js.PublishAsync(f.subjects.ResultOf(f.origin, jobID), data, jetstream.WithMsgID(msgID))
+	if err != nil {
+		f.stored(jobID)
+		return nil, fmt.Errorf("store finished result %s: %w", jobID, err)
+	}
+	return fut, nil
 }

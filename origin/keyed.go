@@ -2,8 +2,8 @@ package origin
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -59,9 +59,11 @@ func (s *Server) keyCheckDue(now time.Time) bool {
 
 // loadPriorKeys lists, in the background, the key-named jobs of this origin
 // in the finished-results store, for the window of reconnect count recon.
-// On failure the window keeps reading the store per keyed fetch.
+// On failure the window keeps reading the store per keyed fetch. An origin
+// in its own account cannot list the shared results stream's subjects (the
+// listing is not filtered by permissions): it reads per keyed fetch.
 func (s *Server) loadPriorKeys(recon uint64) {
-	if !s.finished.enabled() {
+	if !s.finished.enabled() || s.cfg.OwnAccount != nil {
 		return
 	}
 	s.bg.Add(1)
@@ -69,21 +71,8 @@ func (s *Server) loadPriorKeys(recon uint64) {
 		defer s.bg.Done()
 		ctx, cancel := context.WithTimeout(s.bgCtx, time.Minute)
 		defer cancel()
-		ids := make(map[string]struct{})
-		lister, err := s.finished.kv.ListKeysFiltered(ctx, broker.FinishedKey(s.cfg.ID, "*"))
-		if err == nil {
-			prefix := s.cfg.ID + "."
-			for k := range lister.Keys() {
-				if id := k[len(prefix):]; broker.IsKeyJobID(id) {
-					ids[id] = struct{}{}
-				}
-			}
-			_ = lister.Stop()
-			if ctx.Err() != nil {
-				err = ctx.Err() // cut short: the set is incomplete
-			}
-		}
-		if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+		ids, err := s.listKeyed(ctx)
+		if err != nil {
 			s.log.Warn().Err(err).Msg("listing finished keyed jobs; keyed fetches read the store until the key window ends")
 			return
 		}
@@ -167,4 +156,25 @@ func (s *Server) storedJob(ctx context.Context, job string) (jobRef, bool) {
 		s.log.Warn().Err(err).Str("job", job).Msg("job lookup")
 	}
 	return jobRef{seq: seq}, ok
+}
+
+// listKeyed returns the key-named jobs with a result kept in the results
+// stream: the subjects under this origin's results filter (one per job).
+func (s *Server) listKeyed(ctx context.Context) (map[string]struct{}, error) {
+	st, err := s.js.Stream(ctx, broker.ResultsStream)
+	if err != nil {
+		return nil, fmt.Errorf("list keyed jobs: %w", err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(s.cfg.Subjects.ResultsFilter(s.cfg.ID)))
+	if err != nil {
+		return nil, fmt.Errorf("list keyed jobs: %w", err)
+	}
+	prefix := s.cfg.Subjects.ResultOf(s.cfg.ID, "")
+	ids := make(map[string]struct{})
+	for subj := range info.State.Subjects {
+		if id := strings.TrimPrefix(subj, prefix); broker.IsKeyJobID(id) {
+			ids[id] = struct{}{}
+		}
+	}
+	return ids, nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,6 +99,10 @@ type Config struct {
 	// unacknowledged (e.g. the origin crashed) before it is redelivered; it
 	// also bounds one continuation run. Default broker.DefaultAckWait.
 	ResultAckWait time.Duration `yaml:"-"`
+	// ResultRetention is the results stream's retention
+	// (broker.StreamsConfig.FinishedTTL): negative means finished results
+	// are not kept, and get-result is refused. Default (0): kept.
+	ResultRetention time.Duration `yaml:"-"`
 	// OwnAccount, when non-nil, says the origin is alone in its own NATS
 	// account (nats.auth on, broker.OriginAccount): it binds its results
 	// consumer, which the admin provisioned in the pipeline account, through
@@ -280,7 +285,7 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 		conts:    make(map[string]ContinuationFunc),
 		sessions: make(map[string]*session),
 		dedup:    newDedup(cfg.DedupWindow, 1_000_000),
-		finished: &finished{js: js, origin: cfg.ID},
+		finished: newFinished(nc, cfg.Subjects, cfg.ID, jsAPIPrefix(cfg), cfg.ResultRetention >= 0),
 		acks:     make(chan resultAck, 4096),
 		ackDone:  make(chan struct{}),
 		serveErr: make(chan error, 1),
@@ -325,6 +330,16 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 	cc.Subjects, cc.Logger, cc.Metrics = cfg.Subjects, cfg.Logger, cfg.Metrics
 	s.caller = NewCaller(nc, cc)
 	return s, nil
+}
+
+// jsAPIPrefix is where this origin's connection reaches the pipeline
+// account's JetStream API: its own account sees it under
+// broker.PipelineAPIPrefix (only what it imports).
+func jsAPIPrefix(cfg Config) string {
+	if cfg.OwnAccount != nil {
+		return broker.PipelineAPIPrefix
+	}
+	return "$JS.API"
 }
 
 // bindResults binds the results consumer the admin provisioned in the
@@ -385,9 +400,6 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("origin %s: results consumer %s (provisioned by the admin for the origins in nats.auth.origins): %w",
 				s.cfg.ID, broker.OriginConsumer(s.cfg.ID), err)
 		}
-		if err := broker.ProvisionFinished(ctx, s.js, *s.cfg.OwnAccount); err != nil {
-			return fmt.Errorf("origin %s: own finished-results bucket: %w", s.cfg.ID, err)
-		}
 	} else {
 		cons, err = s.js.CreateOrUpdateConsumer(ctx, broker.ResultsStream,
 			broker.OriginConsumerConfig(s.cfg.Subjects, s.cfg.ID, s.cfg.Replicas, s.cfg.ResultAckWait))
@@ -416,15 +428,8 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.startMover(ctx); err != nil {
 		return err
 	}
-	kv, err := s.js.KeyValue(ctx, broker.FinishedBucket)
-	switch {
-	case err == nil:
-		s.finished.kv = kv
-	case errors.Is(err, jetstream.ErrBucketNotFound):
-		s.log.Warn().Msg("finished-results bucket disabled: no get-result, de-duplication across restarts only within one process")
-	default:
-		s.dueCC.Stop()
-		return fmt.Errorf("origin %s: finished-results bucket: %w", s.cfg.ID, err)
+	if !s.finished.enabled() {
+		s.log.Warn().Msg("result retention disabled: no get-result, de-duplication across restarts only within one process")
 	}
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
@@ -606,11 +611,12 @@ func (s *Server) publishErr(err error) error {
 }
 
 // onResult runs on the results consumer's delivery goroutine. A result's
-// continuation runs at most once per job: the in-memory set catches
-// duplicates within this process; a redelivered result (NumDelivered > 1,
-// e.g. after an origin crash) is checked against the finished-results
-// bucket, where every result is stored after its continuation ran and before
-// the result message is acknowledged.
+// continuation runs at most once per job within this process's dedup
+// window (the in-memory set catches redeliveries and duplicates), and
+// across an origin crash unless the crash falls between the continuation's
+// end and its ack reaching the server: the ack follows the continuation at
+// once, with no store write in between (the result message is the job's
+// finished record).
 func (s *Server) onResult(msg jetstream.Msg) {
 	res, err := broker.DecodeResult(msg.Data())
 	if err != nil {
@@ -622,16 +628,6 @@ func (s *Server) onResult(msg jetstream.Msg) {
 		s.suppress(msg, res)
 		return
 	}
-	if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 1 {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		prev, err := s.finished.get(ctx, res.JobID)
-		cancel()
-		if err == nil && prev != nil && generation(prev) == generation(res) {
-			s.dedup.finish(res.JobID)
-			s.suppress(msg, res)
-			return
-		}
-	}
 	s.contMu.RLock()
 	fn := s.conts[res.Continuation.Name]
 	s.contMu.RUnlock()
@@ -641,12 +637,10 @@ func (s *Server) onResult(msg jetstream.Msg) {
 		_ = msg.NakWithDelay(10 * time.Second)
 		return
 	}
-	s.finished.begin(res.JobID, msg.Data())
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ResultAckWait)
 	err = fn(ctx, res)
 	cancel()
 	if err != nil {
-		s.finished.stored(res.JobID)
 		s.dedup.abort(res.JobID)
 		s.log.Warn().Err(err).Str("job", res.JobID).Str("continuation", res.Continuation.Name).Msg("continuation failed; will retry")
 		_ = msg.NakWithDelay(time.Second)
@@ -656,11 +650,23 @@ func (s *Server) onResult(msg jetstream.Msg) {
 	s.finishJob(res)
 	s.finishedN.Add(1)
 	s.m.ExecutorSeen(res.Executor)
-	fut, err := s.finished.put(res.JobID, msg.Data())
-	if err != nil {
-		s.log.Warn().Err(err).Str("job", res.JobID).Msg("finished result not stored; get-result will not find it")
+	if s.finished.enabled() && strings.HasSuffix(msg.Subject(), "."+broker.LegacyResultToken) {
+		// Published on the plain results subject: this message is not
+		// under the job's subject, so it cannot be the job's finished
+		// record. Store a copy there (the one extra write of that path),
+		// then acknowledge.
+		fut, err := s.finished.put(s.js, res.JobID, "copy-"+res.JobID, msg.Data())
+		if err != nil {
+			s.log.Warn().Err(err).Str("job", res.JobID).Msg("finished result not stored; get-result will not find it")
+		}
+		s.acks <- resultAck{msg: msg, job: res.JobID, fut: fut}
+		return
 	}
-	s.acks <- resultAck{msg: msg, job: res.JobID, fut: fut}
+	// The result message itself is the finished record: acknowledging it
+	// is the only write left (a crash before the ack reaches the server
+	// runs the continuation again; within this process the in-memory
+	// record suppresses a redelivery).
+	_ = msg.Ack()
 }
 
 // generation tells apart jobs under one id: only a key's job id
@@ -675,6 +681,10 @@ func generation(res *broker.Result) int64 {
 }
 
 func (s *Server) suppress(msg jetstream.Msg, res *broker.Result) {
+	if res.Executor == "" && res.Error != nil && res.Error.Code == broker.CodeCanceled {
+		_ = msg.Ack() // this origin's own record of a cancel, coming back
+		return
+	}
 	s.duplicates.Add(1)
 	s.m.Duplicate()
 	s.log.Debug().Str("job", res.JobID).Int("attempt", res.Attempt).Msg("duplicate result suppressed")
