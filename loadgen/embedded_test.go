@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/nats-io/nats.go/jetstream"
 	"strings"
 	"testing"
 	"time"
@@ -208,18 +209,18 @@ func TestEmbeddedKeyed(t *testing.T) {
 	testutil.WantMetric(t, s.Metrics().Gatherer(), origin.MetricDuplicateKeysTotal, nil, 0)
 	testutil.WantMetric(t, s.Metrics().Gatherer(), origin.MetricJobsEnqueuedTotal, nil, 400)
 	// Every job was named by a key: its id is a key's (broker.KeyJobID).
-	kv, err := testutil.JetStream(t, s.Server()).KeyValue(context.Background(), broker.FinishedBucket)
+	rs, err := testutil.JetStream(t, s.Server()).Stream(context.Background(), broker.ResultsStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := kv.ListKeys(context.Background())
+	info, err := rs.Info(context.Background(), jetstream.WithSubjectFilter(broker.Subjects{}.ResultsFilter("o1")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := 0
-	for k := range keys.Keys() {
+	for k := range info.State.Subjects {
 		n++
-		if id := strings.TrimPrefix(k, "o1."); !broker.IsKeyJobID(id) {
+		if id := strings.TrimPrefix(k, broker.Subjects{}.ResultOf("o1", "")); !broker.IsKeyJobID(id) {
 			t.Fatalf("finished job %q was not named by a key", id)
 		}
 	}

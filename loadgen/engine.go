@@ -51,6 +51,10 @@ type Config struct {
 	// FetchTimeout, when non-zero, is sent as the fetch's timeout_ms; zero
 	// leaves the origin's default.
 	FetchTimeout time.Duration
+	// CPUPids are other processes (e.g. pipeline up) whose user+system CPU
+	// over the measured phase is reported per fetch (Report.PidsCPUPerFetchUS;
+	// read from /proc, Linux only).
+	CPUPids []int
 	// Keyed gives every fetch its own idempotency key (start-fetch "key",
 	// PROTOCOL.md §1.1): a run-unique prefix and the fetch's id, to measure
 	// what naming jobs costs.
@@ -209,11 +213,19 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	mp := e.newPhase("measure", true, cfg.Requests, cfg.Duration)
 	cpu0, cpuOK := processCPU()
+	pids0, pidsErr := pidsCPU(cfg.CPUPids)
 	runErr := e.runPhase(ctx, mp)
 	cpu1, _ := processCPU()
+	pids1, pidsErr1 := pidsCPU(cfg.CPUPids)
 	rep := e.report(mp)
 	if n := rep.OK + rep.Errors; cpuOK && n > 0 {
 		rep.ProcessCPUPerFetchUS = float64((cpu1 - cpu0).Microseconds()) / float64(n)
+	}
+	if n := rep.OK + rep.Errors; len(cfg.CPUPids) > 0 && n > 0 {
+		if err := errors.Join(pidsErr, pidsErr1); err != nil {
+			return rep, fmt.Errorf("loadgen: --cpu-pid: %w", err)
+		}
+		rep.PidsCPUPerFetchUS = float64((pids1 - pids0).Microseconds()) / float64(n)
 	}
 	e.close()
 	if runErr != nil {

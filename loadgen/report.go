@@ -34,6 +34,10 @@ type Report struct {
 	// pipeline with --embedded. Compare designs by it rather than by
 	// throughput alone on a shared machine. Zero where it cannot be read.
 	ProcessCPUPerFetchUS float64 `json:"process_cpu_us_per_fetch,omitempty"`
+	// PidsCPUPerFetchUS is the user+system CPU the processes given with
+	// --cpu-pid (e.g. pipeline up) used during the measured phase, per
+	// fetch, in microseconds.
+	PidsCPUPerFetchUS float64 `json:"pids_cpu_us_per_fetch,omitempty"`
 	// PctOfLinear is set in sweeps: time per fetch relative to the first
 	// level's, in percent (the "% of linear time" of the original study).
 	PctOfLinear float64 `json:"pct_of_linear,omitempty"`
@@ -269,6 +273,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmtSeconds(r.DurationS), fmtCount(r.ThroughputRPS), fmtMs(r.TimePerFetchMS))
 	if r.ProcessCPUPerFetchUS > 0 {
 		fmt.Fprintf(&b, "  process CPU %.0f µs/fetch", r.ProcessCPUPerFetchUS)
+	}
+	if r.PidsCPUPerFetchUS > 0 {
+		fmt.Fprintf(&b, "  --cpu-pid CPU %.0f µs/fetch", r.PidsCPUPerFetchUS)
 	}
 	if r.Rate > 0 {
 		fmt.Fprintf(&b, "  send rate %s/s (asked %s/s)", fmtCount(r.SendRateRPS), fmtCount(r.Rate))

@@ -26,9 +26,10 @@ import (
 // bench is an embedded server with the streams provisioned, a target that
 // answers "hello", and (optionally) an executor allowed to fetch from it.
 type bench struct {
-	t      *testing.T
-	srv    *broker.Server
-	target *httptest.Server
+	t       *testing.T
+	srv     *broker.Server
+	target  *httptest.Server
+	streams broker.StreamsConfig
 }
 
 func newBench(t *testing.T, streams broker.StreamsConfig, withExecutor bool) *bench {
@@ -39,7 +40,7 @@ func newBench(t *testing.T, streams broker.StreamsConfig, withExecutor bool) *be
 		fmt.Fprint(w, "hello")
 	}))
 	t.Cleanup(target.Close)
-	b := &bench{t: t, srv: srv, target: target}
+	b := &bench{t: t, srv: srv, target: target, streams: streams}
 	if withExecutor {
 		b.startExecutor()
 	}
@@ -81,6 +82,9 @@ func (b *bench) origin(cfg Config) *Server {
 	}
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Logger = zerolog.New(zerolog.NewTestWriter(b.t)).Level(zerolog.ErrorLevel)
+	if cfg.ResultRetention == 0 {
+		cfg.ResultRetention = b.streams.FinishedTTL
+	}
 	s, err := New(testutil.Connect(b.t, b.srv), cfg)
 	if err != nil {
 		b.t.Fatal(err)
@@ -141,7 +145,7 @@ func TestUnconfirmedJobErrorCarriesJobID(t *testing.T) {
 	_ = s.Shutdown(ctx)
 }
 
-// TestFinishedBucketDisabled runs an origin whose finished-results bucket is
+// TestFinishedBucketDisabled runs an origin whose result retention is
 // turned off (streams FinishedTTL < 0, result_retention -1s): fetches still
 // end with their result, and get-result answers with an error that says it
 // is turned off rather than pretending the job is unknown.

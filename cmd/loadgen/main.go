@@ -165,6 +165,7 @@ type options struct {
 	warmup         string
 	rate           float64
 	keyed          bool
+	cpuPids        []int
 	targetURL      string
 	method         string
 	headers        []string
@@ -245,6 +246,7 @@ func (o *options) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.duration, "duration", 0, "measure for this long instead of a fixed --requests (with --rate: rate × duration fetches)")
 	fs.StringVar(&o.warmup, "warmup", "auto", "unmeasured fetches first, drained before measuring: a count (500), a duration (2s), 0 for none, or auto = min(1000, max(requests/10, concurrency)) fetches, or min(1s, duration/10)")
 	fs.Float64Var(&o.rate, "rate", 0, "open loop: fetches per `second` on a fixed schedule; 0 = closed loop")
+	fs.IntSliceVar(&o.cpuPids, "cpu-pid", nil, "also report the CPU per fetch of these processes over the measured phase (e.g. pipeline up's pid; Linux /proc), repeatable")
 	fs.BoolVar(&o.keyed, "keyed", false, "give every fetch its own idempotency key (start-fetch key), to measure what keys cost")
 	fs.StringVar(&o.targetURL, "target-url", "", "`URL` the pipeline fetches; a value starting with / is relative to the test target (default "+loadgen.DefaultTargetURL+", or the embedded target)")
 	fs.StringVar(&o.method, "method", loadgen.DefaultMethod, "HTTP method of the fetches")
@@ -416,6 +418,7 @@ func runFetch(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 		Body:         o.body,
 		FetchTimeout: o.fetchTimeout,
 		Keyed:        o.keyed,
+		CPUPids:      o.cpuPids,
 		Concurrency:  o.concurrency,
 		Connections:  o.connections,
 		Requests:     o.requests,

@@ -3,6 +3,7 @@ package stack
 import (
 	"bytes"
 	"context"
+	"github.com/nats-io/nats.go/jetstream"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -242,7 +243,7 @@ func TestKeySurvivesOriginRestart(t *testing.T) {
 }
 
 // TestResultExpired: a job that finished here but whose result left the
-// store (here: deleted from the bucket) is result_expired, for get-result
+// store (here: purged from the results stream) is result_expired, for get-result
 // and for a duplicate key, instead of not_found or a wait that never ends.
 func TestResultExpired(t *testing.T) {
 	st := startStack(t, nil)
@@ -251,11 +252,11 @@ func TestResultExpired(t *testing.T) {
 	if final.Type != "result" {
 		t.Fatalf("got %+v", final)
 	}
-	kv, err := testutil.JetStream(t, st.Server()).KeyValue(context.Background(), broker.FinishedBucket)
+	rs, err := testutil.JetStream(t, st.Server()).Stream(context.Background(), broker.ResultsStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := kv.Purge(context.Background(), broker.FinishedKey("o1", enq.Job)); err != nil {
+	if err := rs.Purge(context.Background(), jetstream.WithPurgeSubject(broker.Subjects{}.ResultOf("o1", enq.Job))); err != nil {
 		t.Fatal(err)
 	}
 	c.SendJSON(map[string]any{"type": "get-result", "id": "g", "job": enq.Job})

@@ -206,7 +206,7 @@ func (s *Stack) start(ctx context.Context) error {
 		}
 		ocfg := cfg.Origin.Config
 		ocfg.Subjects, ocfg.Replicas, ocfg.ResultAckWait = subjects, cfg.Streams.Replicas, cfg.Streams.AckWait
-		ocfg.KeyWindow = cfg.Streams.KeyWindow
+		ocfg.KeyWindow, ocfg.ResultRetention = cfg.Streams.KeyWindow, cfg.Streams.FinishedTTL
 		ocfg.Handlers, ocfg.Call, ocfg.Metrics, ocfg.Logger = handlers, s.callConfig(), s.metrics, s.log
 		if cfg.NATS.Auth.Enabled {
 			// Alone in its own NATS account: its own finished-results bucket.
