@@ -160,8 +160,9 @@ func TrimResults(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig,
 // older than since; otherwise state.FirstSeq is returned (drop nothing by
 // age this time).
 func firstSeqSince(ctx context.Context, js jetstream.JetStream, since time.Time, state jetstream.StreamState) (uint64, error) {
-	// next_by_subj ">" steps over interior deletes (a plain start_time get
-	// answers 404 when the first sequence at that time was deleted).
+	// next_by_subj ">" makes the server step over interior deletes should
+	// its time lookup land on one (a plain start_time get loads exactly
+	// that sequence and would answer 404).
 	req, err := json.Marshal(struct {
 		StartTime time.Time `json:"start_time"`
 		NextFor   string    `json:"next_by_subj"`

@@ -340,3 +340,84 @@ func TestTrimInterval(t *testing.T) {
 		}
 	}
 }
+
+// TestTrimAsExecutorUnderAuth: with per-role permissions an executor may
+// trim (ExecutorPermissions grants what TrimResults needs), and the origin
+// acknowledges through its import as in production.
+func TestTrimAsExecutorUnderAuth(t *testing.T) {
+	auth := testAuth()
+	srv := startAuthServer(t, auth, nil)
+	provisionAsAdmin(t, srv, auth)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s := Subjects{}
+
+	ex := connectAs(t, srv, auth, RoleExecutor, "")
+	exjs := newJS(t, ex)
+	var mid time.Time
+	for _, j := range []string{"j0", "j1", "j2"} {
+		if j == "j1" {
+			mid = time.Now()
+		}
+		if _, err := exjs.Publish(ctx, s.ResultOf("o1", j), []byte("r")); err != nil {
+			t.Fatalf("executor publishes result %s: %v", j, err)
+		}
+	}
+	o1 := connectAs(t, srv, auth, RoleOrigin, "o1")
+	cons, err := pipelineJS(t, o1).Consumer(ctx, ResultsStream, OriginConsumer("o1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(2, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	cfg := StreamsConfig{Storage: MemoryStorage}
+	retention := DefaultStreamsConfig().FinishedTTL
+	// Within the retention; then j0 past it (the direct get by time finds
+	// j1); then everything past it, j2 unacknowledged.
+	for _, tc := range []struct {
+		now  time.Time
+		want uint64
+	}{{time.Now(), 0}, {mid.Add(retention), 1}, {time.Now().Add(time.Hour), 1}} {
+		st, err := TrimResults(ctx, exjs, cfg, tc.now)
+		if err != nil {
+			t.Fatalf("executor trims: %v", err)
+		}
+		if st.Purged != tc.want {
+			t.Fatalf("executor trim purged %d, want %d", st.Purged, tc.want)
+		}
+	}
+	noViolation(t, ex, "executor")
+}
+
+// TestTrimRetentionCutoffOverInteriorDeletes: the retention cutoff is found
+// even when results around it were already dropped (interior deletes left
+// by an origin's filtered purge).
+func TestTrimRetentionCutoffOverInteriorDeletes(t *testing.T) {
+	const retention = 10 * time.Minute
+	e := newTrimEnv(t, StreamsConfig{FinishedTTL: retention})
+	c1, c2 := e.consumer("o1"), e.consumer("o2")
+	e.publish("o2", 100, "a0")
+	e.publish("o1", 100, "a0")
+	mid := time.Now()
+	e.publish("o1", 100, "b0", "b1")
+	e.publish("o2", 100, "b0")
+	e.read(c1, 3, 3)
+	// No retention: o1's results go at once, o2 (lagging) keeps its own.
+	now := e.cfg
+	now.FinishedTTL = -1
+	if st, err := TrimResults(e.ctx, e.js, now, time.Now()); err != nil || st.Purged != 3 {
+		t.Fatalf("trim without retention: %+v, %v; want 3 purged", st, err)
+	}
+	e.left("o2/a0", "o2/b0")
+	e.read(c2, 2, 2)
+	e.trim(mid.Add(retention), 1)
+	e.left("o2/b0")
+}
