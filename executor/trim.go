@@ -72,8 +72,8 @@ func (e *Executor) stopTrim() {
 func (e *Executor) trimLoop(ctx context.Context, done chan<- struct{}) {
 	defer close(done)
 	interval := broker.TrimInterval(e.cfg.Results)
-	next := func() time.Duration { // interval ±25 %
-		return interval*3/4 + rand.N(interval/2+1)
+	next := func() time.Duration { // interval +0..25 %: never below it
+		return interval + rand.N(interval/4+1)
 	}
 	due := time.Now().Add(next())
 	timer := time.NewTimer(time.Until(due))
