@@ -278,9 +278,15 @@ func OriginPermissions(s Subjects, originID string) *server.Permissions {
 // one reply only and break InProgress followed by Ack); the dead-letter
 // consumer's info, pull and acks; stream info, message get and delete on the
 // jobs stream (moving a dead job); reading and writing the destination
-// rate schedules (RatesBucket). Not granted: publishing jobs, unfiltered
-// consumers, consumer delete, reading results. Subscribe: its own inbox
-// prefix and the jobs stream's consumer-created advisories.
+// rate schedules (RatesBucket); trimming the results stream (TrimResults:
+// its stream info, consumer list, purge and a direct get by start time).
+// Not granted: publishing jobs, unfiltered consumers, consumer delete,
+// reading results through a consumer or a stream message get. The
+// trimming grants let an executor purge results and read any stored
+// result by a direct get with a request body (the API subject cannot say
+// which); executors are trusted with results anyway, they write them.
+// Subscribe: its own inbox prefix and the jobs stream's consumer-created
+// advisories.
 func ExecutorPermissions(s Subjects) *server.Permissions {
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
@@ -313,6 +319,11 @@ func ExecutorPermissions(s Subjects) *server.Permissions {
 			jsAPI + "STREAM.UPDATE.KV_" + RatesBucket,
 			jsAPI + "DIRECT.GET.KV_" + RatesBucket + ".>",
 			jsAPI + "STREAM.MSG.GET.KV_" + RatesBucket,
+			// Trimming the results stream (TrimResults).
+			jsAPI + "STREAM.INFO." + ResultsStream,
+			jsAPI + "CONSUMER.LIST." + ResultsStream,
+			jsAPI + "STREAM.PURGE." + ResultsStream,
+			jsAPI + "DIRECT.GET." + ResultsStream,
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{inboxSub(RoleExecutor, ""), JobsConsumerCreatedSubject()}},
 	}

@@ -58,6 +58,12 @@ type Config struct {
 	// Fetcher.Policy is set. Its zero value denies every special-purpose
 	// address range.
 	Policy netpolicy.Config `yaml:"policy"`
+	// Results are the results stream's settings (the streams section:
+	// result_retention, result_retention_max_bytes, max_result_bytes),
+	// which the executor's results trimming follows (broker.TrimResults,
+	// trim.go). Its Subjects are set from Subjects. Zero values take
+	// broker.DefaultStreamsConfig's.
+	Results broker.StreamsConfig `yaml:"-"`
 	// NoDeadLetters disables this executor's share of dead-letter processing.
 	NoDeadLetters bool `yaml:"-"`
 	// Metrics, when set, receives the executor's metrics (jobs by outcome,
@@ -128,6 +134,7 @@ type Executor struct {
 	drained      []jetstream.ConsumeContext
 
 	cancels  cancels
+	trim     trimmer // results trimming (trim.go)
 	ackWait  time.Duration
 	stopped  bool
 	inflight context.Context
@@ -145,6 +152,7 @@ func New(nc *nats.Conn, cfg Config) (*Executor, error) {
 		host, _ := os.Hostname()
 		cfg.ID = fmt.Sprintf("%s-%s", host, nuid.Next()[16:])
 	}
+	cfg.Results.Subjects = cfg.Subjects
 	if cfg.Fetcher.Policy == nil {
 		pol, err := netpolicy.New(cfg.Policy)
 		if err != nil {
@@ -176,6 +184,7 @@ func New(nc *nats.Conn, cfg Config) (*Executor, error) {
 		inflight: inflight,
 		abort:    abort,
 		m:        m,
+		trim:     trimmer{kick: make(chan struct{}, 1)},
 	}, nil
 }
 
@@ -221,6 +230,7 @@ func (e *Executor) Start(ctx context.Context) error {
 		e.closePolite()
 		return fmt.Errorf("executor start: %w", err)
 	}
+	e.startTrim()
 	e.log.Info().Int("concurrency", e.cfg.Concurrency).Int("per_host_concurrency", e.cfg.PerHostConcurrency).Msg("executor consuming jobs")
 	return nil
 }
@@ -433,7 +443,9 @@ func (e *Executor) process(t *task) {
 // (its origin does not keep up: the stream refuses new results rather than
 // drop stored ones) it keeps the job, kept alive with in-progress acks, and
 // tries again with a growing pause, so a full stream slows the executors
-// down instead of losing a result or fetching the job again. It gives up on
+// down instead of losing a result or fetching the job again; each refusal
+// asks the executor's trimmer for a trim at once (trim.go: rate limited),
+// which drops results their origins are done with. It gives up on
 // other errors, and when the executor stops.
 func (e *Executor) publishWaiting(msg jetstream.Msg, res *broker.Result, log zerolog.Logger) error {
 	err := e.publish(res)
@@ -441,6 +453,7 @@ func (e *Executor) publishWaiting(msg jetstream.Msg, res *broker.Result, log zer
 		return err
 	}
 	e.m.ResultHeld()
+	e.kickTrim()
 	log.Warn().Err(err).Msg("results stream full: holding the result until its origin catches up")
 	stop := e.keepAlive(msg, -1)
 	defer stop()
@@ -455,6 +468,9 @@ func (e *Executor) publishWaiting(msg jetstream.Msg, res *broker.Result, log zer
 		}
 		pause = min(2*pause, 2*time.Second)
 		err = e.publish(res)
+		if broker.CodeOf(err) == broker.CodeQueueFull {
+			e.kickTrim()
+		}
 	}
 	return err
 }
@@ -559,6 +575,7 @@ func (e *Executor) Shutdown(ctx context.Context) error {
 		err = fmt.Errorf("executor shutdown: %w", ctx.Err())
 	}
 	e.abort()
+	e.stopTrim()
 	e.cancels.stop()
 	e.fetcher.Close()
 	e.log.Info().Msg("executor stopped")

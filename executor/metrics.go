@@ -31,6 +31,11 @@ const (
 	// MetricResultsHeldTotal counts results an executor held because the
 	// results stream was full (its origin behind), stored once it had room.
 	MetricResultsHeldTotal = "pipeline_executor_results_held_total"
+	// MetricResultsTrimmedTotal counts results this process dropped from
+	// the results stream (broker.TrimResults): acknowledged by their origin
+	// and past the result retention, or any acknowledged ones while the
+	// stream was over its trim threshold.
+	MetricResultsTrimmedTotal = "pipeline_executor_results_trimmed_total"
 	// MetricPublishFailuresTotal counts results that could not be stored.
 	MetricPublishFailuresTotal = "pipeline_executor_publish_failures_total"
 	// MetricFetchSeconds is the outbound fetch time histogram, retries
@@ -71,6 +76,7 @@ const metricsPart = "executor"
 //	pipeline_executor_inflight                                  jobs being fetched
 //	pipeline_executor_redeliveries_total                        jobs received with a delivery count above 1
 //	pipeline_executor_results_held_total                        results held while the results stream was full, stored later
+//	pipeline_executor_results_trimmed_total                     finished results dropped from the results stream by this process's trims
 //	pipeline_executor_canceled_total                            jobs dropped or aborted: canceled by their origin
 //	pipeline_executor_fetch_retries_total                       in-process fetch retries
 //	pipeline_executor_dead_letters_total                        jobs moved to the dead-letter stream
@@ -93,6 +99,7 @@ type Metrics struct {
 	redeliveries  prometheus.Counter
 	canceled      prometheus.Counter
 	held          prometheus.Counter
+	trimmed       prometheus.Counter
 	retries       prometheus.Counter
 	deadLetters   prometheus.Counter
 	publishFailed prometheus.Counter
@@ -131,6 +138,10 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 			Name: MetricResultsHeldTotal,
 			Help: "Results held by the executor because the results stream was full (their origin is behind), stored once it had room: backpressure, not a failure.",
 		}),
+		trimmed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: MetricResultsTrimmedTotal,
+			Help: "Finished results this process dropped from the results stream: acknowledged by their origin and past the result retention (or any acknowledged ones while the stream was nearly full).",
+		}),
 		canceled: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: MetricCanceledTotal,
 			Help: "Jobs acknowledged without a fetch, or whose running fetch was aborted, because their origin canceled them.",
@@ -165,7 +176,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	}, []string{LabelOrigin})
 	e.origins = map[string]struct{}{}
 	e.polite = newPoliteMetrics(reg, waiting)
-	reg.MustRegister(e.jobs, e.inflight, e.redeliveries, e.canceled, e.held, e.retries, e.deadLetters, e.publishFailed, e.fetchSeconds, waiting, e.backlog)
+	reg.MustRegister(e.jobs, e.inflight, e.redeliveries, e.canceled, e.held, e.trimmed, e.retries, e.deadLetters, e.publishFailed, e.fetchSeconds, waiting, e.backlog)
 	return e
 }
 
@@ -229,6 +240,13 @@ func (e *Metrics) Redelivered() {
 func (e *Metrics) ResultHeld() {
 	if e != nil {
 		e.held.Inc()
+	}
+}
+
+// Trimmed counts n results dropped from the results stream.
+func (e *Metrics) Trimmed(n uint64) {
+	if e != nil && n > 0 {
+		e.trimmed.Add(float64(n))
 	}
 }
 

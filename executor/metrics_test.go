@@ -44,6 +44,8 @@ func TestMetrics(t *testing.T) {
 	e.Error(broker.CodeBlockedDestination)
 	e.DeadLetter()
 	e.PublishFailed()
+	e.Trimmed(3)
+	e.Trimmed(0)
 	e.Waiting(WaitHostCap, 2)
 	e.Waiting(WaitShare, 1)
 	e.Waiting(WaitHostCap, -1)
@@ -64,6 +66,7 @@ func TestMetrics(t *testing.T) {
 	testutil.WantMetric(t, g, "pipeline_executor_jobs_total", map[string]string{"outcome": "error", "code": "blocked_destination"}, 1)
 	testutil.WantMetric(t, g, "pipeline_executor_dead_letters_total", nil, 1)
 	testutil.WantMetric(t, g, "pipeline_executor_publish_failures_total", nil, 1)
+	testutil.WantMetric(t, g, MetricResultsTrimmedTotal, nil, 3)
 
 	// The exported names are the names gathered (the dashboard reads them).
 	for _, name := range []string{

@@ -177,6 +177,9 @@ func (s *Stack) start(ctx context.Context) error {
 			ecfg.ID = fmt.Sprintf("%s-%d", ecfg.ID, i+1)
 		}
 		ecfg.Subjects, ecfg.Metrics, ecfg.Logger = subjects, s.metrics, s.log
+		// Executors trim the results stream to the streams section's
+		// result retention and sizes.
+		ecfg.Results = cfg.Streams
 		ex, err := executor.New(enc, ecfg)
 		if err != nil {
 			return fmt.Errorf("stack: %w", err)
