@@ -2,6 +2,7 @@ package origin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -202,5 +203,59 @@ func TestCallsAfterShutdown(t *testing.T) {
 	if conn, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws", nil); err == nil {
 		conn.Close()
 		t.Errorf("WebSocket dial after Shutdown succeeded, want it refused")
+	}
+}
+
+// TestResultOnPlainSubject: a result published on the plain results subject
+// (pipeline.results.<origin>, PROTOCOL.md §2; a third-party executor) runs
+// its continuation once, and get-result finds it afterwards, as it finds
+// results stored on their job's own subject.
+func TestResultOnPlainSubject(t *testing.T) {
+	b := newBench(t, broker.StreamsConfig{Storage: broker.MemoryStorage}, false)
+	s := b.origin(Config{})
+	ran := make(chan *broker.Result, 4)
+	if err := s.Register("plain", func(_ context.Context, res *broker.Result) error {
+		ran <- res
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	job, err := s.ProxyFetch(ctx, FetchRequest{URL: b.target.URL + "/"}, "plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := json.Marshal(broker.Result{
+		JobID: job, Origin: "o1", Status: 200, Body: []byte("third party"), Attempt: 1,
+		Executor: "other", Continuation: broker.Continuation{Name: "plain"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := testutil.JetStream(t, b.srv)
+	if _, err := js.Publish(ctx, broker.Subjects{}.Result("o1"), data); err != nil {
+		t.Fatalf("publish on the plain subject: %v", err)
+	}
+	select {
+	case res := <-ran:
+		if res.JobID != job || string(res.Body) != "third party" {
+			t.Fatalf("continuation got %+v", res)
+		}
+	case <-ctx.Done():
+		t.Fatal("the continuation did not run")
+	}
+	c := testutil.DialWS(t, wsURL(s))
+	c.SendJSON(map[string]any{"type": "get-result", "id": "g", "job": job})
+	if f := c.Read(); f.Type != "result" || f.Job != job || f.Body != "third party" {
+		t.Fatalf("get-result: %+v, want the plain-subject result", f)
+	}
+	// The copy on the job's subject came back through the consumer: it
+	// must not run the continuation again.
+	testutil.Eventually(t, 5*time.Second, func() bool { return s.Stats().Duplicates >= 1 }, "the copy was seen and suppressed")
+	select {
+	case res := <-ran:
+		t.Fatalf("the continuation ran twice: %+v", res)
+	default:
 	}
 }
