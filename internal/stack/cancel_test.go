@@ -147,3 +147,66 @@ func TestCancelDelayedJob(t *testing.T) {
 		t.Fatalf("get-result of a canceled job: %+v, want its canceled final frame", f)
 	}
 }
+
+// TestCanceledRecordSurvivesRestart: a canceled job's final frame is its
+// finished record in the results stream (on its result subject), so an
+// origin that restarted still answers get-result with it, and the job is
+// never fetched.
+func TestCanceledRecordSurvivesRestart(t *testing.T) {
+	ct := newCountingTarget(t)
+	dir := t.TempDir()
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)
+	start := func(executors int) *Stack {
+		cfg := EphemeralConfig()
+		cfg.NATS.DataDir = dir
+		cfg.Executor.Count = executors
+		ct.allow(&cfg)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		st, err := Start(ctx, cfg, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	stop := func(st *Stack) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = st.Shutdown(ctx)
+	}
+	st := start(0)
+	c := testutil.DialWS(t, st.OriginWS())
+	c.SendJSON(map[string]any{"type": "start-fetch", "id": "q", "url": ct.URL + "/queued"})
+	enq := c.Read()
+	if enq.Type != "enqueued" {
+		t.Fatalf("got %+v", enq)
+	}
+	c.SendJSON(map[string]any{"type": "cancel", "id": "x", "job": enq.Job})
+	expectCanceled(t, c, "x", "q", enq.Job)
+	stop(st)
+
+	st = start(1)
+	defer stop(st)
+	c = testutil.DialWS(t, st.OriginWS())
+	c.SendJSON(map[string]any{"type": "get-result", "id": "g", "job": enq.Job})
+	if f := c.Read(); f.Type != "error" || f.Code != "canceled" || f.ID != "g" || f.Job != enq.Job {
+		t.Fatalf("get-result after restart: %+v, want the canceled final frame", f)
+	}
+	c.SendJSON(map[string]any{"type": "cancel", "id": "x2", "job": enq.Job})
+	if f := c.Read(); f.Type != "error" || f.Code != "already_finished" || f.ID != "x2" {
+		t.Fatalf("cancel after restart: %+v, want already_finished", f)
+	}
+	// The executor drops the canceled job unfetched.
+	js := testutil.JetStream(t, st.Server())
+	testutil.Eventually(t, 15*time.Second, func() bool {
+		s, err := js.Stream(context.Background(), broker.JobsStream)
+		if err != nil {
+			return false
+		}
+		info, err := s.Info(context.Background())
+		return err == nil && info.State.Msgs == 0
+	}, "the canceled job was not taken off the jobs stream")
+	if n := ct.count("/queued"); n != 0 {
+		t.Fatalf("canceled job reached the target %d times", n)
+	}
+}
