@@ -187,30 +187,9 @@ func TestAuthAllowedOperationsPerRole(t *testing.T) {
 	if err != nil {
 		t.Fatalf("o2 binds origin-o2: %v", err)
 	}
-	// Its own finished-results bucket, in its own account: its own keys only.
-	if err := ProvisionFinished(ctx, o1js, StreamsConfig{Storage: MemoryStorage, FinishedMaxBytes: 1 << 20}); err != nil {
-		t.Fatalf("o1 creates its bucket: %v", err)
-	}
-	kv, err := o1js.KeyValue(ctx, FinishedBucket)
-	if err != nil {
-		t.Fatalf("o1 binds the finished bucket: %v", err)
-	}
-	kfut, err := o1js.PublishAsync(FinishedSubject("o1", "done-1"), []byte(`{"job":"done-1"}`))
-	if err != nil {
-		t.Fatalf("o1 puts a finished result: %v", err)
-	}
-	select {
-	case <-kfut.Ok():
-	case err := <-kfut.Err():
-		t.Fatalf("o1 finished put ack: %v", err)
-	case <-ctx.Done():
-		t.Fatal("o1 finished put ack: timeout")
-	}
-	if e, err := kv.Get(ctx, FinishedKey("o1", "done-1")); err != nil || string(e.Value()) != `{"job":"done-1"}` {
-		t.Fatalf("o1 gets its finished result: %v", err)
-	}
-	if _, err := kv.Get(ctx, FinishedKey("o1", "never")); !errors.Is(err, jetstream.ErrKeyNotFound) {
-		t.Fatalf("o1 gets a missing key: got %v, want ErrKeyNotFound", err)
+	// Its own delayed-jobs stream, in its own account.
+	if err := ProvisionDelayed(ctx, o1js, StreamsConfig{Storage: MemoryStorage}); err != nil {
+		t.Fatalf("o1 creates its delayed stream: %v", err)
 	}
 	job := &Job{ID: "job-1", Origin: "o1", URL: "http://example.com/"}
 	data, _ := job.Encode()
@@ -311,6 +290,43 @@ func TestAuthAllowedOperationsPerRole(t *testing.T) {
 		}
 	}
 
+	// The results stay after their origin acked them: they are the jobs'
+	// finished records. o1 direct-gets its own through its import (the
+	// plain-subject result under LegacyResultToken, a result on its job's
+	// subject), a missing one is a 404, and it stores a record of its own
+	// (a canceled job's) on its own job subject.
+	if _, err := exjs.Publish(ctx, s.ResultOf("o1", "done-1"), []byte(`{"job":"done-1"}`)); err != nil {
+		t.Fatalf("executor publishes o1's done-1: %v", err)
+	}
+	if _, err := exjs.Publish(ctx, s.ResultOf("o2", "done-1"), []byte(`{"job":"o2's done-1"}`)); err != nil {
+		t.Fatalf("executor publishes o2's done-1: %v", err)
+	}
+	directGet := func(subject string) *nats.Msg {
+		t.Helper()
+		m, err := o1.Request(PipelineAPIPrefix+".DIRECT.GET."+ResultsStream+"."+subject, nil, 2*time.Second)
+		if err != nil {
+			t.Fatalf("o1 direct-gets %s: %v", subject, err)
+		}
+		return m
+	}
+	if m := directGet(s.ResultOf("o1", "done-1")); string(m.Data) != `{"job":"done-1"}` || m.Header.Get("Nats-Subject") != s.ResultOf("o1", "done-1") {
+		t.Fatalf("o1 direct-gets done-1: status %q subject %q data %q", m.Header.Get("Status"), m.Header.Get("Nats-Subject"), m.Data)
+	}
+	if m := directGet(s.ResultOf("o1", LegacyResultToken)); m.Header.Get("Status") != "" {
+		t.Fatalf("o1 direct-gets its acked plain-subject result: status %q %s", m.Header.Get("Status"), m.Header.Get("Description"))
+	} else if r, err := DecodeResult(m.Data); err != nil || r.JobID != "job-1-o1" {
+		t.Fatalf("o1 direct-gets its acked plain-subject result: %+v, %v; want job-1-o1", r, err)
+	}
+	if m := directGet(s.ResultOf("o1", "never")); m.Header.Get("Status") != "404" || len(m.Data) != 0 {
+		t.Fatalf("o1 direct-gets a missing result: status %q data %q, want 404", m.Header.Get("Status"), m.Data)
+	}
+	if ack, err := o1js.Publish(ctx, s.ResultOf("o1", "x"), []byte(`{"job":"x","canceled":true}`)); err != nil || ack.Stream != ResultsStream {
+		t.Fatalf("o1 stores a record on its own results subject: ack %+v, err %v", ack, err)
+	}
+	if m := directGet(s.ResultOf("o1", "x")); string(m.Data) != `{"job":"x","canceled":true}` {
+		t.Fatalf("o1 reads back its own record: status %q data %q", m.Header.Get("Status"), m.Data)
+	}
+
 	// The runtime serves in its queue group and replies to inbox subjects
 	// only; origins and callers call it through their imports; the admin can
 	// discover it.
@@ -359,6 +375,10 @@ func TestAuthForbiddenOperationsAreRefused(t *testing.T) {
 		if _, err := newJS(t, ex).Publish(ctx, s.Result("o2"), rd); err != nil {
 			t.Fatal(err)
 		}
+		// And a finished record on its job's subject, for the direct gets.
+		if _, err := newJS(t, ex).Publish(ctx, s.ResultOf("o2", "secret"), rd); err != nil {
+			t.Fatal(err)
+		}
 	}
 	jobData, _ := (&Job{ID: "forged", Origin: "o1", URL: "http://example.com/"}).Encode()
 	resData, _ := (&Result{JobID: "forged", Origin: "o2", Status: 200}).Encode()
@@ -397,7 +417,7 @@ func TestAuthForbiddenOperationsAreRefused(t *testing.T) {
 		{"origin o1 creates consumer origin-o2", RoleOrigin, "o1", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
 			_, err := js.CreateOrUpdateConsumer(ctx, ResultsStream, originConsumerConfig(s, "o2"))
 			return err
-		}, "$JS.API.CONSUMER.CREATE.PIPELINE_RESULTS.origin-o2.pipeline.results.o2"},
+		}, "$JS.API.CONSUMER.CREATE.PIPELINE_RESULTS.origin-o2." + s.ResultsFilter("o2")},
 		{"origin o1 points its consumer at o2's results", RoleOrigin, "o1", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
 			cfg := originConsumerConfig(s, "o1")
 			cfg.FilterSubject = s.Result("o2")
@@ -443,7 +463,7 @@ func TestAuthForbiddenOperationsAreRefused(t *testing.T) {
 			_, err := js.Publish(ctx, s.Result("o2"), resData)
 			return err
 		}, s.Result("o2")},
-		{"origin o1 publishes to its own results", RoleOrigin, "o1", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
+		{"origin o1 publishes to its own plain results subject", RoleOrigin, "o1", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
 			_, err := js.Publish(ctx, s.Result("o1"), resData)
 			return err
 		}, s.Result("o1")},
@@ -451,18 +471,93 @@ func TestAuthForbiddenOperationsAreRefused(t *testing.T) {
 			_, err := js.Publish(ctx, s.Job("o2"), jobData)
 			return err
 		}, s.Job("o2")},
-		{"origin o1 stores a finished result as o2", RoleOrigin, "o1", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
-			_, err := js.Publish(ctx, FinishedSubject("o2", "x"), resData)
+		{"origin o1 stores a record on o2's job subject", RoleOrigin, "o1", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
+			_, err := js.Publish(ctx, s.ResultOf("o2", "x"), resData)
 			return err
-		}, FinishedSubject("o2", "x")},
-		{"origin o1 reads o2's finished result", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
-			_, err := nc.Request("$JS.API.DIRECT.GET.KV_PIPELINE_FINISHED."+FinishedSubject("o2", "secret"), nil, 500*time.Millisecond)
+		}, s.ResultOf("o2", "x")},
+		{"origin o1 stores a record on o2's job subject, asynchronously", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			return refusedLater[any](nil, nc.Publish(s.ResultOf("o2", "y"), resData))
+		}, s.ResultOf("o2", "y")},
+		{"origin o1 direct-gets o2's record through the imported API", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			_, err := nc.Request(PipelineAPIPrefix+".DIRECT.GET.PIPELINE_RESULTS."+s.ResultOf("o2", "secret"), nil, 500*time.Millisecond)
 			return err
-		}, "$JS.API.DIRECT.GET.KV_PIPELINE_FINISHED." + FinishedSubject("o2", "secret")},
-		{"origin o1 lists the finished keys", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
-			_, err := nc.Request("$JS.API.CONSUMER.CREATE.KV_PIPELINE_FINISHED", []byte(`{"stream_name":"KV_PIPELINE_FINISHED","config":{}}`), 500*time.Millisecond)
+		}, PipelineAPIPrefix + ".DIRECT.GET.PIPELINE_RESULTS." + s.ResultOf("o2", "secret")},
+		{"origin o1 direct-gets o2's record through the JetStream API", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			_, err := nc.Request("$JS.API.DIRECT.GET.PIPELINE_RESULTS."+s.ResultOf("o2", "secret"), nil, 500*time.Millisecond)
 			return err
-		}, "$JS.API.CONSUMER.CREATE.KV_PIPELINE_FINISHED"},
+		}, "$JS.API.DIRECT.GET.PIPELINE_RESULTS." + s.ResultOf("o2", "secret")},
+		{"origin o1 direct-gets o2's records by wildcard through the imported API", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			_, err := nc.Request(PipelineAPIPrefix+".DIRECT.GET.PIPELINE_RESULTS."+s.ResultOf("o2", "*"), nil, 500*time.Millisecond)
+			return err
+		}, PipelineAPIPrefix + ".DIRECT.GET.PIPELINE_RESULTS." + s.ResultOf("o2", "*")},
+		{"origin o1 direct-gets every record through the imported API", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			_, err := nc.Request(PipelineAPIPrefix+".DIRECT.GET.PIPELINE_RESULTS."+s.ResultsWildcard(), nil, 500*time.Millisecond)
+			return err
+		}, PipelineAPIPrefix + ".DIRECT.GET.PIPELINE_RESULTS." + s.ResultsWildcard()},
+		{"origin o1 direct-gets a record two tokens below its own", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			_, err := nc.Request(PipelineAPIPrefix+".DIRECT.GET.PIPELINE_RESULTS."+s.ResultOf("o1", "x.o2"), nil, 500*time.Millisecond)
+			return err
+		}, PipelineAPIPrefix + ".DIRECT.GET.PIPELINE_RESULTS." + s.ResultOf("o1", "x.o2")},
+		{"origin o1 direct-gets by sequence through the imported API", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			_, err := nc.Request(PipelineAPIPrefix+".DIRECT.GET.PIPELINE_RESULTS", []byte(`{"seq":1}`), 500*time.Millisecond)
+			return err
+		}, PipelineAPIPrefix + ".DIRECT.GET.PIPELINE_RESULTS"},
+		{"origin o1 direct-gets o2's last record by body through the imported API", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			_, err := nc.Request(PipelineAPIPrefix+".DIRECT.GET.PIPELINE_RESULTS", []byte(`{"last_by_subj":"`+s.ResultOf("o2", "secret")+`"}`), 500*time.Millisecond)
+			return err
+		}, PipelineAPIPrefix + ".DIRECT.GET.PIPELINE_RESULTS"},
+		{"origin o1 direct-gets o2's last records in one batch through the imported API", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			_, err := nc.Request(PipelineAPIPrefix+".DIRECT.GET.PIPELINE_RESULTS", []byte(`{"multi_last":["`+s.ResultOf("o2", "*")+`"]}`), 500*time.Millisecond)
+			return err
+		}, PipelineAPIPrefix + ".DIRECT.GET.PIPELINE_RESULTS"},
+		{"origin o1 direct-gets by sequence through the JetStream API", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			_, err := nc.Request("$JS.API.DIRECT.GET.PIPELINE_RESULTS", []byte(`{"seq":1}`), 500*time.Millisecond)
+			return err
+		}, "$JS.API.DIRECT.GET.PIPELINE_RESULTS"},
+		{"origin o1 direct-gets o2's last records in one batch through the JetStream API", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			_, err := nc.Request("$JS.API.DIRECT.GET.PIPELINE_RESULTS", []byte(`{"multi_last":["`+s.ResultsWildcard()+`"]}`), 500*time.Millisecond)
+			return err
+		}, "$JS.API.DIRECT.GET.PIPELINE_RESULTS"},
+		{"origin o1 lists the results stream's subjects through the imported API", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			_, err := nc.Request(PipelineAPIPrefix+".STREAM.INFO.PIPELINE_RESULTS", []byte(`{"subjects_filter":">"}`), 500*time.Millisecond)
+			return err
+		}, PipelineAPIPrefix + ".STREAM.INFO.PIPELINE_RESULTS"},
+		{"origin o1 lists the results stream's subjects through the JetStream API", RoleOrigin, "o1", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
+			_, err := js.Stream(ctx, ResultsStream)
+			return err
+		}, "$JS.API.STREAM.INFO.PIPELINE_RESULTS"},
+		{"origin o1 reads a results message by sequence through the imported API", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			_, err := nc.Request(PipelineAPIPrefix+".STREAM.MSG.GET.PIPELINE_RESULTS", []byte(`{"seq":1}`), 500*time.Millisecond)
+			return err
+		}, PipelineAPIPrefix + ".STREAM.MSG.GET.PIPELINE_RESULTS"},
+		{"origin o1 creates a consumer on the results stream through the imported API", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			_, err := nc.Request(PipelineAPIPrefix+".CONSUMER.CREATE.PIPELINE_RESULTS", []byte(`{"stream_name":"PIPELINE_RESULTS","config":{"ack_policy":"none","deliver_subject":"_INBOX.origin.o1.loot"}}`), 500*time.Millisecond)
+			return err
+		}, PipelineAPIPrefix + ".CONSUMER.CREATE.PIPELINE_RESULTS"},
+		{"origin o1 deletes a record by sequence through the imported API", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			_, err := nc.Request(PipelineAPIPrefix+".STREAM.MSG.DELETE.PIPELINE_RESULTS", []byte(`{"seq":1,"no_erase":true}`), 500*time.Millisecond)
+			return err
+		}, PipelineAPIPrefix + ".STREAM.MSG.DELETE.PIPELINE_RESULTS"},
+		{"origin o1 deletes a record by sequence through the JetStream API", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			_, err := nc.Request("$JS.API.STREAM.MSG.DELETE.PIPELINE_RESULTS", []byte(`{"seq":1,"no_erase":true}`), 500*time.Millisecond)
+			return err
+		}, "$JS.API.STREAM.MSG.DELETE.PIPELINE_RESULTS"},
+		{"origin o1 purges o2's records through the imported API", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			_, err := nc.Request(PipelineAPIPrefix+".STREAM.PURGE.PIPELINE_RESULTS", []byte(`{"filter":"`+s.ResultOf("o2", "*")+`"}`), 500*time.Millisecond)
+			return err
+		}, PipelineAPIPrefix + ".STREAM.PURGE.PIPELINE_RESULTS"},
+		{"origin o1 deletes the results stream through the imported API", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			_, err := nc.Request(PipelineAPIPrefix+".STREAM.DELETE.PIPELINE_RESULTS", nil, 500*time.Millisecond)
+			return err
+		}, PipelineAPIPrefix + ".STREAM.DELETE.PIPELINE_RESULTS"},
+		{"origin o1 deletes o2's consumer through the imported API", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			_, err := nc.Request(PipelineAPIPrefix+".CONSUMER.DELETE.PIPELINE_RESULTS.origin-o2", nil, 500*time.Millisecond)
+			return err
+		}, PipelineAPIPrefix + ".CONSUMER.DELETE.PIPELINE_RESULTS.origin-o2"},
+		{"origin o1 binds o2's consumer through the imported API", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+			_, err := nc.Request(PipelineAPIPrefix+".CONSUMER.INFO.PIPELINE_RESULTS.origin-o2", nil, 500*time.Millisecond)
+			return err
+		}, PipelineAPIPrefix + ".CONSUMER.INFO.PIPELINE_RESULTS.origin-o2"},
 		{"origin o1 pulls o2's results through the imported API", RoleOrigin, "o1", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
 			_, err := nc.Request(PipelineAPIPrefix+".CONSUMER.MSG.NEXT.PIPELINE_RESULTS.origin-o2", []byte(`{"batch":1,"no_wait":true}`), 500*time.Millisecond)
 			return err
