@@ -272,14 +272,15 @@ func OriginPermissions(s Subjects, originID string) *server.Permissions {
 
 // ExecutorPermissions are the executors' permissions under prefix s.
 //
-// Publish: results (<prefix>.results.*) and dead letters (<prefix>.dlq.>);
+// Publish: results (<prefix>.results.>) and dead letters (<prefix>.dlq.>);
 // the jobs consumers' create (filtered on a job subject only), list, info,
 // pull and acks (acks explicitly, not via allow_responses, which would allow
 // one reply only and break InProgress followed by Ack); the dead-letter
 // consumer's info, pull and acks; stream info, message get and delete on the
 // jobs stream (moving a dead job); reading and writing the destination
 // rate schedules (RatesBucket); trimming the results stream (TrimResults:
-// its stream info, consumer list, purge and a direct get by start time).
+// its stream info, consumer list, purge and a direct get by start time);
+// a direct get of a job's record (a key's earlier job, StoreAfterRefusal).
 // Not granted: publishing jobs, unfiltered consumers, consumer delete,
 // reading results through a consumer or a stream message get. The
 // trimming grants let an executor purge results and read any stored
@@ -324,6 +325,7 @@ func ExecutorPermissions(s Subjects) *server.Permissions {
 			jsAPI + "CONSUMER.LIST." + ResultsStream,
 			jsAPI + "STREAM.PURGE." + ResultsStream,
 			jsAPI + "DIRECT.GET." + ResultsStream,
+			jsAPI + "DIRECT.GET." + ResultsStream + "." + s.ResultsWildcard(),
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{inboxSub(RoleExecutor, ""), JobsConsumerCreatedSubject()}},
 	}

@@ -610,27 +610,30 @@ func TestShippedServerConfWorks(t *testing.T) {
 }
 
 // TestTenantCannotSuppressAnotherOriginsResult: the results stream
-// de-duplicates by Nats-Msg-Id across all subjects, and an origin may now
-// store records there (canceled jobs) with any Nats-Msg-Id it likes. An
-// origin that stores one under another origin's job id makes the executor's
-// real result for that job a "duplicate": acknowledged, never stored.
-// Skipped: a known gap, not closable by permissions or exports (headers
-// cannot be filtered); the executor and origin must stop relying on the
-// stream-wide Nats-Msg-Id for results (e.g. store with
-// Nats-Expected-Last-Subject-Sequence: 0 on the per-job subject instead).
+// de-duplicates by Nats-Msg-Id across all subjects, and an origin may store
+// records there (canceled jobs) with any Nats-Msg-Id it likes. Records are
+// therefore stored by subject (FirstRecord: only if the job's own subject
+// holds none), never by message id: an origin that stores a record under
+// another origin's job id as its message id, or on its own subject for the
+// same job id, does not stop the executor's real result for that job.
 func TestTenantCannotSuppressAnotherOriginsResult(t *testing.T) {
-	t.Skip("known gap: the results stream's Nats-Msg-Id de-duplication is shared by all origins (see doc comment)")
 	w := newTenantWorld(t, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	o1 := newJS(t, connectAs(t, w.srv, w.auth, RoleOrigin, "o1"))
-	if _, err := o1.Publish(ctx, w.s.ResultOf("o1", "bait"), []byte("bait"), jetstream.WithMsgID("o2-job")); err != nil {
-		t.Fatal(err)
+	for _, opt := range []jetstream.PublishOpt{jetstream.WithMsgID("o2-job"), FirstRecord()} {
+		if _, err := o1.Publish(ctx, w.s.ResultOf("o1", "o2-job"), []byte("bait"), opt); err != nil && !IsRecordTaken(err) {
+			t.Fatal(err)
+		}
 	}
 	ex := newJS(t, connectAs(t, w.srv, w.auth, RoleExecutor, ""))
 	// As the executor stores a result (executor.publish).
-	ack, err := ex.Publish(ctx, w.s.ResultOf("o2", "o2-job"), []byte("o2's result"), jetstream.WithMsgID("o2-job"))
+	ack, err := ex.Publish(ctx, w.s.ResultOf("o2", "o2-job"), []byte("o2's result"), FirstRecord())
 	if err != nil || ack.Duplicate {
 		t.Fatalf("o2's result: ack %+v, err %v; want it stored", ack, err)
+	}
+	// A second record of the same job is refused by its subject.
+	if _, err := ex.Publish(ctx, w.s.ResultOf("o2", "o2-job"), []byte("again"), FirstRecord()); !IsRecordTaken(err) {
+		t.Fatalf("second record of one job: %v, want the stream to refuse it", err)
 	}
 }

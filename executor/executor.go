@@ -475,32 +475,48 @@ func (e *Executor) publishWaiting(msg jetstream.Msg, res *broker.Result, log zer
 	return err
 }
 
-// publish stores the result in the results stream, de-duplicated by job id.
+// publish stores the result in the results stream as its job's finished
+// record: on the job's own subject, if that holds no record yet
+// (broker.FirstRecord). A job that has one (this job fetched again after a
+// redelivery, or canceled first) stores nothing and counts as stored. An id
+// that is no subject token (not one an origin of ours makes) goes to the
+// plain results subject, de-duplicated by its Nats-Msg-Id.
 func (e *Executor) publish(res *broker.Result) error {
 	data, err := res.Encode()
 	if err != nil {
 		return err
 	}
+	subj := e.cfg.Subjects.ResultOf(res.Origin, res.JobID)
+	opt := broker.FirstRecord()
+	if broker.ValidateToken("job id", res.JobID) != nil || res.JobID == broker.LegacyResultToken {
+		subj, opt = e.cfg.Subjects.Result(res.Origin), jetstream.WithMsgID(res.JobID)
+	}
 	// Asynchronous publish, awaited here: cheaper than a request per result
 	// (no context, timer or reply round trip of its own); the stall timeout
 	// is the JetStream context's (10 s).
-	// On the job's own subject, where the result stays as the job's
-	// finished record (get-result); an id that is no subject token (not
-	// one an origin of ours makes) goes to the plain subject.
-	subj := e.cfg.Subjects.Result(res.Origin)
-	if broker.ValidateToken("job id", res.JobID) == nil && res.JobID != broker.LegacyResultToken {
-		subj = e.cfg.Subjects.ResultOf(res.Origin, res.JobID)
-	}
-	fut, err := e.js.PublishAsync(subj, data, jetstream.WithMsgID(res.JobID))
+	fut, err := e.js.PublishAsync(subj, data, opt)
 	if err != nil {
 		return fmt.Errorf("publish result %s: %w", res.JobID, err)
 	}
 	select {
 	case <-fut.Ok():
 		return nil
-	case err := <-fut.Err():
+	case err = <-fut.Err():
+	}
+	if !broker.IsRecordTaken(err) {
 		return fmt.Errorf("publish result %s: %w", res.JobID, err)
 	}
+	if !broker.IsKeyJobID(res.JobID) {
+		e.log.Debug().Str("job", res.JobID).Msg("the job has a finished record already; result not stored again")
+		return nil
+	}
+	// A key's id: the record may be an earlier job's under the same key.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := broker.StoreAfterRefusal(ctx, e.nc, e.js, "$JS.API", subj, res, data); err != nil {
+		return fmt.Errorf("publish result %s: %w", res.JobID, err)
+	}
+	return nil
 }
 
 // keepAlive sends in-progress acks every third of AckWait while a fetch

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -128,26 +127,23 @@ func (s *Server) cancelJob(ctx context.Context, job string, reply func()) *broke
 	if !s.finished.enabled() {
 		return nil
 	}
-	// The canceled frame is the job's finished record, on its result
-	// subject under its result's message id: a result stored first (the
-	// fetch finished meanwhile) keeps the record; one stored after is
-	// dropped as a duplicate (executors acknowledge its job).
-	fut, err := s.finished.put(s.js, job, job, data)
-	if err != nil {
-		s.log.Warn().Err(err).Str("job", job).Msg("canceled record not stored; get-result will not find it")
-		return nil
-	}
+	// The canceled frame is the job's finished record, stored on its
+	// result subject if it has none: of a cancel and a result racing, the
+	// first stored wins.
+	s.finished.begin(job, data)
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
-		t := time.NewTimer(s.cfg.PublishTimeout)
-		defer t.Stop()
-		select {
-		case <-fut.Ok():
-		case <-fut.Err():
-		case <-t.C:
+		defer s.finished.stored(job) // after store's own window: no gap
+		ctx, cancel := context.WithTimeout(s.bgCtx, s.cfg.PublishTimeout)
+		defer cancel()
+		stored, err := s.finished.store(ctx, s.js, res, data)
+		switch {
+		case err != nil:
+			s.log.Warn().Err(err).Str("job", job).Msg("canceled record not stored; get-result will not find it")
+		case !stored:
+			s.log.Info().Str("job", job).Msg("the job's result was stored before its cancel: get-result answers the result")
 		}
-		s.finished.stored(job)
 	}()
 	return nil
 }

@@ -22,11 +22,10 @@ type finished struct {
 	nc       *nats.Conn
 	subjects broker.Subjects
 	origin   string
-	// direct is the direct-get request subject prefix for the results
-	// stream in this origin's account: "$JS.API.DIRECT.GET.PIPELINE_RESULTS."
-	// or, in its own account, the same under broker.PipelineAPIPrefix.
-	direct string
-	on     bool
+	// apiPrefix is where nc sees the pipeline account's JetStream API:
+	// "$JS.API", or broker.PipelineAPIPrefix in the origin's own account.
+	apiPrefix string
+	on        bool
 
 	// storing holds records this origin stores itself (a canceled job's
 	// final frame, a result that came on the plain subject) until the
@@ -38,7 +37,7 @@ type finished struct {
 func newFinished(nc *nats.Conn, s broker.Subjects, origin, apiPrefix string, on bool) *finished {
 	return &finished{
 		nc: nc, subjects: s, origin: origin, on: on,
-		direct: apiPrefix + ".DIRECT.GET." + broker.ResultsStream + ".",
+		apiPrefix: apiPrefix,
 	}
 }
 
@@ -79,37 +78,30 @@ func (f *finished) get(ctx context.Context, jobID string) (*broker.Result, error
 	if broker.ValidateToken("job id", jobID) != nil || jobID == broker.LegacyResultToken {
 		return nil, nil // not one of our ids: no subject to look up
 	}
-	m, err := f.nc.RequestWithContext(ctx, f.direct+f.subjects.ResultOf(f.origin, jobID), nil)
-	if err != nil {
-		return nil, fmt.Errorf("get finished result %s: %w", jobID, err)
+	rec, err := broker.GetRecord(ctx, f.nc, f.apiPrefix, f.subjects.ResultOf(f.origin, jobID))
+	if err != nil || rec == nil {
+		return nil, err
 	}
-	// A direct get answers "no such message" with an empty message
-	// carrying a status header (NATS/1.0 404).
-	if st := m.Header.Get("Status"); st != "" && len(m.Data) == 0 {
-		if st == "404" {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("get finished result %s: status %s %s", jobID, st, m.Header.Get("Description"))
-	}
-	res, err := broker.DecodeResult(m.Data)
-	if err != nil {
-		return nil, fmt.Errorf("get finished result %s: %w", jobID, err)
-	}
-	return res, nil
+	return rec.Result, nil
 }
 
-// put stores a record this origin makes itself (a canceled job's final
-// frame, or a copy of a result that came on the plain results subject) on
-// the job's subject under message id msgID. A canceled frame uses the job
-// id, the executors' results' message id, so that of a cancel and a result
-// racing the first stored wins. The record is visible to get at once; call
-// stored when the future resolves.
-func (f *finished) put(js jetstream.JetStream, jobID, msgID string, data []byte) (jetstream.PubAckFuture, error) {
-	f.begin(jobID, data)
-	fut, err := js.PublishAsync(f.subjects.ResultOf(f.origin, jobID), data, jetstream.WithMsgID(msgID))
-	if err != nil {
-		f.stored(jobID)
-		return nil, fmt.Errorf("store finished result %s: %w", jobID, err)
+// store stores a record this origin makes itself (a canceled job's final
+// frame, or a copy of a result that came on the plain results subject) as
+// res's job's finished record, visible to get at once. The first record of
+// a job wins (broker.FirstRecord): stored reports false when the job had
+// one already (its result won a race with a cancel, or the copy was stored
+// before). It fails when the stream cannot store it within ctx.
+func (f *finished) store(ctx context.Context, js jetstream.JetStream, res *broker.Result, data []byte) (stored bool, err error) {
+	f.begin(res.JobID, data)
+	defer f.stored(res.JobID)
+	subj := f.subjects.ResultOf(f.origin, res.JobID)
+	_, err = js.Publish(ctx, subj, data, broker.FirstRecord())
+	switch {
+	case err == nil:
+		return true, nil
+	case broker.IsRecordTaken(err):
+		return broker.StoreAfterRefusal(ctx, f.nc, js, f.apiPrefix, subj, res, data)
+	default:
+		return false, fmt.Errorf("store finished record %s: %w", res.JobID, err)
 	}
-	return fut, nil
 }

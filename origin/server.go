@@ -239,8 +239,6 @@ type Server struct {
 
 	dedup    *dedup
 	finished *finished
-	acks     chan resultAck
-	ackDone  chan struct{}
 	cc       jetstream.ConsumeContext
 	dueCC    jetstream.ConsumeContext // moves due delayed jobs (delayed.go)
 	delayed  jetstream.Stream         // the delayed-jobs stream, bound at Start
@@ -286,8 +284,6 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 		sessions: make(map[string]*session),
 		dedup:    newDedup(cfg.DedupWindow, 1_000_000),
 		finished: newFinished(nc, cfg.Subjects, cfg.ID, jsAPIPrefix(cfg), cfg.ResultRetention >= 0),
-		acks:     make(chan resultAck, 4096),
-		ackDone:  make(chan struct{}),
 		serveErr: make(chan error, 1),
 		m:        MetricsOf(cfg.Metrics),
 	}
@@ -453,7 +449,6 @@ func (s *Server) Start(ctx context.Context) error {
 	s.prior.recon = s.nc.Stats().Reconnects
 	s.prior.until = time.Now().Add(s.cfg.KeyWindow)
 	s.loadPriorKeys(s.prior.recon)
-	go s.ackLoop()
 	s.ln = ln
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws", s.serveWS)
@@ -655,12 +650,12 @@ func (s *Server) onResult(msg jetstream.Msg) {
 		// under the job's subject, so it cannot be the job's finished
 		// record. Store a copy there (the one extra write of that path),
 		// then acknowledge.
-		fut, err := s.finished.put(s.js, res.JobID, "copy-"+res.JobID, msg.Data())
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
+		_, err := s.finished.store(ctx, s.js, res, msg.Data())
+		cancel()
 		if err != nil {
 			s.log.Warn().Err(err).Str("job", res.JobID).Msg("finished result not stored; get-result will not find it")
 		}
-		s.acks <- resultAck{msg: msg, job: res.JobID, fut: fut}
-		return
 	}
 	// The result message itself is the finished record: acknowledging it
 	// is the only write left (a crash before the ack reaches the server
@@ -689,30 +684,6 @@ func (s *Server) suppress(msg jetstream.Msg, res *broker.Result) {
 	s.m.Duplicate()
 	s.log.Debug().Str("job", res.JobID).Int("attempt", res.Attempt).Msg("duplicate result suppressed")
 	_ = msg.Ack()
-}
-
-// resultAck is a handled result waiting for its finished-result store.
-type resultAck struct {
-	msg jetstream.Msg
-	job string
-	fut jetstream.PubAckFuture
-}
-
-// ackLoop acknowledges handled results once their finished record is stored,
-// in order, so the delivery goroutine never waits on storage.
-func (s *Server) ackLoop() {
-	defer close(s.ackDone)
-	for a := range s.acks {
-		if a.fut != nil {
-			select {
-			case <-a.fut.Ok():
-			case err := <-a.fut.Err():
-				s.log.Warn().Err(err).Str("job", a.job).Msg("finished result not stored; get-result will not find it")
-			}
-			s.finished.stored(a.job)
-		}
-		_ = a.msg.Ack()
-	}
 }
 
 // clientState is the default continuation's state.
@@ -786,9 +757,12 @@ closeSessions:
 		case <-ctx.Done():
 			s.cc.Stop()
 		}
-		// No more deliveries: finish acknowledging what was handled.
-		close(s.acks)
-		<-s.ackDone
+		// No more deliveries: make sure the acks of what was handled
+		// reached the server (an ack is the only record that a
+		// continuation ran).
+		if err := s.nc.FlushWithContext(ctx); err != nil {
+			s.log.Warn().Err(err).Msg("flushing the last result acks")
+		}
 	}
 	s.bgCancel()
 	s.bg.Wait()
