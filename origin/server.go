@@ -107,9 +107,10 @@ type Config struct {
 	// account (nats.auth on, broker.OriginAccount): it binds its results
 	// consumer, which the admin provisioned in the pipeline account, through
 	// the imported API under broker.PipelineAPIPrefix instead of creating
-	// it, and keeps its finished results in a bucket of its own account,
-	// created at Start and sized by *OwnAccount (broker.ProvisionFinished).
-	// Nil: one shared account, as without auth.
+	// it, reads its finished results from the results stream by direct get
+	// under the same prefix, and keeps its delayed-jobs stream in its own
+	// account, created at Start and sized by *OwnAccount
+	// (broker.ProvisionDelayed). Nil: one shared account, as without auth.
 	OwnAccount *broker.StreamsConfig `yaml:"-"`
 	// AuthToken, when set, is required as a bearer token on /ws and the
 	// extra handlers (Authorization: Bearer <token>, or ?access_token= for

@@ -402,7 +402,7 @@ func TestClusterSurvivesLosingStreamLeader(t *testing.T) {
 // TestClusterNodeLossStrict (the lost node led every stream and consumer,
 // the origin's cross-account results consumer included) with nats.auth on:
 // every node carries the accounts (the origin alone in its own, with its R3
-// finished-results bucket there). Exactly once still holds, and the
+// delayed-jobs stream there). Exactly once still holds, and the
 // pipeline resumes within seconds.
 func TestClusterNodeLossWithAccounts(t *testing.T) {
 	if testing.Short() {

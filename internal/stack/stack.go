@@ -212,7 +212,7 @@ func (s *Stack) start(ctx context.Context) error {
 		ocfg.KeyWindow, ocfg.ResultRetention = cfg.Streams.KeyWindow, cfg.Streams.FinishedTTL
 		ocfg.Handlers, ocfg.Call, ocfg.Metrics, ocfg.Logger = handlers, s.callConfig(), s.metrics, s.log
 		if cfg.NATS.Auth.Enabled {
-			// Alone in its own NATS account: its own finished-results bucket.
+			// Alone in its own NATS account: its own delayed-jobs stream.
 			own := cfg.Streams
 			own.Subjects = subjects
 			ocfg.OwnAccount = &own
