@@ -36,6 +36,18 @@ func TrimThreshold(cfg StreamsConfig) int64 {
 	return min(c.FinishedMaxBytes, c.MaxResultBytes/4*3)
 }
 
+// streamTrimThreshold is TrimThreshold for a stream whose actual size cap
+// is maxBytes (its configuration, which the last role to provision it set):
+// a caller whose own MaxResultBytes is larger must not wait for bytes the
+// stream can never hold.
+func streamTrimThreshold(c StreamsConfig, maxBytes int64) int64 {
+	t := TrimThreshold(c)
+	if maxBytes > 0 {
+		t = min(t, maxBytes/4*3)
+	}
+	return t
+}
+
 // TrimInterval is how often an executor should call TrimResults under cfg:
 // a quarter of the result retention (FinishedTTL, defaults applied), at
 // most 10 s, at least 1 s.
@@ -52,7 +64,8 @@ func TrimInterval(cfg StreamsConfig) time.Duration {
 // has acknowledged it and either it was stored longer than the result
 // retention ago (cfg.FinishedTTL, defaults applied; negative: no retention,
 // acknowledged results go at once) or the stream holds at least
-// TrimThreshold(cfg) bytes (then every acknowledged result goes, the oldest
+// TrimThreshold(cfg) bytes, or three quarters of the stream's own MaxBytes if
+// less (then every acknowledged result goes, the oldest
 // being gone first as purges run in sequence order). A result its origin has
 // not acknowledged is never dropped, however old.
 //
@@ -113,7 +126,7 @@ func TrimResults(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig,
 	// cut: results stored at or after it are within their retention.
 	var cut uint64
 	switch {
-	case state.Bytes >= uint64(TrimThreshold(c)):
+	case state.Bytes >= uint64(streamTrimThreshold(c, st.CachedInfo().Config.MaxBytes)):
 		stats.OverBytes = true
 		cut = end
 	case c.FinishedTTL < 0:

@@ -228,6 +228,22 @@ func TestTrimOverBytesDropsAcknowledgedButNeverUnacknowledged(t *testing.T) {
 	e.trim(time.Now(), 0)
 }
 
+// TestTrimFollowsTheStreamsOwnSize: the trimmer's threshold follows the
+// stream's actual MaxBytes when the caller's settings are larger (another
+// role provisioned it smaller last): otherwise a full stream of read
+// results would never be trimmed and executors would hold every new result
+// until the retention ran out.
+func TestTrimFollowsTheStreamsOwnSize(t *testing.T) {
+	e := newTrimEnv(t, StreamsConfig{MaxResultBytes: 64 << 10})
+	e.cfg = StreamsConfig{MaxResultBytes: 1 << 30, FinishedMaxBytes: 1 << 30} // the executor's own view
+	c := e.consumer("o1")
+	e.publish("o1", 1<<10, jobs("j", 50)...) // over 3/4 of a 64 KiB stream
+	e.read(c, 50, 50)
+	if st := e.trim(time.Now(), 50); !st.OverBytes {
+		t.Fatalf("stats %+v, want over bytes (three quarters of the stream's own 64 KiB)", st)
+	}
+}
+
 func prefixed(p string, s []string) []string {
 	out := make([]string, len(s))
 	for i, v := range s {

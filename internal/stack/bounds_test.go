@@ -242,8 +242,9 @@ func TestClientThatStopsReadingIsClosedAndItsResultsKept(t *testing.T) {
 //	PIPELINE_BOUNDS=1 go test -count=1 -run TestNeverReadingClientsBounds -v ./internal/stack/
 //
 // PIPELINE_BOUNDS_CLIENTS, PIPELINE_BOUNDS_FETCHES and PIPELINE_BOUNDS_BODY
-// change the scale. The finished-results store is sized to hold every
-// result (its default, 1 GiB, would drop the oldest of 3 GiB).
+// change the scale. The results stream is sized to keep every result after
+// its origin read it (its default, 1 GiB, would trim the oldest of 3 GiB
+// once they are read, and get-result would not find them).
 func TestNeverReadingClientsBounds(t *testing.T) {
 	measurement(t, "PIPELINE_BOUNDS")
 	clients := envInt("PIPELINE_BOUNDS_CLIENTS", 3)
@@ -256,13 +257,15 @@ func TestNeverReadingClientsBounds(t *testing.T) {
 	cfg.Origin.Enabled = false
 	cfg.Executor.Count = 2
 	cfg.Streams.FinishedMaxBytes = keep
+	cfg.Streams.MaxResultBytes = keep
 	big.allow(&cfg)
 	st := startConfigured(t, cfg, zerolog.WarnLevel)
 
 	listen := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	p := startPipelineProcess(t, bin, "origin", "http://"+listen+"/readyz",
 		[]string{"origin", "--nats", st.NATSURL(), "--origin-id", cfg.Origin.ID, "--listen", listen, "--log-level", "warn"},
-		[]string{"PIPELINE_STREAMS_RESULT_RETENTION_MAX_BYTES=" + fmt.Sprint(keep)})
+		// Every role provisions the streams: the origin process too.
+		[]string{"PIPELINE_STREAMS_RESULT_RETENTION_MAX_BYTES=" + fmt.Sprint(keep), "PIPELINE_STREAMS_MAX_RESULT_BYTES=" + fmt.Sprint(keep)})
 	p.waitReady(t, 30*time.Second)
 	t.Cleanup(func() {
 		if t.Failed() {
