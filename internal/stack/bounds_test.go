@@ -250,7 +250,9 @@ func TestNeverReadingClientsBounds(t *testing.T) {
 	clients := envInt("PIPELINE_BOUNDS_CLIENTS", 3)
 	perClient := envInt("PIPELINE_BOUNDS_FETCHES", 1024)
 	body := envInt("PIPELINE_BOUNDS_BODY", 1<<20)
-	keep := int64(clients*perClient*body) + 1<<30
+	// Trimming starts at 3/4 of the results stream's size: twice what
+	// the run stores keeps every result.
+	keep := 2 * (int64(clients*perClient*body) + 1<<30)
 	bin := buildPipeline(t)
 	big := newGatedTarget(t, body)
 	cfg := EphemeralConfig()
