@@ -154,26 +154,8 @@ func TestCancelDelayedJob(t *testing.T) {
 // never fetched.
 func TestCanceledRecordSurvivesRestart(t *testing.T) {
 	ct := newCountingTarget(t)
-	dir := t.TempDir()
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)
-	start := func(executors int) *Stack {
-		cfg := EphemeralConfig()
-		cfg.NATS.DataDir = dir
-		cfg.Executor.Count = executors
-		ct.allow(&cfg)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		st, err := Start(ctx, cfg, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}
-	stop := func(st *Stack) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = st.Shutdown(ctx)
-	}
+	r := newRestartable(t, ct.allow)
+	start, stop := r.start, r.stop
 	st := start(0)
 	c := testutil.DialWS(t, st.OriginWS())
 	c.SendJSON(map[string]any{"type": "start-fetch", "id": "q", "url": ct.URL + "/queued"})

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/pipeline-dev/pipeline/internal/config"
 	"github.com/pipeline-dev/pipeline/internal/testutil"
 )
@@ -50,19 +48,8 @@ func TestDelayedFetch(t *testing.T) {
 }
 
 func TestDelayedFetchSurvivesRestart(t *testing.T) {
-	dir := t.TempDir()
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)
-	start := func() *Stack {
-		cfg := EphemeralConfig()
-		cfg.NATS.DataDir = dir
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		st, err := Start(ctx, cfg, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}
+	r := newRestartable(t, nil)
+	start := func() *Stack { return r.start(-1) }
 	st := start()
 	c := testutil.DialWS(t, st.OriginWS())
 	sent := time.Now()

@@ -61,3 +61,44 @@ func startServer(cfg broker.ServerConfig) (*broker.Server, error) {
 	}
 	return srv, nil
 }
+
+// restartable starts stacks on one data directory, so that a test can stop
+// the whole pipeline and start it again on the same streams. mod adjusts
+// each start's configuration (may be nil); stop waits up to 5 s.
+type restartable struct {
+	t   *testing.T
+	dir string
+	log zerolog.Logger
+	mod func(*config.Config)
+}
+
+func newRestartable(t *testing.T, mod func(*config.Config)) *restartable {
+	return &restartable{t: t, dir: t.TempDir(), log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel), mod: mod}
+}
+
+// start starts a stack on the data directory with executors executors
+// (negative: the configuration's default).
+func (r *restartable) start(executors int) *Stack {
+	r.t.Helper()
+	cfg := EphemeralConfig()
+	cfg.NATS.DataDir = r.dir
+	if executors >= 0 {
+		cfg.Executor.Count = executors
+	}
+	if r.mod != nil {
+		r.mod(&cfg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := Start(ctx, cfg, r.log)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return st
+}
+
+func (r *restartable) stop(st *Stack) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = st.Shutdown(ctx)
+}

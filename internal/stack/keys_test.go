@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/pipeline-dev/pipeline/broker"
 	"github.com/pipeline-dev/pipeline/internal/config"
 	"github.com/pipeline-dev/pipeline/internal/testutil"
@@ -192,26 +190,8 @@ func TestSameKeyOnTwoConnectionsAtOnce(t *testing.T) {
 
 func TestKeySurvivesOriginRestart(t *testing.T) {
 	ct := newCountingTarget(t)
-	dir := t.TempDir()
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)
-	start := func(executors int) *Stack {
-		cfg := EphemeralConfig()
-		cfg.NATS.DataDir = dir
-		cfg.Executor.Count = executors
-		ct.allow(&cfg)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		st, err := Start(ctx, cfg, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}
-	stop := func(st *Stack) {
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		defer cancel()
-		_ = st.Shutdown(ctx)
-	}
+	r := newRestartable(t, ct.allow)
+	start, stop := r.start, r.stop
 	// One key finished before the restart, one still queued (no executor).
 	st := start(1)
 	c := testutil.DialWS(t, st.OriginWS())
