@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/nats-io/nats.go/jetstream"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pipeline-dev/pipeline/broker"
 	"github.com/pipeline-dev/pipeline/internal/config"

@@ -3,7 +3,6 @@ package stack
 import (
 	"bytes"
 	"context"
-	"github.com/nats-io/nats.go/jetstream"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -11,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pipeline-dev/pipeline/broker"
 	"github.com/pipeline-dev/pipeline/internal/config"
