@@ -633,9 +633,15 @@ func (s *Server) onResult(msg jetstream.Msg) {
 		_ = msg.NakWithDelay(10 * time.Second)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ResultAckWait)
-	err = fn(ctx, res)
-	cancel()
+	if res.Continuation.Name == ResultToClient {
+		// The built-in continuation only queues a frame: no deadline (a
+		// timer per result) to bound it.
+		err = fn(s.bgCtx, res)
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ResultAckWait)
+		err = fn(ctx, res)
+		cancel()
+	}
 	if err != nil {
 		s.dedup.abort(res.JobID)
 		s.log.Warn().Err(err).Str("job", res.JobID).Str("continuation", res.Continuation.Name).Msg("continuation failed; will retry")
