@@ -62,6 +62,7 @@ type proc struct {
 func startProc(t *testing.T, name string, env []string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(pipelineBin, args...)
+	cmd.SysProcAttr = childAttr()
 	cmd.Env = append(os.Environ(), env...)
 	p := &proc{t: t, name: name, cmd: cmd, log: &testutil.LockedBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.log, p.log

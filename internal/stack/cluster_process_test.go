@@ -52,6 +52,7 @@ func startPipelineProcess(t *testing.T, bin, name, readyURL string, args, env []
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, args...)
+	cmd.SysProcAttr = childAttr()
 	// Settings come from args and env only: inherited PIPELINE_* variables
 	// (the measurement switches such as PIPELINE_BOUNDS among them) would
 	// be read as settings, and an unknown one stops the process.
