@@ -291,6 +291,7 @@ func TestNeverReadingClientsBounds(t *testing.T) {
 	if g := r.rssPeak - r.rssBefore; g > 100<<20 {
 		t.Errorf("origin RSS grew %.1f MB, want <= 100 MB", mb(g))
 	}
+	t.Logf("bystander phases (queue ms, after-fetch ms), per fetch: %v", r.phases)
 	if p99 := q(99); p99 > 50 || r.bystanderFailed != 0 {
 		t.Errorf("bystander p99 %.2f ms (want <= 50 ms), %d failed fetches (%s)", p99, r.bystanderFailed, r.bystanderErr)
 	}
@@ -368,7 +369,8 @@ type neverReaders struct {
 	bystander                           *hdrhistogram.Histogram // µs
 	bystanderFailed                     int
 	bystanderErr                        string
-	pending                             int // get-result answered pending first
+	phases                              [][2]float64 // the bystander's queue and after-fetch ms, per fetch
+	pending                             int          // get-result answered pending first
 	firstBad                            string
 }
 
@@ -469,6 +471,12 @@ func runNeverReaders(t *testing.T, st *Stack, wsURL, httpURL string, big *gatedT
 					if f.Type != "result" {
 						r.bystanderFailed++
 						r.bystanderErr = f.Type + " " + f.Code
+					}
+					if tm := f.Timing; tm != nil {
+						// Where it waited: for an executor (queue), or
+						// after its fetch, for its result to be stored
+						// and read by the origin.
+						r.phases = append(r.phases, [2]float64{tm.QueueMS, tm.TotalMS - tm.EnqueueMS - tm.QueueMS - tm.FetchMS})
 					}
 					break
 				}
