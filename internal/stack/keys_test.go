@@ -249,3 +249,39 @@ func TestResultExpired(t *testing.T) {
 		t.Fatalf("duplicate key: enqueued %+v final %+v, want duplicate then result_expired", e2, f2)
 	}
 }
+
+// TestKeyReusedAfterItsWindow: once its key window has passed, a key names
+// a new job, even while the earlier job's record is still retained on the
+// same result subject: the new job is fetched, its result replaces the
+// earlier record (broker.StoreAfterRefusal), its client gets it, and
+// get-result by the key answers the new one.
+func TestKeyReusedAfterItsWindow(t *testing.T) {
+	ct := newCountingTarget(t)
+	st := startStack(t, func(c *config.Config) {
+		ct.allow(c)
+		c.Streams.KeyWindow = time.Second
+		c.Streams.DuplicateWindow = time.Second
+	})
+	c := testutil.DialWS(t, st.OriginWS())
+	enq1, final1 := c.Fetch("a", ct.URL+"/gen1", map[string]any{"key": "reused"})
+	if enq1.Duplicate || final1.Type != "result" || final1.Body != "body of /gen1" {
+		t.Fatalf("first use: enqueued %+v final %+v", enq1, final1)
+	}
+	// Within the window the key is a duplicate; past it, a new job. Poll
+	// rather than sleep: each duplicate answers at once.
+	var enq2, final2 testutil.Frame
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		enq2, final2 = c.Fetch("b", ct.URL+"/gen2", map[string]any{"key": "reused"})
+		return !enq2.Duplicate
+	}, "the key never named a new job after its window")
+	if enq2.Job != enq1.Job || final2.Type != "result" || final2.Body != "body of /gen2" {
+		t.Fatalf("second job under the key: enqueued %+v final %+v, want the same id and the new body", enq2, final2)
+	}
+	if ct.count("/gen1") != 1 || ct.count("/gen2") != 1 {
+		t.Fatalf("target saw /gen1 %d and /gen2 %d times, want 1 each", ct.count("/gen1"), ct.count("/gen2"))
+	}
+	c.SendJSON(map[string]any{"type": "get-result", "id": "g", "key": "reused"})
+	if f := c.Read(); f.Type != "result" || f.Body != "body of /gen2" {
+		t.Fatalf("get-result by the key: %+v, want the new job's result", f)
+	}
+}
