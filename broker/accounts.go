@@ -275,19 +275,23 @@ type export struct {
 // originExports are the services origin originID imports from the pipeline
 // account.
 func originExports(s Subjects, originID string) []export {
-	cons := OriginConsumer(originID)
-	info := "CONSUMER.INFO." + ResultsStream + "." + cons
-	next := "CONSUMER.MSG.NEXT." + ResultsStream + "." + cons
-	direct := "DIRECT.GET." + ResultsStream + "." + s.ResultsFilter(originID)
-	return []export{
+	direct := "DIRECT.GET." + ResultsStream + "." + s.RecordsFilter(originID)
+	exports := []export{
 		{subject: s.Job(originID)},
 		{subject: s.Cancel(originID, "*")},
 		{subject: s.ResultsFilter(originID)},
-		{subject: jsAPI + info, to: PipelineAPIPrefix + "." + info},
 		{subject: jsAPI + direct, to: PipelineAPIPrefix + "." + direct},
-		{subject: jsAPI + next, to: PipelineAPIPrefix + "." + next, streamed: true},
-		{subject: jsAck + ResultsStream + "." + cons + ".>"},
 	}
+	// Its two results consumers: the small lane and the bulk lane.
+	for _, cons := range []string{OriginConsumer(originID), OriginBulkConsumer(originID)} {
+		info := "CONSUMER.INFO." + ResultsStream + "." + cons
+		next := "CONSUMER.MSG.NEXT." + ResultsStream + "." + cons
+		exports = append(exports,
+			export{subject: jsAPI + info, to: PipelineAPIPrefix + "." + info},
+			export{subject: jsAPI + next, to: PipelineAPIPrefix + "." + next, streamed: true},
+			export{subject: jsAck + ResultsStream + "." + cons + ".>"})
+	}
+	return exports
 }
 
 // writeUsers writes a users list with permissions.

@@ -232,16 +232,16 @@ func inboxSub(role Role, originID string) string { return InboxPrefix(role, orig
 //
 // Publish, into the pipeline account through its imports: its jobs subject
 // and cancel marks; its own results subjects (the record of a job it
-// canceled); the info and pull (MSG.NEXT) of its own results consumer and
-// the direct get of its own results, under PipelineAPIPrefix; that
-// consumer's acks; runtime calls. In its own account: its delayed-jobs
+// canceled); the info and pull (MSG.NEXT) of its own results consumers
+// (both lanes) and the direct get of its own records, under
+// PipelineAPIPrefix; those consumers' acks; runtime calls. In its own account: its delayed-jobs
 // stream and account info. Subscribe: its own inbox prefix. Nothing else:
 // no other JetStream API call, no consumer create anywhere (the admin
 // provisions its results consumer), no other origin's results. Even where a
 // permission were missing, its account has no import of another origin's
 // subjects.
 func OriginPermissions(s Subjects, originID string) *server.Permissions {
-	cons := OriginConsumer(originID)
+	cons, bulk := OriginConsumer(originID), OriginBulkConsumer(originID)
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
 			s.Job(originID),
@@ -249,8 +249,11 @@ func OriginPermissions(s Subjects, originID string) *server.Permissions {
 			s.ResultsFilter(originID),
 			PipelineAPIPrefix + ".CONSUMER.INFO." + ResultsStream + "." + cons,
 			PipelineAPIPrefix + ".CONSUMER.MSG.NEXT." + ResultsStream + "." + cons,
-			PipelineAPIPrefix + ".DIRECT.GET." + ResultsStream + "." + s.ResultsFilter(originID),
+			PipelineAPIPrefix + ".CONSUMER.INFO." + ResultsStream + "." + bulk,
+			PipelineAPIPrefix + ".CONSUMER.MSG.NEXT." + ResultsStream + "." + bulk,
+			PipelineAPIPrefix + ".DIRECT.GET." + ResultsStream + "." + s.RecordsFilter(originID),
 			jsAck + ResultsStream + "." + cons + ".>",
+			jsAck + ResultsStream + "." + bulk + ".>",
 			jsAPI + "CONSUMER.CREATE." + JobsStream + "." + JobsConsumer(originID) + "." + s.Job(originID),
 			jsAPI + "INFO",
 			// Its own delayed-jobs stream: schedules, its due consumer.
@@ -272,7 +275,8 @@ func OriginPermissions(s Subjects, originID string) *server.Permissions {
 
 // ExecutorPermissions are the executors' permissions under prefix s.
 //
-// Publish: results (<prefix>.results.>) and dead letters (<prefix>.dlq.>);
+// Publish: results (<prefix>.results.> and the bulk lane, <prefix>.bulk.>)
+// and dead letters (<prefix>.dlq.>);
 // the jobs consumers' create (filtered on a job subject only), list, info,
 // pull and acks (acks explicitly, not via allow_responses, which would allow
 // one reply only and break InProgress followed by Ack); the dead-letter
@@ -292,6 +296,7 @@ func ExecutorPermissions(s Subjects) *server.Permissions {
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
 			s.ResultsWildcard(),
+			s.BulkWildcard(),
 			s.DeadLetterWildcard(),
 			jsAPI + "CONSUMER.CREATE." + JobsStream + ".*." + s.Job("*"),
 			jsAPI + "CONSUMER.LIST." + JobsStream,
@@ -325,7 +330,7 @@ func ExecutorPermissions(s Subjects) *server.Permissions {
 			jsAPI + "CONSUMER.LIST." + ResultsStream,
 			jsAPI + "STREAM.PURGE." + ResultsStream,
 			jsAPI + "DIRECT.GET." + ResultsStream,
-			jsAPI + "DIRECT.GET." + ResultsStream + "." + s.ResultsWildcard(),
+			jsAPI + "DIRECT.GET." + ResultsStream + "." + s.RecordOf("*", "*"),
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{inboxSub(RoleExecutor, ""), JobsConsumerCreatedSubject()}},
 	}

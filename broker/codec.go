@@ -35,6 +35,7 @@ const (
 	tagDelayMS     = 1 // Job.DelayMS, Result.DelayMS
 	tagAttempts    = 2 // Result.Attempts
 	tagWaitedNanos = 3 // Result.WaitedNanos
+	tagBulkLane    = 4 // Job.BulkLane (1)
 )
 
 // errCodec reports a malformed binary message.
@@ -204,6 +205,9 @@ func encodeJob(j *Job) []byte {
 	e.str(j.Continuation.Name)
 	e.raw(j.Continuation.State)
 	e.tagged(tagDelayMS, j.DelayMS)
+	if j.BulkLane {
+		e.tagged(tagBulkLane, 1)
+	}
 	return e.b
 }
 
@@ -224,8 +228,11 @@ func decodeJob(data []byte) (*Job, error) {
 	j.Continuation.Name = d.str()
 	j.Continuation.State = d.raw()
 	d.tail(func(tag uint64, v int64) {
-		if tag == tagDelayMS {
+		switch tag {
+		case tagDelayMS:
 			j.DelayMS = v
+		case tagBulkLane:
+			j.BulkLane = v == 1
 		}
 	})
 	return j, d.done("job")

@@ -12,7 +12,7 @@ func sampleJob() *Job {
 	return &Job{
 		ID: "j1", Origin: "o1", ClientID: "c-1", URL: "http://127.0.0.1:8090/delay?ms=14", Method: "POST",
 		Headers: map[string]string{"accept": "text/plain", "x-a": ""}, Body: []byte{0, 1, 0xff},
-		TimeoutMS: 10000, Retry: true, ReceivedAt: 1764000000123456789,
+		TimeoutMS: 10000, Retry: true, ReceivedAt: 1764000000123456789, BulkLane: true,
 		Continuation: Continuation{Name: "ws.result", State: json.RawMessage(`{"s":"abc"}`)},
 	}
 }

@@ -40,6 +40,11 @@ type Job struct {
 	// DelayMS is the delay the client asked for (start-fetch delay_ms):
 	// the job reached the jobs stream this long after it was stored.
 	DelayMS int64 `json:"delay_ms,omitempty"`
+	// BulkLane says the origin reads the bulk lane of its results
+	// (Subjects.BulkResultOf): an executor stores a result of
+	// BulkResultBytes or more there. Without it (an origin of an older
+	// version) every result goes to Subjects.ResultOf.
+	BulkLane bool `json:"bulk_lane,omitempty"`
 }
 
 // Encode returns the job's wire form (the compact binary form, codec.go).

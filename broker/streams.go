@@ -265,9 +265,10 @@ func provision(ctx context.Context, js jetstream.JetStream, c StreamsConfig) err
 		if err := ValidateToken("origin id", id); err != nil {
 			return fmt.Errorf("provision: %w", err)
 		}
-		oc := OriginConsumerConfig(c.Subjects, id, c.Replicas, c.AckWait)
-		if _, err := js.CreateOrUpdateConsumer(ctx, ResultsStream, oc); err != nil {
-			return fmt.Errorf("provision consumer %s: %w", oc.Durable, err)
+		for _, oc := range OriginConsumerConfigs(c.Subjects, id, c.Replicas, c.AckWait) {
+			if _, err := js.CreateOrUpdateConsumer(ctx, ResultsStream, oc); err != nil {
+				return fmt.Errorf("provision consumer %s: %w", oc.Durable, err)
+			}
 		}
 		// An origin in its own account cannot create its jobs consumer
 		// (executors read it in this account): the admin does.
@@ -302,6 +303,18 @@ func OriginConsumerConfig(s Subjects, originID string, replicas int, ackWait tim
 		MaxAckPending: DefaultMaxAckPending,
 		Replicas:      replicas,
 	}
+}
+
+// OriginConsumerConfigs are origin originID's two results consumers: its
+// small lane (OriginConsumerConfig) and its bulk lane (OriginBulkConsumer,
+// filtered on Subjects.BulkResultsFilter), with the same settings.
+func OriginConsumerConfigs(s Subjects, originID string, replicas int, ackWait time.Duration) []jetstream.ConsumerConfig {
+	small := OriginConsumerConfig(s, originID, replicas, ackWait)
+	bulk := small
+	bulk.Durable = OriginBulkConsumer(originID)
+	bulk.Description = "large results for origin " + originID
+	bulk.FilterSubject = s.BulkResultsFilter(originID)
+	return []jetstream.ConsumerConfig{small, bulk}
 }
 
 // PullOptions are the pull settings every consumer of this project uses on

@@ -58,14 +58,54 @@ func (s Subjects) ResultOf(originID, jobID string) string {
 	return s.prefix() + ".results." + originID + "." + jobID
 }
 
-// ResultsFilter matches every result stored for origin originID: its
-// results consumer's filter.
+// ResultsFilter matches every result stored for origin originID on its
+// small lane (ResultOf): its results consumer's filter (OriginConsumer).
 func (s Subjects) ResultsFilter(originID string) string { return s.ResultOf(originID, "*") }
 
+// BulkResultBytes is the encoded size from which an executor stores a
+// result on the bulk lane (BulkResultOf) rather than the small one, when
+// its job says the origin reads that lane (Job.BulkLane).
+const BulkResultBytes = 64 << 10
+
+// BulkResultOf is the subject a large result (BulkResultBytes and more) of
+// job jobID of origin originID is kept on: the bulk lane, which the origin
+// reads through a consumer of its own (OriginBulkConsumer), so that a small
+// result never waits behind large ones. A job has one record on either lane
+// (RecordOf), never both.
+func (s Subjects) BulkResultOf(originID, jobID string) string {
+	return s.prefix() + ".bulk." + originID + "." + jobID
+}
+
+// BulkResultsFilter matches every result stored for origin originID on
+// its bulk lane: its bulk consumer's filter (OriginBulkConsumer).
+func (s Subjects) BulkResultsFilter(originID string) string { return s.BulkResultOf(originID, "*") }
+
+// RecordOf is the wildcard that matches job jobID's record on either lane
+// (ResultOf and BulkResultOf, and nothing else in the results stream): a
+// direct get of its last message reads the record, and FirstRecord checks
+// it, so that the two lanes hold one record per job between them.
+func (s Subjects) RecordOf(originID, jobID string) string {
+	return s.prefix() + ".*." + originID + "." + jobID
+}
+
+// RecordsFilter matches every record of origin originID, on both lanes.
+func (s Subjects) RecordsFilter(originID string) string { return s.RecordOf(originID, "*") }
+
+// RecordJob returns the job id of a record subject of origin originID (a
+// ResultOf or BulkResultOf subject), and false for any other subject.
+func (s Subjects) RecordJob(originID, subject string) (string, bool) {
+	for _, lane := range []string{s.ResultOf(originID, ""), s.BulkResultOf(originID, "")} {
+		if job, ok := strings.CutPrefix(subject, lane); ok && job != "" && !strings.Contains(job, ".") {
+			return job, true
+		}
+	}
+	return "", false
+}
+
 // ResultsSubjects are the results stream's subjects: the plain per-origin
-// subject and the per-job one.
+// subject and the per-job ones of both lanes.
 func (s Subjects) ResultsSubjects() []string {
-	return []string{s.Result("*"), s.ResultOf("*", "*")}
+	return []string{s.Result("*"), s.ResultOf("*", "*"), s.BulkResultOf("*", "*")}
 }
 
 // JobOrigin returns the origin id a job subject (<prefix>.jobs.fetch.<id>)
@@ -82,8 +122,12 @@ func (s Subjects) JobOrigin(subject string) (string, bool) {
 	return id, true
 }
 
-// ResultsWildcard matches every results subject.
+// ResultsWildcard matches every results subject of the small lane and the
+// plain results subjects; BulkWildcard matches the bulk lane's.
 func (s Subjects) ResultsWildcard() string { return s.prefix() + ".results.>" }
+
+// BulkWildcard matches every subject of the bulk lane (BulkResultOf).
+func (s Subjects) BulkWildcard() string { return s.prefix() + ".bulk.>" }
 
 // RPCGroup is the micro service endpoint group for runtime functions.
 func (s Subjects) RPCGroup() string { return s.prefix() + ".rpc" }
@@ -95,6 +139,10 @@ func (s Subjects) RPC(fn string) string { return s.prefix() + ".rpc." + fn }
 // OriginConsumer is the durable consumer name origin originID reads its
 // results through.
 func OriginConsumer(originID string) string { return "origin-" + originID }
+
+// OriginBulkConsumer is the durable consumer name origin originID reads its
+// bulk lane (BulkResultOf) through.
+func OriginBulkConsumer(originID string) string { return "bulk-" + originID }
 
 // ValidateToken reports whether v can be used as one NATS subject token (an
 // origin id or a prefix segment): non-empty, at most 64 characters, only

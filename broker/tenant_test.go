@@ -25,7 +25,8 @@ import (
 
 // tenantWorld is a server with the pipeline provisioned, a runtime echo
 // service, a secret finished record for each of o1 and o2 in the results
-// stream (ResultOf(id, "secret"), stored by the executor), each origin's
+// stream (ResultOf(id, "secret"), and BulkResultOf(id, "bulk") on the bulk
+// lane, stored by the executor), each origin's
 // delayed-jobs stream in its own account, and one job of o1 and one dead
 // letter stored.
 type tenantWorld struct {
@@ -43,8 +44,11 @@ type tenantWorld struct {
 	own map[string]bool
 }
 
-// secret is origin id's secret finished record in the tenant world.
+// secret is origin id's secret finished record in the tenant world;
+// bulkSecret its secret record on the bulk lane.
 func secret(id string) []byte { return []byte(id + "'s secret result") }
+
+func bulkSecret(id string) []byte { return []byte(id + "'s secret bulk result") }
 
 func newTenantWorld(t *testing.T, loosen bool) *tenantWorld {
 	t.Helper()
@@ -93,6 +97,9 @@ func newTenantWorld(t *testing.T, loosen bool) *tenantWorld {
 	for _, id := range []string{"o1", "o2"} {
 		if _, err := ex.Publish(ctx, w.s.ResultOf(id, "secret"), secret(id), jetstream.WithMsgID(JobMsgID(id, "secret"))); err != nil {
 			t.Fatalf("%s's secret record: %v", id, err)
+		}
+		if _, err := ex.Publish(ctx, w.s.BulkResultOf(id, "bulk"), bulkSecret(id), FirstRecord(w.s.RecordOf(id, "bulk"))); err != nil {
+			t.Fatalf("%s's secret bulk record: %v", id, err)
 		}
 		js := newJS(t, connectAs(t, srv, auth, RoleOrigin, id))
 		if err := ProvisionDelayed(ctx, js, StreamsConfig{Storage: MemoryStorage}); err != nil {
@@ -184,12 +191,13 @@ func (w *tenantWorld) intact(t *testing.T) {
 	if err != nil {
 		t.Fatalf("stream %s: %v", ResultsStream, err)
 	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(w.s.ResultsWildcard()))
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(">"))
 	if err != nil {
 		t.Fatalf("stream %s info: %v", ResultsStream, err)
 	}
 	for subj, n := range info.State.Subjects {
-		if subj == w.s.ResultOf("o1", "secret") || subj == w.s.ResultOf("o2", "secret") {
+		if subj == w.s.ResultOf("o1", "secret") || subj == w.s.ResultOf("o2", "secret") ||
+			subj == w.s.BulkResultOf("o1", "bulk") || subj == w.s.BulkResultOf("o2", "bulk") {
 			if n != 1 {
 				t.Errorf("%d records on %s, want the secret only", n, subj)
 			}
@@ -203,6 +211,10 @@ func (w *tenantWorld) intact(t *testing.T) {
 		m, err := st.GetLastMsgForSubject(ctx, w.s.ResultOf(id, "secret"))
 		if err != nil || !bytes.Equal(m.Data, secret(id)) {
 			t.Errorf("%s's secret record: %v, want it unchanged", id, err)
+		}
+		m, err = st.GetLastMsgForSubject(ctx, w.s.BulkResultOf(id, "bulk"))
+		if err != nil || !bytes.Equal(m.Data, bulkSecret(id)) {
+			t.Errorf("%s's secret bulk record: %v, want it unchanged", id, err)
 		}
 	}
 	for name, names := range w.consumers {
@@ -335,7 +347,7 @@ func TestTenantReadAndRollupAttacksFail(t *testing.T) {
 func runReadAttacks(t *testing.T, loosen bool) {
 	w := newTenantWorld(t, loosen)
 	s := w.s
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	// A result for o1 waits in its consumer.
 	ex := newJS(t, connectAs(t, w.srv, w.auth, RoleExecutor, ""))
@@ -364,6 +376,14 @@ func runReadAttacks(t *testing.T, loosen bool) {
 	}{
 		{"pull o1's results through the imported API", PipelineAPIPrefix + ".CONSUMER.MSG.NEXT." + ResultsStream + "." + OriginConsumer("o1"), `{"batch":1,"no_wait":true}`},
 		{"pull o1's results through the JetStream API", jsAPI + "CONSUMER.MSG.NEXT." + ResultsStream + "." + OriginConsumer("o1"), `{"batch":1,"no_wait":true}`},
+		{"pull o1's bulk lane through the imported API", PipelineAPIPrefix + ".CONSUMER.MSG.NEXT." + ResultsStream + "." + OriginBulkConsumer("o1"), `{"batch":1,"no_wait":true}`},
+		{"pull o1's bulk lane through the JetStream API", jsAPI + "CONSUMER.MSG.NEXT." + ResultsStream + "." + OriginBulkConsumer("o1"), `{"batch":1,"no_wait":true}`},
+		{"direct-get o1's bulk record through the imported API", PipelineAPIPrefix + ".DIRECT.GET." + ResultsStream + "." + s.BulkResultOf("o1", "bulk"), ``},
+		{"direct-get o1's record on either lane", PipelineAPIPrefix + ".DIRECT.GET." + ResultsStream + "." + s.RecordOf("o1", "bulk"), ``},
+		{"direct-get o1's records on both lanes by wildcard", PipelineAPIPrefix + ".DIRECT.GET." + ResultsStream + "." + s.RecordsFilter("o1"), ``},
+		{"direct-get every origin's records on both lanes", PipelineAPIPrefix + ".DIRECT.GET." + ResultsStream + "." + s.RecordOf("*", "*"), ``},
+		{"direct-get its own records with o1's bulk record in the body", PipelineAPIPrefix + ".DIRECT.GET." + ResultsStream + "." + s.RecordOf("o2", "bulk"), `{"last_by_subj":"` + s.BulkResultOf("o1", "bulk") + `"}`},
+		{"direct-get its own records with a batch over o1's bulk lane", PipelineAPIPrefix + ".DIRECT.GET." + ResultsStream + "." + s.RecordsFilter("o2"), `{"next_by_subj":"` + s.BulkResultsFilter("o1") + `","batch":10}`},
 		{"get o1's result by sequence", jsAPI + "STREAM.MSG.GET." + ResultsStream, `{"seq":1}`},
 		{"direct-get o1's last result", jsAPI + "DIRECT.GET." + ResultsStream + "." + s.Result("o1"), ``},
 		{"direct-get o1's record through the JetStream API", jsAPI + "DIRECT.GET." + ResultsStream + "." + s.ResultOf("o1", "secret"), ``},
@@ -407,7 +427,7 @@ func runReadAttacks(t *testing.T, loosen bool) {
 						t.Errorf("reply to %s holds %q: %s", rd.subject, secret, m.Data)
 					}
 				}
-				if subj := m.Header.Get("Nats-Subject"); subj != "" && !strings.HasPrefix(subj, s.ResultOf("o2", "")) {
+				if subj := m.Header.Get("Nats-Subject"); subj != "" && !strings.HasPrefix(subj, s.ResultOf("o2", "")) && !strings.HasPrefix(subj, s.BulkResultOf("o2", "")) {
 					t.Errorf("reply to %s is the message on %s: %s", rd.subject, subj, m.Data)
 				}
 				for k, vs := range m.Header {
@@ -423,7 +443,8 @@ func runReadAttacks(t *testing.T, loosen bool) {
 
 	// o2 must not store anything on o1's results subjects (a forged result,
 	// a record over o1's secret), with or without its permissions.
-	for _, subj := range []string{s.ResultOf("o1", "secret"), s.ResultOf("o1", "forged"), s.Result("o1"), s.ResultOf("o1", LegacyResultToken)} {
+	for _, subj := range []string{s.ResultOf("o1", "secret"), s.ResultOf("o1", "forged"), s.Result("o1"), s.ResultOf("o1", LegacyResultToken),
+		s.BulkResultOf("o1", "bulk"), s.BulkResultOf("o1", "forged"), s.BulkResultOf("o2", "forged")} {
 		t.Run("o2 forges a record on "+subj, func(t *testing.T) {
 			fctx, fcancel := context.WithTimeout(ctx, 500*time.Millisecond)
 			defer fcancel()
@@ -499,6 +520,34 @@ func runReadAttacks(t *testing.T, loosen bool) {
 	}
 	if len(got) != 2 || !bytes.Equal(got[0], secret("o1")) || !bytes.Equal(got[1], res) {
 		t.Errorf("o1 read %q, want its secret record and its result", got)
+	}
+	// get-result: o1 reads its records on either lane, through its import.
+	o1 := connectAs(t, w.srv, w.auth, RoleOrigin, "o1")
+	for job, want := range map[string][]byte{"secret": secret("o1"), "bulk": bulkSecret("o1")} {
+		m, err := o1.RequestWithContext(ctx, PipelineAPIPrefix+".DIRECT.GET."+ResultsStream+"."+s.RecordOf("o1", job), nil)
+		if err != nil {
+			t.Errorf("o1 direct-gets its record %s: %v", job, err)
+		} else if !bytes.Equal(m.Data, want) {
+			t.Errorf("o1 direct-gets its record %s: %q, want %q", job, m.Data, want)
+		}
+	}
+	bulk, err := pipelineJS(t, o1).Consumer(ctx, ResultsStream, OriginBulkConsumer("o1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = bulk.Fetch(2, jetstream.FetchMaxWait(time.Second))
+	if err != nil {
+		t.Fatalf("o1 reads its bulk lane: %v", err)
+	}
+	got = nil
+	for m := range b.Messages() {
+		if md, _ := m.Metadata(); md == nil || md.NumDelivered != 1 {
+			t.Errorf("o1's bulk record %s: %+v, want its first delivery", m.Data(), md)
+		}
+		got = append(got, m.Data())
+	}
+	if len(got) != 1 || !bytes.Equal(got[0], bulkSecret("o1")) {
+		t.Errorf("o1 read %q on its bulk lane, want its secret bulk record", got)
 	}
 }
 
@@ -621,19 +670,23 @@ func TestTenantCannotSuppressAnotherOriginsResult(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	o1 := newJS(t, connectAs(t, w.srv, w.auth, RoleOrigin, "o1"))
-	for _, opt := range []jetstream.PublishOpt{jetstream.WithMsgID("o2-job"), FirstRecord()} {
+	for _, opt := range []jetstream.PublishOpt{jetstream.WithMsgID("o2-job"), FirstRecord(w.s.RecordOf("o1", "o2-job"))} {
 		if _, err := o1.Publish(ctx, w.s.ResultOf("o1", "o2-job"), []byte("bait"), opt); err != nil && !IsRecordTaken(err) {
 			t.Fatal(err)
 		}
 	}
 	ex := newJS(t, connectAs(t, w.srv, w.auth, RoleExecutor, ""))
 	// As the executor stores a result (executor.publish).
-	ack, err := ex.Publish(ctx, w.s.ResultOf("o2", "o2-job"), []byte("o2's result"), FirstRecord())
+	record := w.s.RecordOf("o2", "o2-job")
+	ack, err := ex.Publish(ctx, w.s.BulkResultOf("o2", "o2-job"), []byte("o2's large result"), FirstRecord(record))
 	if err != nil || ack.Duplicate {
 		t.Fatalf("o2's result: ack %+v, err %v; want it stored", ack, err)
 	}
-	// A second record of the same job is refused by its subject.
-	if _, err := ex.Publish(ctx, w.s.ResultOf("o2", "o2-job"), []byte("again"), FirstRecord()); !IsRecordTaken(err) {
-		t.Fatalf("second record of one job: %v, want the stream to refuse it", err)
+	// A second record of the same job is refused by its subjects, on
+	// either lane.
+	for _, subj := range []string{w.s.ResultOf("o2", "o2-job"), w.s.BulkResultOf("o2", "o2-job")} {
+		if _, err := ex.Publish(ctx, subj, []byte("again"), FirstRecord(record)); !IsRecordTaken(err) {
+			t.Fatalf("second record of one job on %s: %v, want the stream to refuse it", subj, err)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,8 +22,10 @@ type TrimStats struct {
 	// threshold (TrimThreshold): every acknowledged result was dropped,
 	// whatever its age.
 	OverBytes bool
-	// Lagging are the origins whose consumer still has unacknowledged
-	// results (their bound is below the stream's last sequence).
+	// Lagging are the origins with a results consumer (either lane) that
+	// reports results pending or unacknowledged. The server counts new
+	// results a moment after storing them, so this can miss the newest;
+	// what is dropped never depends on it (each lane's ack floor bounds it).
 	Lagging []string
 }
 
@@ -70,20 +73,22 @@ func TrimInterval(cfg StreamsConfig) time.Duration {
 // not acknowledged is never dropped, however old.
 //
 // How: the stream info is read first (last sequence, bytes, first time),
-// then the consumers named OriginConsumer(id). An origin's bound is the
-// first sequence it may still need: the stream's last sequence plus one when
-// it has nothing pending or unacknowledged (a result stored after the stream
-// info was read has a higher sequence, so it is safe), else its ack floor
-// plus one. One unfiltered purge up to the lowest bound (and no further than
-// the retention cutoff) drops whole blocks cheaply; origins whose bound is
-// above that (another origin lags) get a filtered purge on their own
-// subjects, so that one origin that is down does not keep every other
-// origin's finished results past their retention.
+// then the consumers named OriginConsumer(id) and OriginBulkConsumer(id),
+// one per lane of each origin. A lane's bound is the first sequence its
+// consumer may still need: its ack floor plus one (not the stream's end
+// when the consumer reports nothing pending: that count lags a result just
+// stored, and trusting it dropped unread results in a test). One unfiltered
+// purge up to the lowest bound (and no further than the retention cutoff)
+// drops whole blocks cheaply; lanes whose bound is above that (another
+// lane lags, or is idle with its floor at its last result) get a purge
+// filtered on their consumer's filter subject, so that one origin that is
+// down, or one lane behind, does not keep every other finished result past
+// its retention.
 //
 // Results on the subjects of an origin without a results consumer do not
 // hold anything back: they are dropped by the unfiltered purge like
 // acknowledged ones, once older than the retention (or over the
-// threshold). An origin creates its consumer (or Provision does, for a
+// threshold) and below every lane's ack floor. An origin creates its consumer (or Provision does, for a
 // tenant) before it enqueues its first job, so such results belong to no
 // origin that could still read them.
 //
@@ -105,19 +110,27 @@ func TrimResults(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig,
 	}
 	end := state.LastSeq + 1 // purge up to end: everything stored so far
 
+	// bounds: by consumer filter (a lane of one origin).
 	bounds := map[string]uint64{}
 	lister := st.ListConsumers(ctx)
 	for ci := range lister.Info() {
 		id, ok := strings.CutPrefix(ci.Name, OriginConsumer(""))
-		if !ok || id == "" {
+		if !ok {
+			id, ok = strings.CutPrefix(ci.Name, OriginBulkConsumer(""))
+		}
+		filter := ci.Config.FilterSubject
+		if !ok || id == "" || filter == "" {
 			continue
 		}
-		b := end
-		if ci.NumPending != 0 || ci.NumAckPending != 0 {
-			b = min(ci.AckFloor.Stream+1, end)
+		// The ack floor, even when the consumer says nothing is pending:
+		// its pending count follows new results a moment after they are
+		// stored (the server counts them asynchronously), so "nothing
+		// pending" can be a result just stored and not read yet. Below
+		// the floor every result was read and acknowledged.
+		bounds[filter] = min(ci.AckFloor.Stream+1, end)
+		if (ci.NumPending != 0 || ci.NumAckPending != 0) && !slices.Contains(stats.Lagging, id) {
 			stats.Lagging = append(stats.Lagging, id)
 		}
-		bounds[id] = b
 	}
 	if err := lister.Err(); err != nil {
 		return TrimStats{}, fmt.Errorf("trim results: list consumers: %w", err)
@@ -152,15 +165,15 @@ func TrimResults(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig,
 			return stats, fmt.Errorf("trim results: purge up to %d: %w", global, err)
 		}
 	}
-	for id, b := range bounds {
+	for filter, b := range bounds {
 		upTo := min(cut, b)
 		if upTo <= global || upTo <= state.FirstSeq {
 			continue
 		}
-		n, err := purgeResults(ctx, js, c.Subjects.ResultsFilter(id), upTo)
+		n, err := purgeResults(ctx, js, filter, upTo)
 		stats.Purged += n
 		if err != nil {
-			return stats, fmt.Errorf("trim results: purge origin %s up to %d: %w", id, upTo, err)
+			return stats, fmt.Errorf("trim results: purge %s up to %d: %w", filter, upTo, err)
 		}
 	}
 	return stats, nil

@@ -61,6 +61,27 @@ func (e *trimEnv) consumer(origin string) jetstream.Consumer {
 	return c
 }
 
+// bulkConsumer creates origin's bulk-lane consumer.
+func (e *trimEnv) bulkConsumer(origin string) jetstream.Consumer {
+	e.t.Helper()
+	c, err := e.js.CreateOrUpdateConsumer(e.ctx, ResultsStream, OriginConsumerConfigs(e.cfg.Subjects, origin, 1, 0)[1])
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return c
+}
+
+// publishBulk stores results of jobs of origin on the bulk lane.
+func (e *trimEnv) publishBulk(origin string, size int, jobs ...string) {
+	e.t.Helper()
+	body := bytes.Repeat([]byte("b"), size)
+	for _, j := range jobs {
+		if _, err := e.js.Publish(e.ctx, e.cfg.Subjects.BulkResultOf(origin, j), body, FirstRecord(e.cfg.Subjects.RecordOf(origin, j))); err != nil {
+			e.t.Fatalf("publish bulk %s/%s: %v", origin, j, err)
+		}
+	}
+}
+
 // publish stores the results of jobs of origin, each size bytes.
 func (e *trimEnv) publish(origin string, size int, jobs ...string) {
 	e.t.Helper()
@@ -97,6 +118,27 @@ func (e *trimEnv) read(c jetstream.Consumer, n, ack int) {
 	}
 }
 
+// pending waits until c reports n results pending: the server counts new
+// results a moment after storing them, and TrimStats.Lagging follows its
+// count.
+func (e *trimEnv) pending(c jetstream.Consumer, n uint64) {
+	e.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		info, err := c.Info(e.ctx)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if info.NumPending == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("consumer %s: %d pending, want %d", info.Name, info.NumPending, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // trim runs TrimResults and checks how many results it dropped.
 func (e *trimEnv) trim(now time.Time, wantPurged uint64) TrimStats {
 	e.t.Helper()
@@ -110,14 +152,15 @@ func (e *trimEnv) trim(now time.Time, wantPurged uint64) TrimStats {
 	return st
 }
 
-// left checks the results stored: want are "origin/job" pairs.
+// left checks the results stored: want are "origin/job" pairs, or
+// "origin/bulk:job" for the bulk lane.
 func (e *trimEnv) left(want ...string) {
 	e.t.Helper()
 	st, err := e.js.Stream(e.ctx, ResultsStream)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	info, err := st.Info(e.ctx, jetstream.WithSubjectFilter(e.cfg.Subjects.ResultsWildcard()))
+	info, err := st.Info(e.ctx, jetstream.WithSubjectFilter(">"))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -128,7 +171,11 @@ func (e *trimEnv) left(want ...string) {
 	var exp []string
 	for _, w := range want {
 		o, j, _ := strings.Cut(w, "/")
-		exp = append(exp, e.cfg.Subjects.ResultOf(o, j))
+		if b, ok := strings.CutPrefix(j, "bulk:"); ok {
+			exp = append(exp, e.cfg.Subjects.BulkResultOf(o, b))
+		} else {
+			exp = append(exp, e.cfg.Subjects.ResultOf(o, j))
+		}
 	}
 	sort.Strings(got)
 	sort.Strings(exp)
@@ -168,6 +215,36 @@ func TestTrimDropsAcknowledgedOldResults(t *testing.T) {
 	e.read(c, 3, 3)
 	e.trim(time.Now().Add(time.Hour), 3)
 	e.left()
+}
+
+// TestTrimFollowsEachLane: an origin's two lanes are trimmed by their own
+// consumers: an unacknowledged result on the bulk lane is kept, however
+// old, without keeping the small lane's acknowledged results, and the other
+// way round.
+func TestTrimFollowsEachLane(t *testing.T) {
+	e := newTrimEnv(t, StreamsConfig{})
+	small, bulk := e.consumer("o1"), e.bulkConsumer("o1")
+	e.publishBulk("o1", 1000, "b0", "b1")
+	e.publish("o1", 100, "j0", "j1")
+	e.publishBulk("o1", 1000, "b2")
+	e.read(small, 2, 2) // the small lane is done
+	e.read(bulk, 1, 1)  // the bulk lane lags: b1 delivered, not acknowledged, b2 waiting
+	e.read(bulk, 1, 0)
+	e.pending(bulk, 1)
+	st := e.trim(time.Now().Add(1000*time.Hour), 3) // b0, j0, j1
+	if len(st.Lagging) != 1 || st.Lagging[0] != "o1" {
+		t.Fatalf("lagging %v, want o1 once", st.Lagging)
+	}
+	e.left("o1/bulk:b1", "o1/bulk:b2")
+
+	// Another origin whose small lane lags and bulk lane is done.
+	small2, bulk2 := e.consumer("o2"), e.bulkConsumer("o2")
+	e.publish("o2", 100, "j0")
+	e.publishBulk("o2", 1000, "b0", "b1")
+	e.read(small2, 1, 0)
+	e.read(bulk2, 2, 2)
+	e.trim(time.Now().Add(1000*time.Hour), 2) // o2's b0, b1
+	e.left("o1/bulk:b1", "o1/bulk:b2", "o2/j0")
 }
 
 func TestTrimKeepsUnacknowledgedResultsHoweverOld(t *testing.T) {
@@ -254,7 +331,7 @@ func prefixed(p string, s []string) []string {
 
 func TestTrimLaggingOriginDoesNotKeepOthersResults(t *testing.T) {
 	e := newTrimEnv(t, StreamsConfig{})
-	c1, _, c3 := e.consumer("o1"), e.consumer("o2"), e.consumer("o3")
+	c1, c2, c3 := e.consumer("o1"), e.consumer("o2"), e.consumer("o3")
 	for i := 0; i < 4; i++ {
 		j := fmt.Sprint("j", i)
 		e.publish("o2", 100, j) // o2 is down: reads nothing
@@ -263,6 +340,8 @@ func TestTrimLaggingOriginDoesNotKeepOthersResults(t *testing.T) {
 	}
 	e.read(c1, 4, 4)
 	e.read(c3, 2, 2)
+	e.pending(c2, 4)
+	e.pending(c3, 2)
 
 	st := e.trim(time.Now().Add(time.Hour), 6)
 	if fmt.Sprint(sortedCopy(st.Lagging)) != "[o2 o3]" {

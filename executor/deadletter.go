@@ -63,7 +63,7 @@ func (e *Executor) handleDeadLetter(msg jetstream.Msg) {
 		Continuation: job.Continuation,
 		DelayMS:      job.DelayMS,
 	}
-	if err := e.publish(res); err != nil {
+	if err := e.publish(res, false); err != nil { // small: no body
 		e.m.PublishFailed()
 		e.log.Warn().Err(err).Str("job", job.ID).Str("origin", job.Origin).Msg("dead_letter result not stored; will retry")
 		_ = msg.NakWithDelay(time.Second)

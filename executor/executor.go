@@ -116,7 +116,11 @@ type Executor struct {
 	fetcher *Fetcher
 	log     zerolog.Logger
 
-	sem   chan struct{}
+	sem chan struct{}
+	// bulk caps this executor's large results being stored at once
+	// (bulkPublishes), so that a small result, stored by any executor,
+	// waits behind a few MiB of large ones in the stream at most.
+	bulk  chan struct{}
 	hosts *hostGate // nil: no per-host cap
 	pol   *polite   // destination politeness (politeness.go)
 	wg    sync.WaitGroup
@@ -181,6 +185,7 @@ func New(nc *nats.Conn, cfg Config) (*Executor, error) {
 		fetcher:  f,
 		log:      cfg.Logger.With().Str("component", "executor").Str("executor", cfg.ID).Logger(),
 		sem:      make(chan struct{}, cfg.Concurrency),
+		bulk:     make(chan struct{}, bulkPublishes),
 		inflight: inflight,
 		abort:    abort,
 		m:        m,
@@ -427,7 +432,7 @@ func (e *Executor) process(t *task) {
 	} else {
 		res.Status, res.Headers, res.Body, res.Truncated = resp.Status, resp.Headers, resp.Body, resp.Truncated
 	}
-	if err := e.publishWaiting(msg, res, log); err != nil {
+	if err := e.publishWaiting(msg, res, job.BulkLane, log); err != nil {
 		e.m.PublishFailed()
 		log.Warn().Err(err).Msg("result not stored; job will be redelivered")
 		_ = msg.NakWithDelay(time.Second)
@@ -447,8 +452,8 @@ func (e *Executor) process(t *task) {
 // asks the executor's trimmer for a trim at once (trim.go: rate limited),
 // which drops results their origins are done with. It gives up on
 // other errors, and when the executor stops.
-func (e *Executor) publishWaiting(msg jetstream.Msg, res *broker.Result, log zerolog.Logger) error {
-	err := e.publish(res)
+func (e *Executor) publishWaiting(msg jetstream.Msg, res *broker.Result, bulkLane bool, log zerolog.Logger) error {
+	err := e.publish(res, bulkLane)
 	if err == nil || broker.CodeOf(err) != broker.CodeQueueFull {
 		return err
 	}
@@ -467,7 +472,7 @@ func (e *Executor) publishWaiting(msg jetstream.Msg, res *broker.Result, log zer
 			return err
 		}
 		pause = min(2*pause, 2*time.Second)
-		err = e.publish(res)
+		err = e.publish(res, bulkLane)
 		if broker.CodeOf(err) == broker.CodeQueueFull {
 			e.kickTrim()
 		}
@@ -475,21 +480,37 @@ func (e *Executor) publishWaiting(msg jetstream.Msg, res *broker.Result, log zer
 	return err
 }
 
+// bulkPublishes is how many large results (broker.BulkResultBytes and
+// more) one executor stores at once. Each is a write of up to the body cap
+// into the results stream, which stores in order: with every executor's
+// large results in flight ahead of it, a small result would wait for tens
+// of MiB to be written. The cap holds the rest in the executor, and keeps
+// the bulk lane's throughput (measured in README "Bounds per connection").
+const bulkPublishes = 2
+
 // publish stores the result in the results stream as its job's finished
-// record: on the job's own subject, if that holds no record yet
-// (broker.FirstRecord). A job that has one (this job fetched again after a
+// record: on the job's own subject, if the job holds no record yet on
+// either lane (broker.FirstRecord). A large result of a job whose origin
+// reads the bulk lane (bulkLane) goes to that lane, one of bulkPublishes
+// at a time. A job that has a record (this job fetched again after a
 // redelivery, or canceled first) stores nothing and counts as stored. An id
 // that is no subject token (not one an origin of ours makes) goes to the
 // plain results subject, de-duplicated by its Nats-Msg-Id.
-func (e *Executor) publish(res *broker.Result) error {
+func (e *Executor) publish(res *broker.Result, bulkLane bool) error {
 	data, err := res.Encode()
 	if err != nil {
 		return err
 	}
-	subj := e.cfg.Subjects.ResultOf(res.Origin, res.JobID)
-	opt := broker.FirstRecord()
-	if broker.ValidateToken("job id", res.JobID) != nil || res.JobID == broker.LegacyResultToken {
-		subj, opt = e.cfg.Subjects.Result(res.Origin), jetstream.WithMsgID(res.JobID)
+	s := e.cfg.Subjects
+	subj, record := s.ResultOf(res.Origin, res.JobID), s.RecordOf(res.Origin, res.JobID)
+	opt := broker.FirstRecord(record)
+	switch {
+	case broker.ValidateToken("job id", res.JobID) != nil || res.JobID == broker.LegacyResultToken:
+		subj, opt = s.Result(res.Origin), jetstream.WithMsgID(res.JobID)
+	case bulkLane && len(data) >= broker.BulkResultBytes:
+		subj = s.BulkResultOf(res.Origin, res.JobID)
+		e.bulk <- struct{}{}
+		defer func() { <-e.bulk }()
 	}
 	// Asynchronous publish, awaited here: cheaper than a request per result
 	// (no context, timer or reply round trip of its own); the stall timeout
@@ -513,7 +534,7 @@ func (e *Executor) publish(res *broker.Result) error {
 	// A key's id: the record may be an earlier job's under the same key.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := broker.StoreAfterRefusal(ctx, e.nc, e.js, "$JS.API", subj, res, data); err != nil {
+	if _, err := broker.StoreAfterRefusal(ctx, e.nc, e.js, "$JS.API", subj, record, res, data); err != nil {
 		return fmt.Errorf("publish result %s: %w", res.JobID, err)
 	}
 	return nil

@@ -78,7 +78,7 @@ func (f *finished) get(ctx context.Context, jobID string) (*broker.Result, error
 	if broker.ValidateToken("job id", jobID) != nil || jobID == broker.LegacyResultToken {
 		return nil, nil // not one of our ids: no subject to look up
 	}
-	rec, err := broker.GetRecord(ctx, f.nc, f.apiPrefix, f.subjects.ResultOf(f.origin, jobID))
+	rec, err := broker.GetRecord(ctx, f.nc, f.apiPrefix, f.subjects.RecordOf(f.origin, jobID))
 	if err != nil || rec == nil {
 		return nil, err
 	}
@@ -94,13 +94,13 @@ func (f *finished) get(ctx context.Context, jobID string) (*broker.Result, error
 func (f *finished) store(ctx context.Context, js jetstream.JetStream, res *broker.Result, data []byte) (stored bool, err error) {
 	f.begin(res.JobID, data)
 	defer f.stored(res.JobID)
-	subj := f.subjects.ResultOf(f.origin, res.JobID)
-	_, err = js.Publish(ctx, subj, data, broker.FirstRecord())
+	subj, record := f.subjects.ResultOf(f.origin, res.JobID), f.subjects.RecordOf(f.origin, res.JobID)
+	_, err = js.Publish(ctx, subj, data, broker.FirstRecord(record))
 	switch {
 	case err == nil:
 		return true, nil
 	case broker.IsRecordTaken(err):
-		return broker.StoreAfterRefusal(ctx, f.nc, js, f.apiPrefix, subj, res, data)
+		return broker.StoreAfterRefusal(ctx, f.nc, js, f.apiPrefix, subj, record, res, data)
 	default:
 		return false, fmt.Errorf("store finished record %s: %w", res.JobID, err)
 	}

@@ -3,7 +3,6 @@ package origin
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -159,20 +158,20 @@ func (s *Server) storedJob(ctx context.Context, job string) (jobRef, bool) {
 }
 
 // listKeyed returns the key-named jobs with a result kept in the results
-// stream: the subjects under this origin's results filter (one per job).
+// stream: the subjects of this origin's records on both lanes (one per
+// job).
 func (s *Server) listKeyed(ctx context.Context) (map[string]struct{}, error) {
 	st, err := s.js.Stream(ctx, broker.ResultsStream)
 	if err != nil {
 		return nil, fmt.Errorf("list keyed jobs: %w", err)
 	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(s.cfg.Subjects.ResultsFilter(s.cfg.ID)))
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(s.cfg.Subjects.RecordsFilter(s.cfg.ID)))
 	if err != nil {
 		return nil, fmt.Errorf("list keyed jobs: %w", err)
 	}
-	prefix := s.cfg.Subjects.ResultOf(s.cfg.ID, "")
 	ids := make(map[string]struct{})
 	for subj := range info.State.Subjects {
-		if id := strings.TrimPrefix(subj, prefix); broker.IsKeyJobID(id) {
+		if id, ok := s.cfg.Subjects.RecordJob(s.cfg.ID, subj); ok && broker.IsKeyJobID(id) {
 			ids[id] = struct{}{}
 		}
 	}

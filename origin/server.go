@@ -240,9 +240,9 @@ type Server struct {
 
 	dedup    *dedup
 	finished *finished
-	cc       jetstream.ConsumeContext
-	dueCC    jetstream.ConsumeContext // moves due delayed jobs (delayed.go)
-	delayed  jetstream.Stream         // the delayed-jobs stream, bound at Start
+	lanes    []jetstream.ConsumeContext // results consumers: small, bulk
+	dueCC    jetstream.ConsumeContext   // moves due delayed jobs (delayed.go)
+	delayed  jetstream.Stream           // the delayed-jobs stream, bound at Start
 	cancels  cancels
 	closing  atomic.Bool
 	serveErr chan error
@@ -292,7 +292,10 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 	// what an origin's NATS permissions let it read (broker.OriginPermissions).
 	rcfg := metrics.ReadinessConfig{
 		Conns: []*nats.Conn{nc}, JS: js, Streams: []string{broker.JobsStream},
-		Consumers: []metrics.ConsumerRef{{Stream: broker.ResultsStream, Consumer: broker.OriginConsumer(cfg.ID)}},
+		Consumers: []metrics.ConsumerRef{
+			{Stream: broker.ResultsStream, Consumer: broker.OriginConsumer(cfg.ID)},
+			{Stream: broker.ResultsStream, Consumer: broker.OriginBulkConsumer(cfg.ID)},
+		},
 	}
 	s.pjs = js
 	if cfg.OwnAccount != nil {
@@ -329,6 +332,18 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// Pull sizes of the two results lanes. The small lane's is bounded by
+// bytes (hundreds of small results; a large one from an executor of an
+// older version fits too). The bulk lane's is bounded by count: its
+// results are all large, and a count cannot stall on a message larger than
+// the bytes left in a pull, as a byte bound close to the message size can.
+// Four keep what is already on its way down the connection ahead of a
+// small result to a few MiB at the default body cap.
+const (
+	resultsPullBytes = 8 << 20
+	bulkPullMessages = 2
+)
+
 // jsAPIPrefix is where this origin's connection reaches the pipeline
 // account's JetStream API: its own account sees it under
 // broker.PipelineAPIPrefix (only what it imports).
@@ -339,15 +354,15 @@ func jsAPIPrefix(cfg Config) string {
 	return "$JS.API"
 }
 
-// bindResults binds the results consumer the admin provisioned in the
-// pipeline account (OwnAccount). In a cluster, a request crossing accounts
+// bindResults binds results consumer name (a lane's), which the admin
+// provisioned in the pipeline account (OwnAccount). In a cluster, a request crossing accounts
 // right after connecting can go unanswered (observed once in a loaded R3
 // test), so each attempt is short and it tries again until ctx ends; a
 // consumer that does not exist fails at once.
-func (s *Server) bindResults(ctx context.Context) (jetstream.Consumer, error) {
+func (s *Server) bindResults(ctx context.Context, name string) (jetstream.Consumer, error) {
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		cons, err := s.pjs.Consumer(actx, broker.ResultsStream, broker.OriginConsumer(s.cfg.ID))
+		cons, err := s.pjs.Consumer(actx, broker.ResultsStream, name)
 		cancel()
 		if err == nil || errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
 			return cons, err
@@ -388,20 +403,28 @@ func (s *Server) Start(ctx context.Context) error {
 		// Its results channel is closed: consuming again would panic.
 		return ErrServerClosed
 	}
-	var cons jetstream.Consumer
-	var err error
+	// Two lanes, each read through its own consumer: small results and
+	// large ones (broker.BulkResultOf), so that a small result never waits
+	// behind large ones.
+	var lanes []jetstream.Consumer
 	if s.cfg.OwnAccount != nil {
-		// The admin provisions it (broker.StreamsConfig.Tenants): an origin
+		// The admin provisions them (broker.StreamsConfig.Tenants): an origin
 		// that could write a consumer config could point its delivery anywhere.
-		if cons, err = s.bindResults(ctx); err != nil {
-			return fmt.Errorf("origin %s: results consumer %s (provisioned by the admin for the origins in nats.auth.origins): %w",
-				s.cfg.ID, broker.OriginConsumer(s.cfg.ID), err)
+		for _, name := range []string{broker.OriginConsumer(s.cfg.ID), broker.OriginBulkConsumer(s.cfg.ID)} {
+			cons, err := s.bindResults(ctx, name)
+			if err != nil {
+				return fmt.Errorf("origin %s: results consumer %s (provisioned by the admin for the origins in nats.auth.origins): %w",
+					s.cfg.ID, name, err)
+			}
+			lanes = append(lanes, cons)
 		}
 	} else {
-		cons, err = s.js.CreateOrUpdateConsumer(ctx, broker.ResultsStream,
-			broker.OriginConsumerConfig(s.cfg.Subjects, s.cfg.ID, s.cfg.Replicas, s.cfg.ResultAckWait))
-		if err != nil {
-			return fmt.Errorf("origin %s: results consumer: %w", s.cfg.ID, err)
+		for _, cfg := range broker.OriginConsumerConfigs(s.cfg.Subjects, s.cfg.ID, s.cfg.Replicas, s.cfg.ResultAckWait) {
+			cons, err := s.js.CreateOrUpdateConsumer(ctx, broker.ResultsStream, cfg)
+			if err != nil {
+				return fmt.Errorf("origin %s: results consumer %s: %w", s.cfg.ID, cfg.Durable, err)
+			}
+			lanes = append(lanes, cons)
 		}
 		// Executors pull each origin's jobs through its own consumer and
 		// take turns between origins; creating it now lets them follow this
@@ -411,7 +434,7 @@ func (s *Server) Start(ctx context.Context) error {
 		// executors still find the jobs within their discovery interval. In
 		// its own account the admin provisions it with the results consumer.
 		jctx, jcancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err = broker.EnsureJobsConsumer(jctx, s.js, s.cfg.Subjects, s.cfg.ID)
+		_, err := broker.EnsureJobsConsumer(jctx, s.js, s.cfg.Subjects, s.cfg.ID)
 		jcancel()
 		if err != nil {
 			s.log.Warn().Err(err).Msg("jobs consumer not created; executors find this origin's jobs on their next discovery")
@@ -433,20 +456,29 @@ func (s *Server) Start(ctx context.Context) error {
 		s.dueCC.Stop()
 		return fmt.Errorf("origin %s: listen: %w", s.cfg.ID, err)
 	}
-	// Bounded by bytes, not count: results carry bodies up to 1 MiB, and a
-	// count-bounded buffer of large results would overrun the connection.
-	cc, err := cons.Consume(s.onResult, append(broker.PullOptions(), jetstream.PullMaxBytes(8<<20),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
-				s.log.Debug().Err(err).Msg("results consume")
+	// The bulk lane pulls a few at a time: its messages share this
+	// connection with the small lane's.
+	for i, cons := range lanes {
+		var pull jetstream.PullConsumeOpt = jetstream.PullMaxBytes(resultsPullBytes)
+		if i == 1 {
+			pull = jetstream.PullMaxMessages(bulkPullMessages)
+		}
+		cc, err := cons.Consume(s.onResult, append(broker.PullOptions(), pull,
+			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+				if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+					s.log.Debug().Err(err).Msg("results consume")
+				}
+			}))...)
+		if err != nil {
+			for _, cc := range s.lanes {
+				cc.Stop()
 			}
-		}))...)
-	if err != nil {
-		ln.Close()
-		s.dueCC.Stop()
-		return fmt.Errorf("origin %s: consume results: %w", s.cfg.ID, err)
+			ln.Close()
+			s.dueCC.Stop()
+			return fmt.Errorf("origin %s: consume results: %w", s.cfg.ID, err)
+		}
+		s.lanes = append(s.lanes, cc)
 	}
-	s.cc = cc
 	s.prior.recon = s.nc.Stats().Reconnects
 	s.prior.until = time.Now().Add(s.cfg.KeyWindow)
 	s.loadPriorKeys(s.prior.recon)
@@ -568,6 +600,8 @@ func (s *Server) newJob(req FetchRequest, clientID string, cont broker.Continuat
 		Retry:        req.Retry,
 		ReceivedAt:   received.UnixNano(),
 		Continuation: cont,
+		// This origin reads its bulk lane: large results go there.
+		BulkLane: true,
 	}
 }
 
@@ -757,13 +791,17 @@ closeSessions:
 	if s.dueCC != nil {
 		s.dueCC.Stop()
 	}
-	if s.cc != nil {
-		s.cc.Drain()
+	for _, cc := range s.lanes {
+		cc.Drain()
+	}
+	for _, cc := range s.lanes {
 		select {
-		case <-s.cc.Closed():
+		case <-cc.Closed():
 		case <-ctx.Done():
-			s.cc.Stop()
+			cc.Stop()
 		}
+	}
+	if len(s.lanes) > 0 {
 		// No more deliveries: make sure the acks of what was handled
 		// reached the server (an ack is the only record that a
 		// continuation ran).

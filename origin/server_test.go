@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,7 +38,11 @@ func newBench(t *testing.T, streams broker.StreamsConfig, withExecutor bool) *be
 	t.Helper()
 	srv := testutil.StartNATS(t)
 	testutil.Provision(t, testutil.JetStream(t, srv), streams)
-	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" { // a result for the bulk lane
+			_, _ = w.Write([]byte(strings.Repeat("b", bigBody)))
+			return
+		}
 		fmt.Fprint(w, "hello")
 	}))
 	t.Cleanup(target.Close)
@@ -203,6 +208,91 @@ func TestCallsAfterShutdown(t *testing.T) {
 	if conn, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws", nil); err == nil {
 		conn.Close()
 		t.Errorf("WebSocket dial after Shutdown succeeded, want it refused")
+	}
+}
+
+// bigBody is the size of the bench target's /big body: over
+// broker.BulkResultBytes, so its result goes to the bulk lane.
+const bigBody = 200_000
+
+// TestSmallResultPassesAStuckBulkLane: large results go to the bulk lane,
+// read through a consumer of its own, so a small result does not wait
+// behind them: here the bulk lane is stuck in a continuation that does not
+// return, and a small result still runs its continuation. (With one results
+// consumer it waited for the large one's continuation.) Once released, the
+// large results finish, and get-result reads them from the bulk lane.
+func TestSmallResultPassesAStuckBulkLane(t *testing.T) {
+	b := newBench(t, broker.StreamsConfig{Storage: broker.MemoryStorage}, true)
+	s := b.origin(Config{})
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock) // before the origin's shutdown: no continuation stays stuck
+	held := make(chan string, 4)
+	if err := s.Register("hold", func(ctx context.Context, res *broker.Result) error {
+		held <- res.JobID
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	small := make(chan *broker.Result, 1)
+	if err := s.Register("small", func(_ context.Context, res *broker.Result) error {
+		small <- res
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var bigs []string
+	for range 2 {
+		job, err := s.ProxyFetch(ctx, FetchRequest{URL: b.target.URL + "/big"}, "hold", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bigs = append(bigs, job)
+	}
+	select {
+	case <-held: // the bulk lane is stuck, the other large result behind it
+	case <-ctx.Done():
+		t.Fatal("no large result reached its continuation")
+	}
+	job, err := s.ProxyFetch(ctx, FetchRequest{URL: b.target.URL + "/"}, "small", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case res := <-small:
+		if res.JobID != job || string(res.Body) != "hello" {
+			t.Fatalf("small continuation got %+v", res)
+		}
+	case <-ctx.Done():
+		t.Fatal("the small result waited behind the stuck bulk lane")
+	}
+	unblock()
+	testutil.Eventually(t, 10*time.Second, func() bool { return s.Stats().Finished == 3 }, "the large results finish once released")
+	js := testutil.JetStream(t, b.srv)
+	st, err := js.Stream(ctx, broker.ResultsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := testutil.DialWS(t, wsURL(s))
+	for _, big := range bigs {
+		if _, err := st.GetLastMsgForSubject(ctx, broker.Subjects{}.BulkResultOf("o1", big)); err != nil {
+			t.Errorf("large result %s not on the bulk lane: %v", big, err)
+		}
+		c.SendJSON(map[string]any{"type": "get-result", "id": "g", "job": big})
+		if f := c.Read(); f.Type != "result" || f.Job != big || len(f.Body) != bigBody {
+			t.Errorf("get-result %s: %s %s, %d bytes; want the large result", big, f.Type, f.Code, len(f.Body))
+		}
+	}
+	if _, err := st.GetLastMsgForSubject(ctx, broker.Subjects{}.ResultOf("o1", job)); err != nil {
+		t.Errorf("small result not on the small lane: %v", err)
 	}
 }
 
