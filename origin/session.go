@@ -46,7 +46,6 @@ type session struct {
 	id   string
 	srv  *Server
 	conn *websocket.Conn
-	log  zerolog.Logger
 
 	out   *outbox
 	pongs chan []byte
@@ -144,7 +143,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 		sess.limiter = rate.NewLimiter(rate.Limit(s.cfg.RatePerConn), burst)
 	}
-	sess.log = s.log.With().Str("session", sess.id).Str("remote", r.RemoteAddr).Logger()
 	s.sessMu.Lock()
 	if s.closing.Load() {
 		s.sessMu.Unlock()
@@ -156,10 +154,18 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.sessWG.Add(1) // the reader; the writer and the ack loop run only while they have work
 	s.sessMu.Unlock()
 	s.m.ConnOpened()
-	sess.log.Debug().Msg("session opened")
+	sess.logAt(zerolog.DebugLevel).Msg("session opened")
 	sess.queue(mustJSON(helloFrame{Type: frameHello, Origin: s.cfg.ID, Version: Version}))
 	sess.installControlHandlers()
 	go sess.readLoop()
+}
+
+// logAt starts a log line at level with the session's id and remote
+// address; nil (every method a no-op) when level is off. A session keeps no
+// logger of its own: a sub-logger's context buffer would cost every idle
+// connection about half a kilobyte.
+func (c *session) logAt(level zerolog.Level) *zerolog.Event {
+	return c.srv.log.WithLevel(level).Str("session", c.id).Stringer("remote", c.conn.RemoteAddr())
 }
 
 // readLoop reads client frames until the connection fails or closes.
@@ -188,7 +194,7 @@ func (c *session) readLoop() {
 		mt, r, err := c.conn.NextReader()
 		if err != nil {
 			if !websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived) {
-				c.log.Debug().Err(err).Msg("read")
+				c.logAt(zerolog.DebugLevel).Err(err).Msg("read")
 			}
 			return
 		}
@@ -220,7 +226,7 @@ func (c *session) readLoop() {
 		if !utf8.Valid(buf.Bytes()) {
 			// RFC 6455 §8.1: a text frame that is not UTF-8 fails the
 			// connection (1007). It is never passed on altered.
-			c.log.Info().Msg("text frame is not valid UTF-8; connection closed with 1007")
+			c.logAt(zerolog.InfoLevel).Msg("text frame is not valid UTF-8; connection closed with 1007")
 			c.queue(encodeError("", "", broker.Errorf(broker.CodeBadRequest, "text frame is not valid UTF-8")))
 			c.close(websocket.CloseInvalidFramePayloadData, "invalid UTF-8")
 			return
@@ -243,7 +249,7 @@ func (c *session) waitForRoom() bool {
 	if !c.congested() {
 		return true
 	}
-	c.log.Debug().Msg("send queue high: pausing reads")
+	c.logAt(zerolog.DebugLevel).Msg("send queue high: pausing reads")
 	for c.congested() {
 		select {
 		case <-c.out.drained:
@@ -271,7 +277,7 @@ func (c *session) congested() bool {
 // (bounded in time and bytes) so closing the socket does not turn into a TCP
 // reset that would destroy the close frame before the client reads it.
 func (c *session) overHardLimit() {
-	c.log.Info().Int("hard_limit", c.srv.cfg.HardFrameBytes).Msg("frame over hard limit; connection closed with 1009")
+	c.logAt(zerolog.InfoLevel).Int("hard_limit", c.srv.cfg.HardFrameBytes).Msg("frame over hard limit; connection closed with 1009")
 	c.queue(encodeError("", "", broker.Errorf(broker.CodeTooLarge, "frame larger than the hard cap of %d bytes: closing", c.srv.cfg.HardFrameBytes)))
 	c.close(websocket.CloseMessageTooBig, "frame too large")
 	raw := c.conn.UnderlyingConn()
@@ -362,7 +368,7 @@ func (c *session) follow(ctx context.Context, id, job string, known bool) {
 	res, err := c.srv.finished.get(ctx, job)
 	if err != nil && c.srv.inflight.detach(job, a) {
 		c.endFollow(job, id)
-		c.log.Warn().Err(err).Str("job", job).Msg("follow job")
+		c.logAt(zerolog.WarnLevel).Err(err).Str("job", job).Msg("follow job")
 		c.queue(encodeError(id, job, broker.Errorf(broker.CodeInternal, "could not read the result store")))
 		return
 	}
@@ -418,7 +424,7 @@ func (c *session) dropFollows() {
 func (c *session) replyFinished(ctx context.Context, id, job string) bool {
 	res, err := c.srv.finished.get(ctx, job)
 	if err != nil {
-		c.log.Warn().Err(err).Str("job", job).Msg("get-result")
+		c.logAt(zerolog.WarnLevel).Err(err).Str("job", job).Msg("get-result")
 		c.queue(encodeError(id, job, broker.Errorf(broker.CodeInternal, "could not read the result store")))
 		return true
 	}
@@ -662,7 +668,7 @@ func (c *session) fail(p *pendingFetch, err error) {
 	if code == broker.CodeQueueFull {
 		lvl = zerolog.DebugLevel // expected backpressure, not an incident
 	}
-	c.log.WithLevel(lvl).Err(err).Str("id", p.clientID).Str("job", p.jobID).Str("code", string(code)).Msg("job not stored")
+	c.logAt(lvl).Err(err).Str("id", p.clientID).Str("job", p.jobID).Str("code", string(code)).Msg("job not stored")
 	if job == "" { // not stored: no result will come for connections attached meanwhile
 		for _, a := range c.srv.inflight.remove(p.jobID) {
 			a.sess.endFollow(p.jobID, a.id)
@@ -745,7 +751,7 @@ func (c *session) queueLocked(frame []byte) {
 		c.wake()
 	} else {
 		frames, bytes := c.out.size()
-		c.log.Warn().Int("frames", frames).Int("bytes", bytes).Int("in_flight", len(c.pending)).Msg("client too slow: send queue full, closing; its results stay available with get-result")
+		c.logAt(zerolog.WarnLevel).Int("frames", frames).Int("bytes", bytes).Int("in_flight", len(c.pending)).Msg("client too slow: send queue full, closing; its results stay available with get-result")
 		c.srv.m.SlowClient()
 		c.closeLocked(websocket.ClosePolicyViolation, "send queue full: client too slow")
 	}
@@ -772,5 +778,5 @@ func (c *session) closeLocked(code int, reason string) {
 		// WriteTimeout: cut it short. The close frame is then best effort.
 		_ = c.conn.NetConn().SetWriteDeadline(time.Now())
 	}
-	c.log.Debug().Int("code", code).Str("reason", reason).Int("in_flight", len(c.pending)).Msg("session closed")
+	c.logAt(zerolog.DebugLevel).Int("code", code).Str("reason", reason).Int("in_flight", len(c.pending)).Msg("session closed")
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/rs/zerolog"
 )
 
 // The session writer frames server→client WebSocket messages itself (they are
@@ -129,7 +130,7 @@ func (c *session) writeLoop() {
 	}()
 	failed := false
 	fail := func(err error) bool {
-		c.log.Debug().Err(err).Msg("write")
+		c.logAt(zerolog.DebugLevel).Err(err).Msg("write")
 		c.close(websocket.CloseAbnormalClosure, "")
 		failed = true
 		return false
