@@ -3,7 +3,6 @@ package origin
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -47,8 +46,10 @@ type session struct {
 	srv  *Server
 	conn *websocket.Conn
 
-	out   *outbox
-	pongs chan []byte
+	out outbox
+	// pong is the payload of a client's ping not answered yet (the
+	// writer answers it); later pings meanwhile get no pong of their own.
+	pong atomic.Pointer[string]
 	// writer is writerIdle, writerRunning or writerFinished (wswriter.go).
 	writer atomic.Int32
 	// pingDue asks the writer for a ping (the server's ping loop sets it).
@@ -63,8 +64,6 @@ type session struct {
 	follows map[string]struct{}
 	done    chan struct{}
 
-	// state is the default continuation's state for this session, encoded once.
-	state json.RawMessage
 	// limiter enforces Config.RatePerConn; nil without a rate limit.
 	limiter *rate.Limiter
 
@@ -128,14 +127,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess := &session{
-		id:    nuid.Next(),
-		srv:   s,
-		conn:  conn,
-		out:   newOutbox(s.cfg.SendQueue, s.cfg.SendQueueBytes),
-		pongs: make(chan []byte, 1),
-		done:  make(chan struct{}),
+		id:   nuid.Next(),
+		srv:  s,
+		conn: conn,
+		out:  outbox{maxFrames: s.cfg.SendQueue, maxBytes: s.cfg.SendQueueBytes},
+		done: make(chan struct{}),
 	}
-	sess.state = mustJSON(clientState{Session: sess.id})
 	if s.cfg.RatePerConn > 0 {
 		burst := s.cfg.RateBurst
 		if burst <= 0 {
@@ -250,9 +247,10 @@ func (c *session) waitForRoom() bool {
 		return true
 	}
 	c.logAt(zerolog.DebugLevel).Msg("send queue high: pausing reads")
+	drained := c.out.drainedChan()
 	for c.congested() {
 		select {
-		case <-c.out.drained:
+		case <-drained:
 		case <-c.done:
 			return false
 		}
@@ -451,7 +449,7 @@ func (c *session) startFetch(f *clientFrame, received time.Time) {
 		c.queue(encodeError(f.ID, "", werr))
 		return
 	}
-	job := c.srv.newJob(req, f.ID, broker.Continuation{Name: ResultToClient, State: c.state}, received)
+	job := c.srv.newJob(req, f.ID, broker.Continuation{Name: ResultToClient, State: mustJSON(clientState{Session: c.id})}, received)
 	p := &pendingFetch{clientID: f.ID, jobID: job.ID, received: received, keyed: req.Key != "", delayed: job.DelayMS > 0}
 	// Read before taking the session's lock: it may be a store read.
 	finished := p.keyed && c.srv.finishedKeyed(job.ID, received)

@@ -57,10 +57,9 @@ func writeFrame(w *bufio.Writer, opcode byte, payload []byte) error {
 // reader goroutine (pong, close echo) through the writer instead.
 func (c *session) installControlHandlers() {
 	c.conn.SetPingHandler(func(data string) error {
-		select {
-		case c.pongs <- []byte(data):
-		default: // a flood of pings: answering the latest is enough
-		}
+		// A flood of pings: the one waiting is answered, later ones
+		// meanwhile get no pong of their own.
+		c.pong.CompareAndSwap(nil, &data)
 		c.wake()
 		return nil
 	})
@@ -95,7 +94,7 @@ func (c *session) wake() {
 
 // hasWork reports whether the writer has something to write.
 func (c *session) hasWork() bool {
-	if n, _ := c.out.size(); n > 0 || len(c.pongs) > 0 || c.pingDue.Load() {
+	if n, _ := c.out.size(); n > 0 || c.pong.Load() != nil || c.pingDue.Load() {
 		return true
 	}
 	select {
@@ -169,12 +168,10 @@ func (c *session) writeLoop() {
 			return
 		default:
 		}
-		select {
-		case data := <-c.pongs:
-			if writeFrame(writer(), opPong, data) != nil || !flush() {
+		if data := c.pong.Swap(nil); data != nil {
+			if writeFrame(writer(), opPong, []byte(*data)) != nil || !flush() {
 				continue // failed: the session is closing
 			}
-		default:
 		}
 		if c.pingDue.Swap(false) && (writeFrame(writer(), opPing, nil) != nil || !flush()) {
 			continue
