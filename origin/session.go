@@ -54,7 +54,9 @@ type session struct {
 	writer atomic.Int32
 	// pingDue asks the writer for a ping (the server's ping loop sets it).
 	pingDue atomic.Bool
-	acks    chan *pendingFetch
+	// ponged asks the writer to extend the read deadline: a pong came.
+	ponged atomic.Bool
+	acks   chan *pendingFetch
 	// ackRunning is set while an ackLoop goroutine runs.
 	ackRunning atomic.Bool
 	// follows are this connection's attachments to jobs it did not start
@@ -153,6 +155,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.m.ConnOpened()
 	sess.logAt(zerolog.DebugLevel).Msg("session opened")
 	sess.queue(mustJSON(helloFrame{Type: frameHello, Origin: s.cfg.ID, Version: Version}))
+	// No read limit in gorilla: it would close with 1009 before this
+	// session could say why. The reader bounds every frame itself.
+	_ = conn.SetReadDeadline(time.Now().Add(pongWait))
 	sess.installControlHandlers()
 	go sess.readLoop()
 }
@@ -166,73 +171,97 @@ func (c *session) logAt(level zerolog.Level) *zerolog.Event {
 }
 
 // readLoop reads client frames until the connection fails or closes.
+//
+// It is the one goroutine an idle session holds, so it is kept shallow:
+// while it waits for a frame, its stack (this loop, then gorilla's
+// NextReader down to the netpoller) fits in the 2 KB a goroutine starts
+// with, and an idle connection's stack stays that small. What a frame
+// needs happens in readFrame, which returns before the next wait; a pong,
+// which gorilla handles inside NextReader, only wakes the writer
+// (installControlHandlers). A deeper call under NextReader would grow the
+// stack to 4 KB for good: the runtime halves a stack only while a quarter
+// of it is enough.
 func (c *session) readLoop() {
-	defer c.srv.sessWG.Done()
-	defer func() {
-		c.close(websocket.CloseNormalClosure, "")
-		c.dropFollows()
-		c.srv.sessMu.Lock()
-		delete(c.srv.sessions, c.id)
-		c.srv.sessMu.Unlock()
-		c.srv.m.ConnClosed()
-	}()
-	cfg := c.srv.cfg
-	// No read limit in gorilla: it would close with 1009 before this
-	// session could say why. The reader below bounds every frame itself.
-	_ = c.conn.SetReadDeadline(time.Now().Add(pongWait))
-	c.conn.SetPongHandler(func(string) error {
-		return c.conn.SetReadDeadline(time.Now().Add(pongWait))
-	})
-	var buf bytes.Buffer
-	for {
-		if !c.waitForRoom() {
-			return
-		}
+	// No defer, and the frame buffer made by the first frame: both would
+	// take room in this frame, which is under every wait.
+	var buf *bytes.Buffer
+	for c.waitForRoom() {
 		mt, r, err := c.conn.NextReader()
 		if err != nil {
-			if !websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived) {
-				c.logAt(zerolog.DebugLevel).Err(err).Msg("read")
-			}
-			return
+			c.readFailed(err)
+			break
 		}
-		_ = c.conn.SetReadDeadline(time.Now().Add(pongWait))
-		received := time.Now()
-		buf.Reset()
-		n, err := buf.ReadFrom(io.LimitReader(r, int64(cfg.MaxFrameBytes)+1))
-		if err != nil {
-			return
-		}
-		if n > int64(cfg.MaxFrameBytes) {
-			// Skip the rest up to the hard cap; beyond it the frame cannot
-			// be skipped cheaply and the connection is closed with 1009.
-			rest, err := io.CopyN(io.Discard, r, int64(cfg.HardFrameBytes-cfg.MaxFrameBytes))
-			if err != nil && !errors.Is(err, io.EOF) {
-				return
-			}
-			if n+rest > int64(cfg.HardFrameBytes) {
-				c.overHardLimit()
-				return
-			}
-			c.queue(encodeError("", "", broker.Errorf(broker.CodeTooLarge, "frame larger than %d bytes", cfg.MaxFrameBytes)))
-			continue
-		}
-		if mt == websocket.BinaryMessage {
-			c.queue(encodeError("", "", broker.Errorf(broker.CodeBadRequest, "binary frames are not supported; send JSON text frames")))
-			continue
-		}
-		if !utf8.Valid(buf.Bytes()) {
-			// RFC 6455 §8.1: a text frame that is not UTF-8 fails the
-			// connection (1007). It is never passed on altered.
-			c.logAt(zerolog.InfoLevel).Msg("text frame is not valid UTF-8; connection closed with 1007")
-			c.queue(encodeError("", "", broker.Errorf(broker.CodeBadRequest, "text frame is not valid UTF-8")))
-			c.close(websocket.CloseInvalidFramePayloadData, "invalid UTF-8")
-			return
-		}
-		c.handleFrame(buf.Bytes(), received)
-		if buf.Cap() > maxIdleReadBuf {
-			buf = bytes.Buffer{}
+		if !c.readFrame(mt, r, &buf) {
+			break
 		}
 	}
+	c.endReading()
+}
+
+// readFailed logs why reading ended, unless the client closed.
+func (c *session) readFailed(err error) {
+	if !websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived) {
+		c.logAt(zerolog.DebugLevel).Err(err).Msg("read")
+	}
+}
+
+// endReading ends the session once its reader is done.
+func (c *session) endReading() {
+	c.close(websocket.CloseNormalClosure, "")
+	c.dropFollows()
+	c.srv.sessMu.Lock()
+	delete(c.srv.sessions, c.id)
+	c.srv.sessMu.Unlock()
+	c.srv.m.ConnClosed()
+	c.srv.sessWG.Done()
+}
+
+// readFrame reads one client frame of type mt from r into *bufp (made on
+// first use) and acts on it. It returns false when the session is over.
+func (c *session) readFrame(mt int, r io.Reader, bufp **bytes.Buffer) bool {
+	cfg := &c.srv.cfg
+	_ = c.conn.SetReadDeadline(time.Now().Add(pongWait))
+	received := time.Now()
+	if *bufp == nil {
+		*bufp = new(bytes.Buffer)
+	}
+	buf := *bufp
+	buf.Reset()
+	n, err := buf.ReadFrom(io.LimitReader(r, int64(cfg.MaxFrameBytes)+1))
+	if err != nil {
+		return false
+	}
+	if n > int64(cfg.MaxFrameBytes) {
+		// Skip the rest up to the hard cap; beyond it the frame cannot
+		// be skipped cheaply and the connection is closed with 1009.
+		rest, err := io.CopyN(io.Discard, r, int64(cfg.HardFrameBytes-cfg.MaxFrameBytes))
+		if err != nil && !errors.Is(err, io.EOF) {
+			return false
+		}
+		if n+rest > int64(cfg.HardFrameBytes) {
+			c.overHardLimit()
+			return false
+		}
+		c.queue(encodeError("", "", broker.Errorf(broker.CodeTooLarge, "frame larger than %d bytes", cfg.MaxFrameBytes)))
+		return true
+	}
+	if mt == websocket.BinaryMessage {
+		c.queue(encodeError("", "", broker.Errorf(broker.CodeBadRequest, "binary frames are not supported; send JSON text frames")))
+		return true
+	}
+	if !utf8.Valid(buf.Bytes()) {
+		// RFC 6455 §8.1: a text frame that is not UTF-8 fails the
+		// connection (1007). It is never passed on altered.
+		c.logAt(zerolog.InfoLevel).Msg("text frame is not valid UTF-8; connection closed with 1007")
+		c.queue(encodeError("", "", broker.Errorf(broker.CodeBadRequest, "text frame is not valid UTF-8")))
+		c.close(websocket.CloseInvalidFramePayloadData, "invalid UTF-8")
+		return false
+	}
+	c.handleFrame(buf.Bytes(), received)
+	if buf.Cap() > maxIdleReadBuf {
+		*bufp = nil
+	}
+	return true
 }
 
 // waitForRoom is read-side backpressure: while the send queue, counting
