@@ -22,20 +22,26 @@ type outbox struct {
 	head   int // frames[head:] are queued
 	bytes  int
 
-	// ready has a token while frames wait for the writer.
-	ready chan struct{}
 	// drained has a token after the writer took frames: a paused reader
-	// looks at the level again.
+	// looks at the level again. Made by the first reader that pauses
+	// (drainedChan), so an idle session holds no channel for it.
 	drained chan struct{}
 }
 
 func newOutbox(maxFrames, maxBytes int) *outbox {
-	return &outbox{
-		maxFrames: maxFrames,
-		maxBytes:  maxBytes,
-		ready:     make(chan struct{}, 1),
-		drained:   make(chan struct{}, 1),
+	return &outbox{maxFrames: maxFrames, maxBytes: maxBytes}
+}
+
+// drainedChan returns the channel that gets a token whenever the writer
+// took frames, making it on first use. A reader gets it before it looks at
+// the queue's level, so that no take in between goes unnoticed.
+func (o *outbox) drainedChan() <-chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.drained == nil {
+		o.drained = make(chan struct{}, 1)
 	}
+	return o.drained
 }
 
 // push queues frame. It returns false, queueing nothing, when the frame
@@ -52,10 +58,6 @@ func (o *outbox) push(frame []byte) bool {
 	o.frames = append(o.frames, frame)
 	o.bytes += len(frame)
 	o.mu.Unlock()
-	select {
-	case o.ready <- struct{}{}:
-	default:
-	}
 	return true
 }
 
@@ -80,10 +82,11 @@ func (o *outbox) take(dst [][]byte, maxBytes int) [][]byte {
 	if o.head == len(o.frames) {
 		o.frames, o.head = nil, 0
 	}
+	drained := o.drained
 	o.mu.Unlock()
-	if n > 0 {
+	if n > 0 && drained != nil {
 		select {
-		case o.drained <- struct{}{}:
+		case drained <- struct{}{}:
 		default:
 		}
 	}

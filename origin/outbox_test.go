@@ -34,17 +34,13 @@ func TestOutboxTakesInOrderInBatchesAndReleasesMemory(t *testing.T) {
 	for _, f := range []string{"1", "22", "333", "4444"} {
 		o.push([]byte(f))
 	}
-	select {
-	case <-o.ready:
-	default:
-		t.Fatal("no ready token after a push")
-	}
+	drained := o.drainedChan()
 	got := o.take(nil, 3) // "1","22" fit in 3 bytes; "333" would not
 	if len(got) != 2 || string(got[0]) != "1" || string(got[1]) != "22" {
 		t.Fatalf("first batch %q, want [1 22]", got)
 	}
 	select {
-	case <-o.drained:
+	case <-drained:
 	default:
 		t.Fatal("no drained token after a take")
 	}

@@ -3,7 +3,6 @@ package origin
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -46,15 +45,18 @@ type session struct {
 	id   string
 	srv  *Server
 	conn *websocket.Conn
-	log  zerolog.Logger
 
-	out   *outbox
-	pongs chan []byte
+	out outbox
+	// pong is the payload of a client's ping not answered yet (the
+	// writer answers it); later pings meanwhile get no pong of their own.
+	pong atomic.Pointer[string]
 	// writer is writerIdle, writerRunning or writerFinished (wswriter.go).
 	writer atomic.Int32
 	// pingDue asks the writer for a ping (the server's ping loop sets it).
 	pingDue atomic.Bool
-	acks    chan *pendingFetch
+	// ponged asks the writer to extend the read deadline: a pong came.
+	ponged atomic.Bool
+	acks   chan *pendingFetch
 	// ackRunning is set while an ackLoop goroutine runs.
 	ackRunning atomic.Bool
 	// follows are this connection's attachments to jobs it did not start
@@ -64,8 +66,6 @@ type session struct {
 	follows map[string]struct{}
 	done    chan struct{}
 
-	// state is the default continuation's state for this session, encoded once.
-	state json.RawMessage
 	// limiter enforces Config.RatePerConn; nil without a rate limit.
 	limiter *rate.Limiter
 
@@ -129,14 +129,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess := &session{
-		id:    nuid.Next(),
-		srv:   s,
-		conn:  conn,
-		out:   newOutbox(s.cfg.SendQueue, s.cfg.SendQueueBytes),
-		pongs: make(chan []byte, 1),
-		done:  make(chan struct{}),
+		id:   nuid.Next(),
+		srv:  s,
+		conn: conn,
+		out:  outbox{maxFrames: s.cfg.SendQueue, maxBytes: s.cfg.SendQueueBytes},
+		done: make(chan struct{}),
 	}
-	sess.state = mustJSON(clientState{Session: sess.id})
 	if s.cfg.RatePerConn > 0 {
 		burst := s.cfg.RateBurst
 		if burst <= 0 {
@@ -144,7 +142,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 		sess.limiter = rate.NewLimiter(rate.Limit(s.cfg.RatePerConn), burst)
 	}
-	sess.log = s.log.With().Str("session", sess.id).Str("remote", r.RemoteAddr).Logger()
 	s.sessMu.Lock()
 	if s.closing.Load() {
 		s.sessMu.Unlock()
@@ -156,80 +153,118 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.sessWG.Add(1) // the reader; the writer and the ack loop run only while they have work
 	s.sessMu.Unlock()
 	s.m.ConnOpened()
-	sess.log.Debug().Msg("session opened")
+	sess.logAt(zerolog.DebugLevel).Msg("session opened")
 	sess.queue(mustJSON(helloFrame{Type: frameHello, Origin: s.cfg.ID, Version: Version}))
+	// No read limit in gorilla: it would close with 1009 before this
+	// session could say why. The reader bounds every frame itself.
+	_ = conn.SetReadDeadline(time.Now().Add(pongWait))
 	sess.installControlHandlers()
 	go sess.readLoop()
 }
 
+// logAt starts a log line at level with the session's id and remote
+// address; nil (every method a no-op) when level is off. A session keeps no
+// logger of its own: a sub-logger's context buffer would cost every idle
+// connection about half a kilobyte.
+func (c *session) logAt(level zerolog.Level) *zerolog.Event {
+	return c.srv.log.WithLevel(level).Str("session", c.id).Stringer("remote", c.conn.RemoteAddr())
+}
+
 // readLoop reads client frames until the connection fails or closes.
+//
+// It is the one goroutine an idle session holds, so it is kept shallow:
+// while it waits for a frame, its stack (this loop, then gorilla's
+// NextReader down to the netpoller) fits in the 2 KB a goroutine starts
+// with, and an idle connection's stack stays that small. What a frame
+// needs happens in readFrame, which returns before the next wait; a pong,
+// which gorilla handles inside NextReader, only wakes the writer
+// (installControlHandlers). A deeper call under NextReader would grow the
+// stack to 4 KB for good: the runtime halves a stack only while a quarter
+// of it is enough. The margin is small (parked, the reader uses about 1,080
+// of the 1,120 bytes a 2 KB stack allows above its guard, with Go 1.26 and
+// gorilla 1.5.3): keep this frame small, and check with `loadgen conns`
+// (stacks 2.0 KB per connection, not 4.0).
 func (c *session) readLoop() {
-	defer c.srv.sessWG.Done()
-	defer func() {
-		c.close(websocket.CloseNormalClosure, "")
-		c.dropFollows()
-		c.srv.sessMu.Lock()
-		delete(c.srv.sessions, c.id)
-		c.srv.sessMu.Unlock()
-		c.srv.m.ConnClosed()
-	}()
-	cfg := c.srv.cfg
-	// No read limit in gorilla: it would close with 1009 before this
-	// session could say why. The reader below bounds every frame itself.
-	_ = c.conn.SetReadDeadline(time.Now().Add(pongWait))
-	c.conn.SetPongHandler(func(string) error {
-		return c.conn.SetReadDeadline(time.Now().Add(pongWait))
-	})
-	var buf bytes.Buffer
-	for {
-		if !c.waitForRoom() {
-			return
-		}
+	// No defer, and the frame buffer made by the first frame: both would
+	// take room in this frame, which is under every wait.
+	var buf *bytes.Buffer
+	for c.waitForRoom() {
 		mt, r, err := c.conn.NextReader()
 		if err != nil {
-			if !websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived) {
-				c.log.Debug().Err(err).Msg("read")
-			}
-			return
+			c.readFailed(err)
+			break
 		}
-		_ = c.conn.SetReadDeadline(time.Now().Add(pongWait))
-		received := time.Now()
-		buf.Reset()
-		n, err := buf.ReadFrom(io.LimitReader(r, int64(cfg.MaxFrameBytes)+1))
-		if err != nil {
-			return
-		}
-		if n > int64(cfg.MaxFrameBytes) {
-			// Skip the rest up to the hard cap; beyond it the frame cannot
-			// be skipped cheaply and the connection is closed with 1009.
-			rest, err := io.CopyN(io.Discard, r, int64(cfg.HardFrameBytes-cfg.MaxFrameBytes))
-			if err != nil && !errors.Is(err, io.EOF) {
-				return
-			}
-			if n+rest > int64(cfg.HardFrameBytes) {
-				c.overHardLimit()
-				return
-			}
-			c.queue(encodeError("", "", broker.Errorf(broker.CodeTooLarge, "frame larger than %d bytes", cfg.MaxFrameBytes)))
-			continue
-		}
-		if mt == websocket.BinaryMessage {
-			c.queue(encodeError("", "", broker.Errorf(broker.CodeBadRequest, "binary frames are not supported; send JSON text frames")))
-			continue
-		}
-		if !utf8.Valid(buf.Bytes()) {
-			// RFC 6455 §8.1: a text frame that is not UTF-8 fails the
-			// connection (1007). It is never passed on altered.
-			c.log.Info().Msg("text frame is not valid UTF-8; connection closed with 1007")
-			c.queue(encodeError("", "", broker.Errorf(broker.CodeBadRequest, "text frame is not valid UTF-8")))
-			c.close(websocket.CloseInvalidFramePayloadData, "invalid UTF-8")
-			return
-		}
-		c.handleFrame(buf.Bytes(), received)
-		if buf.Cap() > maxIdleReadBuf {
-			buf = bytes.Buffer{}
+		if !c.readFrame(mt, r, &buf) {
+			break
 		}
 	}
+	c.endReading()
+}
+
+// readFailed logs why reading ended, unless the client closed.
+func (c *session) readFailed(err error) {
+	if !websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived) {
+		c.logAt(zerolog.DebugLevel).Err(err).Msg("read")
+	}
+}
+
+// endReading ends the session once its reader is done.
+func (c *session) endReading() {
+	c.close(websocket.CloseNormalClosure, "")
+	c.dropFollows()
+	c.srv.sessMu.Lock()
+	delete(c.srv.sessions, c.id)
+	c.srv.sessMu.Unlock()
+	c.srv.m.ConnClosed()
+	c.srv.sessWG.Done()
+}
+
+// readFrame reads one client frame of type mt from r into *bufp (made on
+// first use) and acts on it. It returns false when the session is over.
+func (c *session) readFrame(mt int, r io.Reader, bufp **bytes.Buffer) bool {
+	cfg := &c.srv.cfg
+	_ = c.conn.SetReadDeadline(time.Now().Add(pongWait))
+	received := time.Now()
+	if *bufp == nil {
+		*bufp = new(bytes.Buffer)
+	}
+	buf := *bufp
+	buf.Reset()
+	n, err := buf.ReadFrom(io.LimitReader(r, int64(cfg.MaxFrameBytes)+1))
+	if err != nil {
+		return false
+	}
+	if n > int64(cfg.MaxFrameBytes) {
+		// Skip the rest up to the hard cap; beyond it the frame cannot
+		// be skipped cheaply and the connection is closed with 1009.
+		rest, err := io.CopyN(io.Discard, r, int64(cfg.HardFrameBytes-cfg.MaxFrameBytes))
+		if err != nil && !errors.Is(err, io.EOF) {
+			return false
+		}
+		if n+rest > int64(cfg.HardFrameBytes) {
+			c.overHardLimit()
+			return false
+		}
+		c.queue(encodeError("", "", broker.Errorf(broker.CodeTooLarge, "frame larger than %d bytes", cfg.MaxFrameBytes)))
+		return true
+	}
+	if mt == websocket.BinaryMessage {
+		c.queue(encodeError("", "", broker.Errorf(broker.CodeBadRequest, "binary frames are not supported; send JSON text frames")))
+		return true
+	}
+	if !utf8.Valid(buf.Bytes()) {
+		// RFC 6455 §8.1: a text frame that is not UTF-8 fails the
+		// connection (1007). It is never passed on altered.
+		c.logAt(zerolog.InfoLevel).Msg("text frame is not valid UTF-8; connection closed with 1007")
+		c.queue(encodeError("", "", broker.Errorf(broker.CodeBadRequest, "text frame is not valid UTF-8")))
+		c.close(websocket.CloseInvalidFramePayloadData, "invalid UTF-8")
+		return false
+	}
+	c.handleFrame(buf.Bytes(), received)
+	if buf.Cap() > maxIdleReadBuf {
+		*bufp = nil
+	}
+	return true
 }
 
 // waitForRoom is read-side backpressure: while the send queue, counting
@@ -243,10 +278,11 @@ func (c *session) waitForRoom() bool {
 	if !c.congested() {
 		return true
 	}
-	c.log.Debug().Msg("send queue high: pausing reads")
+	c.logAt(zerolog.DebugLevel).Msg("send queue high: pausing reads")
+	drained := c.out.drainedChan()
 	for c.congested() {
 		select {
-		case <-c.out.drained:
+		case <-drained:
 		case <-c.done:
 			return false
 		}
@@ -271,7 +307,7 @@ func (c *session) congested() bool {
 // (bounded in time and bytes) so closing the socket does not turn into a TCP
 // reset that would destroy the close frame before the client reads it.
 func (c *session) overHardLimit() {
-	c.log.Info().Int("hard_limit", c.srv.cfg.HardFrameBytes).Msg("frame over hard limit; connection closed with 1009")
+	c.logAt(zerolog.InfoLevel).Int("hard_limit", c.srv.cfg.HardFrameBytes).Msg("frame over hard limit; connection closed with 1009")
 	c.queue(encodeError("", "", broker.Errorf(broker.CodeTooLarge, "frame larger than the hard cap of %d bytes: closing", c.srv.cfg.HardFrameBytes)))
 	c.close(websocket.CloseMessageTooBig, "frame too large")
 	raw := c.conn.UnderlyingConn()
@@ -362,7 +398,7 @@ func (c *session) follow(ctx context.Context, id, job string, known bool) {
 	res, err := c.srv.finished.get(ctx, job)
 	if err != nil && c.srv.inflight.detach(job, a) {
 		c.endFollow(job, id)
-		c.log.Warn().Err(err).Str("job", job).Msg("follow job")
+		c.logAt(zerolog.WarnLevel).Err(err).Str("job", job).Msg("follow job")
 		c.queue(encodeError(id, job, broker.Errorf(broker.CodeInternal, "could not read the result store")))
 		return
 	}
@@ -418,7 +454,7 @@ func (c *session) dropFollows() {
 func (c *session) replyFinished(ctx context.Context, id, job string) bool {
 	res, err := c.srv.finished.get(ctx, job)
 	if err != nil {
-		c.log.Warn().Err(err).Str("job", job).Msg("get-result")
+		c.logAt(zerolog.WarnLevel).Err(err).Str("job", job).Msg("get-result")
 		c.queue(encodeError(id, job, broker.Errorf(broker.CodeInternal, "could not read the result store")))
 		return true
 	}
@@ -445,7 +481,7 @@ func (c *session) startFetch(f *clientFrame, received time.Time) {
 		c.queue(encodeError(f.ID, "", werr))
 		return
 	}
-	job := c.srv.newJob(req, f.ID, broker.Continuation{Name: ResultToClient, State: c.state}, received)
+	job := c.srv.newJob(req, f.ID, broker.Continuation{Name: ResultToClient, State: mustJSON(clientState{Session: c.id})}, received)
 	p := &pendingFetch{clientID: f.ID, jobID: job.ID, received: received, keyed: req.Key != "", delayed: job.DelayMS > 0}
 	// Read before taking the session's lock: it may be a store read.
 	finished := p.keyed && c.srv.finishedKeyed(job.ID, received)
@@ -662,7 +698,7 @@ func (c *session) fail(p *pendingFetch, err error) {
 	if code == broker.CodeQueueFull {
 		lvl = zerolog.DebugLevel // expected backpressure, not an incident
 	}
-	c.log.WithLevel(lvl).Err(err).Str("id", p.clientID).Str("job", p.jobID).Str("code", string(code)).Msg("job not stored")
+	c.logAt(lvl).Err(err).Str("id", p.clientID).Str("job", p.jobID).Str("code", string(code)).Msg("job not stored")
 	if job == "" { // not stored: no result will come for connections attached meanwhile
 		for _, a := range c.srv.inflight.remove(p.jobID) {
 			a.sess.endFollow(p.jobID, a.id)
@@ -745,7 +781,7 @@ func (c *session) queueLocked(frame []byte) {
 		c.wake()
 	} else {
 		frames, bytes := c.out.size()
-		c.log.Warn().Int("frames", frames).Int("bytes", bytes).Int("in_flight", len(c.pending)).Msg("client too slow: send queue full, closing; its results stay available with get-result")
+		c.logAt(zerolog.WarnLevel).Int("frames", frames).Int("bytes", bytes).Int("in_flight", len(c.pending)).Msg("client too slow: send queue full, closing; its results stay available with get-result")
 		c.srv.m.SlowClient()
 		c.closeLocked(websocket.ClosePolicyViolation, "send queue full: client too slow")
 	}
@@ -772,5 +808,5 @@ func (c *session) closeLocked(code int, reason string) {
 		// WriteTimeout: cut it short. The close frame is then best effort.
 		_ = c.conn.NetConn().SetWriteDeadline(time.Now())
 	}
-	c.log.Debug().Int("code", code).Str("reason", reason).Int("in_flight", len(c.pending)).Msg("session closed")
+	c.logAt(zerolog.DebugLevel).Int("code", code).Str("reason", reason).Int("in_flight", len(c.pending)).Msg("session closed")
 }

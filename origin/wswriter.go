@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/rs/zerolog"
 )
 
 // The session writer frames server→client WebSocket messages itself (they are
@@ -53,13 +54,21 @@ func writeFrame(w *bufio.Writer, opcode byte, payload []byte) error {
 }
 
 // installControlHandlers routes the replies gorilla would write from the
-// reader goroutine (pong, close echo) through the writer instead.
+// reader goroutine (pong, close echo) through the writer instead. A pong
+// from the client extends the read deadline, also on the writer: the
+// handlers run deep inside gorilla's NextReader, where setting a deadline
+// (a runtime timer) would grow the idle reader's stack past 2 KB
+// (readLoop).
 func (c *session) installControlHandlers() {
+	c.conn.SetPongHandler(func(string) error {
+		c.ponged.Store(true)
+		c.wake()
+		return nil
+	})
 	c.conn.SetPingHandler(func(data string) error {
-		select {
-		case c.pongs <- []byte(data):
-		default: // a flood of pings: answering the latest is enough
-		}
+		// A flood of pings: the one waiting is answered, later ones
+		// meanwhile get no pong of their own.
+		c.pong.CompareAndSwap(nil, &data)
 		c.wake()
 		return nil
 	})
@@ -94,7 +103,7 @@ func (c *session) wake() {
 
 // hasWork reports whether the writer has something to write.
 func (c *session) hasWork() bool {
-	if n, _ := c.out.size(); n > 0 || len(c.pongs) > 0 || c.pingDue.Load() {
+	if n, _ := c.out.size(); n > 0 || c.pong.Load() != nil || c.ponged.Load() || c.pingDue.Load() {
 		return true
 	}
 	select {
@@ -129,7 +138,7 @@ func (c *session) writeLoop() {
 	}()
 	failed := false
 	fail := func(err error) bool {
-		c.log.Debug().Err(err).Msg("write")
+		c.logAt(zerolog.DebugLevel).Err(err).Msg("write")
 		c.close(websocket.CloseAbnormalClosure, "")
 		failed = true
 		return false
@@ -168,12 +177,13 @@ func (c *session) writeLoop() {
 			return
 		default:
 		}
-		select {
-		case data := <-c.pongs:
-			if writeFrame(writer(), opPong, data) != nil || !flush() {
+		if c.ponged.Swap(false) {
+			c.extendReadDeadline()
+		}
+		if data := c.pong.Swap(nil); data != nil {
+			if writeFrame(writer(), opPong, []byte(*data)) != nil || !flush() {
 				continue // failed: the session is closing
 			}
-		default:
 		}
 		if c.pingDue.Swap(false) && (writeFrame(writer(), opPing, nil) != nil || !flush()) {
 			continue
@@ -192,6 +202,17 @@ func (c *session) writeLoop() {
 		if !c.hasWork() || !c.writer.CompareAndSwap(writerIdle, writerRunning) {
 			return
 		}
+	}
+}
+
+// extendReadDeadline gives the client pongWait more to send a frame or a
+// pong, unless the session is closing (closeLocked set the deadline to now
+// to end the reader).
+func (c *session) extendReadDeadline() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed {
+		_ = c.conn.SetReadDeadline(time.Now().Add(pongWait))
 	}
 }
 
