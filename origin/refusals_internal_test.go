@@ -166,7 +166,7 @@ func TestRefusalTableIsBounded(t *testing.T) {
 func TestRefusalLimiterOnlyWithATokenAndALimit(t *testing.T) {
 	log := zerolog.Nop()
 	for _, cfg := range []Config{
-		DefaultConfig(), // no token
+		DefaultConfig(),  // no token
 		{AuthToken: "t"}, // no limit: the zero value
 		{AuthToken: "t", RefusalLimits: RefusalLimits{RefusalsPerSource: -1}},
 	} {
