@@ -33,12 +33,12 @@ func (c *countingWriter) Write(p []byte) (int, error) { c.n.Add(1); return len(p
 
 // TestWrongTokenFlood measures what a flood of wrong-token requests does to
 // a legitimate client: its fetch round trip (start-fetch to result, the test
-// target's /echo) while nothing else runs (before and after the floods), and while PIPELINE_FLOOD_RATE
-// (default 5,000) attempts/s arrive in four ways: wrong Authorization
-// header on a new connection each (401 before the upgrade), the same over
-// net/http keep-alive connections and over raw keep-alive connections, and
-// a wrong ?access_token= (upgraded, refused with a frame). Each phase lasts
-// PIPELINE_FLOOD_SECONDS (default 5).
+// target's /echo) while nothing else runs (before and after the floods),
+// and while PIPELINE_FLOOD_RATE (default 5,000) attempts/s arrive in four
+// ways: wrong Authorization header on a new connection each (401 before the
+// upgrade), the same over net/http keep-alive connections and over raw
+// keep-alive connections, and a wrong ?access_token= (upgraded, refused
+// with a frame). Each phase lasts PIPELINE_FLOOD_SECONDS (default 5).
 //
 // The flood comes from 127.0.0.2 and the legitimate client from 127.0.0.1,
 // two source addresses, so that the origin's per-source refusal limit
