@@ -49,7 +49,10 @@ func (c *countingWriter) Write(p []byte) (int, error) { c.n.Add(1); return len(p
 // CPU per attempt of the origin's process (which also holds NATS, the
 // executor, the target and the legitimate client: the no-flood phase is
 // their share) apart from the flood client's. PIPELINE_FLOOD_INPROCESS=1
-// floods from this process instead, as earlier measurements did.
+// floods from this process instead, as earlier measurements did, and
+// PIPELINE_FLOOD_NICE=<n> runs the flood process at that nice value, so that
+// on a small box it takes the CPU the origin leaves, as a flood from another
+// machine would (the kernel's share of each connection is still here).
 //
 // It is a measurement, not a check: it runs only with PIPELINE_FLOOD=1,
 // e.g.
@@ -73,9 +76,9 @@ func TestWrongTokenFlood(t *testing.T) {
 	}
 	cfg.Log.Level = "info"
 	st := startConfiguredTo(t, cfg, zerolog.New(&lines).Level(zerolog.InfoLevel))
-	t.Logf("refusal limit %v (refusals_per_source %d, refusal_window %v, refusal_block %v); flood from 127.0.0.2, %s; legitimate client from 127.0.0.1",
+	t.Logf("refusal limit %v (refusals_per_source %d, refusal_window %v, refusal_block %v); flood from 127.0.0.2, %s (nice %q); legitimate client from 127.0.0.1",
 		limit, cfg.Origin.RefusalsPerSource, cfg.Origin.RefusalWindow, cfg.Origin.RefusalBlock,
-		map[bool]string{true: "in this process", false: "in a separate process"}[inProcess])
+		map[bool]string{true: "in this process", false: "in a separate process"}[inProcess], os.Getenv("PIPELINE_FLOOD_NICE"))
 
 	conn, _, err := websocket.DefaultDialer.Dial(st.OriginWS(), http.Header{"Authorization": {"Bearer s3cret"}})
 	if err != nil {
@@ -211,7 +214,11 @@ func runFlood(ctx context.Context, kind string, to floodTarget, rate int) floodR
 // test binary running TestWrongTokenFloodClient, and returns what it did
 // and its CPU time. It fails t if the process fails.
 func floodProcess(t *testing.T, kind string, to floodTarget, rate, secs int) floodResult {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestWrongTokenFloodClient$", "-test.count=1")
+	args := []string{os.Args[0], "-test.run=^TestWrongTokenFloodClient$", "-test.count=1"}
+	if n := os.Getenv("PIPELINE_FLOOD_NICE"); n != "" {
+		args = append([]string{"nice", "-n", n}, args...) // every thread of it, from its first
+	}
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), "PIPELINE_FLOOD_CLIENT="+kind, "PIPELINE_FLOOD_CLIENT_WS="+to.ws,
 		"PIPELINE_FLOOD_CLIENT_HTTP="+to.http, "PIPELINE_FLOOD_CLIENT_ADDR="+to.addr,
 		"PIPELINE_FLOOD_RATE="+strconv.Itoa(rate), "PIPELINE_FLOOD_SECONDS="+strconv.Itoa(secs))
