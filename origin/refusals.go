@@ -159,9 +159,9 @@ func (l *refusalLimiter) listener(ln net.Listener) net.Listener {
 }
 
 // refusalListener closes a blocked source's connections as it accepts them,
-// before any TLS or HTTP read, and hands the others on. Its Accept is
-// called by one goroutine (the HTTP server's accept loop); the rest is the
-// wrapped listener's.
+// before any TLS or HTTP read, and hands the others on; the rest is the
+// wrapped listener's. Safe for concurrent use (the HTTP server's accept
+// loop is its one caller).
 type refusalListener struct {
 	net.Listener
 	l *refusalLimiter
