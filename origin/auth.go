@@ -38,7 +38,9 @@ func (s *Server) authorized(r *http.Request) bool {
 func (s *Server) requireAuth(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !s.authorized(r) {
-			s.logRefusal(r, "http request refused: missing or wrong bearer token")
+			if s.logRefusal(r, "http request refused: missing or wrong bearer token") {
+				w.Header().Set("Connection", "close") // its source is blocked: no keep-alive either
+			}
 			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("WWW-Authenticate", `Bearer realm="pipeline"`)
 			w.WriteHeader(http.StatusUnauthorized)
@@ -105,7 +107,9 @@ func (s *Server) isListenOrigin(u *url.URL) bool {
 // ?access_token= (browsers, which cannot set the header and cannot read a
 // failed handshake's status) is upgraded and refused with an unauthorized
 // frame: it returns true with inFrame set. Refusals are logged at most once
-// per 10 s, with a count, never with the token.
+// per 10 s, with a count, never with the token. Each refusal counts
+// against the request's source address (RefusalLimits); once the source is
+// blocked, a 401 also closes its connection.
 func (s *Server) wsAuth(w http.ResponseWriter, r *http.Request) (proceed, inFrame bool) {
 	if s.authorized(r) {
 		return true, false
@@ -114,7 +118,9 @@ func (s *Server) wsAuth(w http.ResponseWriter, r *http.Request) (proceed, inFram
 		s.logRefusal(r, "websocket refused with an unauthorized frame: wrong access_token")
 		return true, true
 	}
-	s.logRefusal(r, "websocket refused before the upgrade: missing or wrong bearer token")
+	if s.logRefusal(r, "websocket refused before the upgrade: missing or wrong bearer token") {
+		w.Header().Set("Connection", "close") // its source is blocked: no keep-alive either
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("WWW-Authenticate", `Bearer realm="pipeline"`)
 	w.WriteHeader(http.StatusUnauthorized)
@@ -122,12 +128,15 @@ func (s *Server) wsAuth(w http.ResponseWriter, r *http.Request) (proceed, inFram
 	return false, false
 }
 
-// logRefusal logs a refused request at most once per 10 s, with how many
-// were refused since the last line.
-func (s *Server) logRefusal(r *http.Request, msg string) {
+// logRefusal records a refused request: it counts it against its source
+// address (refusals.go) and logs it at most once per 10 s, with how many
+// were refused since the last line. It reports whether the source is
+// blocked now; the caller then closes the connection after its answer.
+func (s *Server) logRefusal(r *http.Request, msg string) (sourceBlocked bool) {
 	if n, ok := s.authLog.Tick(); ok {
 		s.log.Warn().Int64("refused", n).Str("remote", r.RemoteAddr).Msg(msg + " (logged at most every 10 s; refused counts since the last line)")
 	}
+	return s.refusals.refused(r.RemoteAddr)
 }
 
 // unauthorizedFrames are the server-to-client WebSocket frames that refuse a

@@ -35,6 +35,11 @@ const (
 	// MetricWSRefusedTotal counts WebSocket upgrades refused, labelled
 	// LabelReason (RefusedMaxConnections).
 	MetricWSRefusedTotal = "pipeline_origin_ws_refused_total"
+	// MetricClosedAtAcceptTotal counts connections closed at accept, before
+	// any read, because their source address is blocked after too many auth
+	// refusals (RefusalLimits), and MetricSourcesBlockedTotal the blocks.
+	MetricClosedAtAcceptTotal = "pipeline_origin_closed_at_accept_total"
+	MetricSourcesBlockedTotal = "pipeline_origin_sources_blocked_total"
 	// MetricSlowClientsTotal counts sessions closed with 1008 because their
 	// send queue was full (a client that does not read).
 	MetricSlowClientsTotal = "pipeline_origin_slow_clients_closed_total"
@@ -79,6 +84,8 @@ const executorsSeenWindow = time.Minute
 //	pipeline_origin_duplicates_suppressed_total                 redelivered results dropped
 //	pipeline_origin_ws_connections                              open WebSocket sessions
 //	pipeline_origin_ws_refused_total{reason="max_connections"}  WebSocket upgrades refused (HTTP 503)
+//	pipeline_origin_closed_at_accept_total                      connections closed at accept: source blocked
+//	pipeline_origin_sources_blocked_total                       sources blocked after too many auth refusals
 //	pipeline_origin_slow_clients_closed_total                   sessions closed (1008): send queue full
 //	pipeline_origin_inflight_fetches                            accepted fetches without a final frame
 //	pipeline_origin_executors_seen                              distinct executors in results of the last minute
@@ -95,6 +102,8 @@ type Metrics struct {
 	canceled   prometheus.Counter
 	conns      prometheus.Gauge
 	refusedMax prometheus.Counter
+	closedAcc  prometheus.Counter
+	blocked    prometheus.Counter
 	slow       prometheus.Counter
 	phases     [4]prometheus.Observer // enqueue, queue, fetch, total
 
@@ -147,6 +156,14 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "WebSocket upgrades refused with HTTP 503 before any WebSocket work, by reason.",
 	}, []string{LabelReason})
 	o.refusedMax = refused.WithLabelValues(RefusedMaxConnections)
+	o.closedAcc = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: MetricClosedAtAcceptTotal,
+		Help: "Connections closed at accept, before anything was read, because their source address is blocked after more than origin.refusals_per_source auth refusals in origin.refusal_window.",
+	})
+	o.blocked = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: MetricSourcesBlockedTotal,
+		Help: "Source addresses blocked (their connections closed at accept for origin.refusal_block) after more than origin.refusals_per_source auth refusals in origin.refusal_window.",
+	})
 	o.slow = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: MetricSlowClientsTotal,
 		Help: "WebSocket sessions closed with 1008 because their send queue was full (the client did not read); their results stay available with get-result.",
@@ -159,7 +176,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	for i, p := range Phases() {
 		o.phases[i] = phases.WithLabelValues(p)
 	}
-	reg.MustRegister(o.fetches, o.enqueued, o.duplicates, o.dupKeys, o.canceled, o.conns, refused, o.slow, phases,
+	reg.MustRegister(o.fetches, o.enqueued, o.duplicates, o.dupKeys, o.canceled, o.conns, refused, o.closedAcc, o.blocked, o.slow, phases,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: MetricInflightFetches,
 			Help: "Accepted fetches whose final frame has not been sent yet.",
@@ -234,6 +251,22 @@ func (o *Metrics) ConnClosed() {
 func (o *Metrics) Refused() {
 	if o != nil {
 		o.refusedMax.Inc()
+	}
+}
+
+// ClosedAtAccept counts a connection closed at accept: its source is
+// blocked.
+func (o *Metrics) ClosedAtAccept() {
+	if o != nil {
+		o.closedAcc.Inc()
+	}
+}
+
+// SourceBlocked counts a source address blocked after too many auth
+// refusals.
+func (o *Metrics) SourceBlocked() {
+	if o != nil {
+		o.blocked.Inc()
 	}
 }
 

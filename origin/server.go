@@ -126,6 +126,9 @@ type Config struct {
 	// header; a Listen host of 0.0.0.0 then allows no browser). Requests
 	// without an Origin header (non-browser clients) are always allowed.
 	AllowedOrigins []string `yaml:"allowed_origins"`
+	// RefusalLimits close, at accept, the connections of a source address
+	// that had too many auth refusals lately (refusals.go).
+	RefusalLimits `yaml:",inline"`
 	// Handlers are extra HTTP routes served next to /ws (e.g. "/metrics").
 	Handlers map[string]http.Handler `yaml:"-"`
 	// Call configures the /call/<fn> caller the origin serves (behind
@@ -141,7 +144,15 @@ type Config struct {
 }
 
 // DefaultConfig returns the origin settings with every default filled in.
-func DefaultConfig() Config { return Config{}.withDefaults() }
+// The refusal limits are the settings whose zero value is not their default
+// (0 turns the limit off): it sets DefaultRefusalsPerSource, and exempts
+// loopback.
+func DefaultConfig() Config {
+	c := Config{}.withDefaults()
+	c.RefusalsPerSource = DefaultRefusalsPerSource
+	c.RefusalExempt = defaultRefusalExempt()
+	return c
+}
 
 func (c Config) withDefaults() Config {
 	if c.ID == "" {
@@ -192,6 +203,7 @@ func (c Config) withDefaults() Config {
 	if c.DedupWindow <= 0 {
 		c.DedupWindow = 10 * time.Minute
 	}
+	c.RefusalLimits = c.RefusalLimits.withDefaults()
 	return c
 }
 
@@ -225,6 +237,8 @@ type Server struct {
 	// fullLog and authLog pace the log lines of refused upgrades (at
 	// max_connections) and of refused tokens.
 	fullLog, authLog logging.Every
+	// refusals closes blocked sources' connections at accept; nil: off.
+	refusals *refusalLimiter
 	// inflight indexes accepted jobs without a result (get-result: pending).
 	inflight inflight
 	// pingStop ends pingLoop.
@@ -287,6 +301,9 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 		finished: newFinished(nc, cfg.Subjects, cfg.ID, jsAPIPrefix(cfg), cfg.ResultRetention >= 0),
 		serveErr: make(chan error, 1),
 		m:        MetricsOf(cfg.Metrics),
+	}
+	if s.refusals, err = newRefusalLimiter(cfg, s.log, s.m); err != nil {
+		return nil, fmt.Errorf("new origin: %w", err)
 	}
 	// Its own results consumer rather than the results stream: that is
 	// what an origin's NATS permissions let it read (broker.OriginPermissions).
@@ -482,6 +499,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.prior.recon = s.nc.Stats().Reconnects
 	s.prior.until = time.Now().Add(s.cfg.KeyWindow)
 	s.loadPriorKeys(s.prior.recon)
+	ln = s.refusals.listener(ln) // closes blocked sources' connections at accept
 	s.ln = ln
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws", s.serveWS)

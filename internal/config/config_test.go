@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/pipeline-dev/pipeline/origin"
 )
 
 func TestDefaultsDecode(t *testing.T) {
@@ -87,5 +89,26 @@ func TestBadInputIsAnError(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml"), nil); err == nil {
 		t.Error("missing file accepted")
+	}
+}
+
+// TestRefusalLimitSettings: the refusal limit is on by default with
+// loopback exempt, and the environment can turn it off or empty the
+// exemptions (as the flood measurement does).
+func TestRefusalLimitSettings(t *testing.T) {
+	c, err := Load("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Origin.RefusalsPerSource != origin.DefaultRefusalsPerSource || c.Origin.RefusalBlock != 10*time.Second ||
+		c.Origin.RefusalWindow != 10*time.Second || len(c.Origin.RefusalExempt) != 2 {
+		t.Errorf("defaults: %+v", c.Origin.RefusalLimits)
+	}
+	c, err = Load("", []string{"PIPELINE_ORIGIN_REFUSALS_PER_SOURCE=0", "PIPELINE_ORIGIN_REFUSAL_EXEMPT=", "PIPELINE_ORIGIN_REFUSAL_BLOCK=1m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Origin.RefusalsPerSource != 0 || len(c.Origin.RefusalExempt) != 0 || c.Origin.RefusalBlock != time.Minute {
+		t.Errorf("from the environment: %+v", c.Origin.RefusalLimits)
 	}
 }

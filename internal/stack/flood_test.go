@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pipeline-dev/pipeline/internal/testutil"
+	"github.com/pipeline-dev/pipeline/origin"
 )
 
 // countingWriter counts log lines (one write per zerolog event).
@@ -28,19 +31,33 @@ type countingWriter struct{ n atomic.Int64 }
 
 func (c *countingWriter) Write(p []byte) (int, error) { c.n.Add(1); return len(p), nil }
 
-// TestWrongTokenFlood measures what a flood of wrong-token WebSocket
-// upgrades does to a legitimate client: its fetch round trip (start-fetch
-// to result, the test target's /echo) while nothing else runs, while
-// PIPELINE_FLOOD_RATE (default 5,000) upgrades/s with a wrong Authorization
-// header arrive (refused with 401 before the upgrade), and while the same
-// rate arrives with a wrong ?access_token= (upgraded, refused with a frame).
-// Each phase lasts PIPELINE_FLOOD_SECONDS (default 5) and every flood
-// attempt is a new loopback TCP connection. Each phase also reports the
-// process's CPU time per flood attempt (origin and flood client together),
-// steadier than a p99 on a shared machine for comparing two builds. It is a measurement, not a
-// check: it runs only with PIPELINE_FLOOD=1, e.g.
+// TestWrongTokenFlood measures what a flood of wrong-token requests does to
+// a legitimate client: its fetch round trip (start-fetch to result, the test
+// target's /echo) while nothing else runs (before and after the floods),
+// and while PIPELINE_FLOOD_RATE (default 5,000) attempts/s arrive in four
+// ways: wrong Authorization header on a new connection each (401 before the
+// upgrade), the same over net/http keep-alive connections and over raw
+// keep-alive connections, and a wrong ?access_token= (upgraded, refused
+// with a frame). Each phase lasts PIPELINE_FLOOD_SECONDS (default 5).
 //
-//	PIPELINE_FLOOD=1 go test -run TestWrongTokenFlood -v ./internal/stack/
+// The flood comes from 127.0.0.2 and the legitimate client from 127.0.0.1,
+// two source addresses, so that the origin's per-source refusal limit
+// (origin.refusals_per_source, at its defaults; loopback is not exempted
+// here) can tell them apart. PIPELINE_FLOOD_LIMIT=off turns the limit off,
+// to compare. The flood client is a separate process (this test binary,
+// run again as TestWrongTokenFloodClient), so that each phase reports the
+// CPU per attempt of the origin's process (which also holds NATS, the
+// executor, the target and the legitimate client: the no-flood phase is
+// their share) apart from the flood client's. PIPELINE_FLOOD_INPROCESS=1
+// floods from this process instead, as earlier measurements did, and
+// PIPELINE_FLOOD_NICE=<n> runs the flood process at that nice value, so that
+// on a small box it takes the CPU the origin leaves, as a flood from another
+// machine would (the kernel's share of each connection is still here).
+//
+// It is a measurement, not a check: it runs only with PIPELINE_FLOOD=1,
+// e.g.
+//
+//	PIPELINE_FLOOD=1 go test -count=1 -run TestWrongTokenFlood -v ./internal/stack/
 //
 // PIPELINE_FLOOD_ONLY=<part of a phase name> runs only the matching flood
 // phases (after "no flood"), e.g. to profile one with -cpuprofile.
@@ -48,11 +65,20 @@ func TestWrongTokenFlood(t *testing.T) {
 	measurement(t, "PIPELINE_FLOOD")
 	rate := envInt("PIPELINE_FLOOD_RATE", 5000)
 	secs := envInt("PIPELINE_FLOOD_SECONDS", 5)
+	limit := os.Getenv("PIPELINE_FLOOD_LIMIT") != "off"
+	inProcess := os.Getenv("PIPELINE_FLOOD_INPROCESS") != ""
 	var lines countingWriter
 	cfg := EphemeralConfig()
 	cfg.Origin.AuthToken = "s3cret"
+	cfg.Origin.RefusalExempt = nil // the flood's 127.0.0.2 is loopback too
+	if !limit {
+		cfg.Origin.RefusalsPerSource = 0
+	}
 	cfg.Log.Level = "info"
 	st := startConfiguredTo(t, cfg, zerolog.New(&lines).Level(zerolog.InfoLevel))
+	t.Logf("refusal limit %v (refusals_per_source %d, refusal_window %v, refusal_block %v); flood from 127.0.0.2, %s (nice %q); legitimate client from 127.0.0.1",
+		limit, cfg.Origin.RefusalsPerSource, cfg.Origin.RefusalWindow, cfg.Origin.RefusalBlock,
+		map[bool]string{true: "in this process", false: "in a separate process"}[inProcess], os.Getenv("PIPELINE_FLOOD_NICE"))
 
 	conn, _, err := websocket.DefaultDialer.Dial(st.OriginWS(), http.Header{"Authorization": {"Bearer s3cret"}})
 	if err != nil {
@@ -84,21 +110,34 @@ func TestWrongTokenFlood(t *testing.T) {
 			}
 		}
 	}
+	closedAtAccept := func() float64 {
+		n, _ := testutil.MetricValue(t, st.metrics.Gatherer(), origin.MetricClosedAtAcceptTotal, nil)
+		return n
+	}
+	target := floodTarget{ws: st.OriginWS(), http: st.OriginHTTP(), addr: st.Origin().Addr()}
 	only := os.Getenv("PIPELINE_FLOOD_ONLY") // run only phases whose name contains it (and "no flood")
-	phase := func(name string, flood func(ctx context.Context) int64) {
-		if only != "" && flood != nil && !strings.Contains(name, only) {
+	var idleCPUPerSec float64                // the process's CPU per second with no flood
+	phase := func(name, kind string) {
+		if only != "" && kind != "" && !strings.Contains(name, only) {
 			return
 		}
 		h := hdrhistogram.New(1, 10_000_000, 3) // µs
 		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs)*time.Second)
 		defer cancel()
-		before := lines.n.Load()
+		before, closed0 := lines.n.Load(), closedAtAccept()
 		cpu0 := processCPU()
-		var sent atomic.Int64
+		var res floodResult
 		var wg sync.WaitGroup
-		if flood != nil {
+		if kind != "" {
 			wg.Add(1)
-			go func() { defer wg.Done(); sent.Store(flood(ctx)) }()
+			go func() {
+				defer wg.Done()
+				if inProcess {
+					res = runFlood(ctx, kind, target, rate)
+					return
+				}
+				res = floodProcess(t, kind, target, rate, secs)
+			}()
 		}
 		began := time.Now()
 		for ctx.Err() == nil {
@@ -108,36 +147,122 @@ func TestWrongTokenFlood(t *testing.T) {
 		wg.Wait()
 		el := time.Since(began).Seconds()
 		cpu := processCPU() - cpu0
-		perAttempt := 0.0
-		if n := sent.Load(); n > 0 {
-			perAttempt = float64(cpu.Microseconds()) / float64(n)
+		if kind == "" && idleCPUPerSec == 0 {
+			idleCPUPerSec = cpu.Seconds() / el
 		}
-		t.Logf("%-34s fetches %5d  p50 %6.2f ms  p99 %6.2f ms  max %6.2f ms | flood %6d attempts (%5.0f/s) | log lines %d | process CPU %5.2f s, %4.0f µs per attempt",
+		perAttempt, above, client := 0.0, 0.0, 0.0
+		if n := float64(res.attempts); n > 0 {
+			perAttempt = float64(cpu.Microseconds()) / n
+			above = (cpu.Seconds() - idleCPUPerSec*el) * 1e6 / n
+			client = float64(res.clientCPU.Microseconds()) / n
+		}
+		t.Logf("%-34s fetches %5d  p50 %6.2f ms  p99 %6.2f ms  max %6.2f ms | flood %6d attempts (%5.0f/s), %6d answered, %6.0f closed at accept | log lines %d | origin process CPU %5.2f s, %4.0f µs per attempt (%4.0f above no flood) | flood client %4.0f µs per attempt",
 			name, h.TotalCount(), float64(h.ValueAtQuantile(50))/1000, float64(h.ValueAtQuantile(99))/1000, float64(h.Max())/1000,
-			sent.Load(), float64(sent.Load())/el, lines.n.Load()-before, cpu.Seconds(), perAttempt)
+			res.attempts, float64(res.attempts)/el, res.answered, closedAtAccept()-closed0, lines.n.Load()-before,
+			cpu.Seconds(), perAttempt, above, client)
 	}
-	phase("no flood", nil)
-	phase("wrong header, new conns (401)", func(ctx context.Context) int64 {
-		return floodUpgrades(ctx, st.OriginWS(), http.Header{"Authorization": {"Bearer wrong"}}, rate)
-	})
-	phase("wrong header, keep-alive (401)", func(ctx context.Context) int64 {
-		return floodKeepAlive(ctx, st.OriginHTTP()+"/ws", rate)
-	})
-	phase("wrong header, raw keep-alive (401)", func(ctx context.Context) int64 {
-		return floodRaw(ctx, st.Origin().Addr(), rate)
-	})
-	phase("wrong ?access_token= (frame)", func(ctx context.Context) int64 {
-		return floodUpgrades(ctx, st.OriginWS()+"?access_token=wrong", nil, rate)
-	})
+	phase("no flood", "")
+	phase("wrong header, new conns (401)", floodConns)
+	phase("wrong header, keep-alive (401)", floodKeepAliveKind)
+	phase("wrong header, raw keep-alive (401)", floodRawKind)
+	phase("wrong ?access_token= (frame)", floodAccessToken)
+	phase("no flood, after", "") // the box's load moves during a run: a second baseline
 }
 
-// floodUpgrades opens rate WebSocket upgrades per second, each on a new
-// connection, until ctx ends (bounded by 64 in flight), and returns how many
-// it attempted.
-func floodUpgrades(ctx context.Context, url string, h http.Header, rate int) int64 {
-	d := &websocket.Dialer{HandshakeTimeout: 2 * time.Second}
+// The kinds of flood, named in PIPELINE_FLOOD_CLIENT for a flood process.
+const (
+	floodConns         = "conns"
+	floodKeepAliveKind = "keepalive"
+	floodRawKind       = "raw"
+	floodAccessToken   = "access_token"
+)
+
+// floodTarget is where a flood goes: the origin's WebSocket URL, its HTTP
+// base URL and its host:port.
+type floodTarget struct{ ws, http, addr string }
+
+// floodResult is what a flood did: attempts made, attempts answered (a 401
+// or an unauthorized frame; the rest were closed or failed), and, for a
+// flood process, that process's CPU time.
+type floodResult struct {
+	attempts, answered int64
+	clientCPU          time.Duration
+}
+
+// floodSource is the flood's source address, another one than the
+// legitimate client's 127.0.0.1 (all of 127/8 is loopback on Linux).
+var floodSource = &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}
+
+// runFlood runs one kind of flood against to from this process until ctx
+// ends.
+func runFlood(ctx context.Context, kind string, to floodTarget, rate int) floodResult {
+	var n, ok int64
+	switch kind {
+	case floodConns:
+		n, ok = floodUpgrades(ctx, to.ws, http.Header{"Authorization": {"Bearer wrong"}}, rate)
+	case floodKeepAliveKind:
+		n, ok = floodKeepAlive(ctx, to.http+"/ws", rate)
+	case floodRawKind:
+		n, ok = floodRaw(ctx, to.addr, rate)
+	case floodAccessToken:
+		n, ok = floodUpgrades(ctx, to.ws+"?access_token=wrong", nil, rate)
+	}
+	return floodResult{attempts: n, answered: ok}
+}
+
+// floodProcess runs one kind of flood for secs in a separate process, this
+// test binary running TestWrongTokenFloodClient, and returns what it did
+// and its CPU time. It fails t if the process fails.
+func floodProcess(t *testing.T, kind string, to floodTarget, rate, secs int) floodResult {
+	args := []string{os.Args[0], "-test.run=^TestWrongTokenFloodClient$", "-test.count=1"}
+	if n := os.Getenv("PIPELINE_FLOOD_NICE"); n != "" {
+		args = append([]string{"nice", "-n", n}, args...) // every thread of it, from its first
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), "PIPELINE_FLOOD_CLIENT="+kind, "PIPELINE_FLOOD_CLIENT_WS="+to.ws,
+		"PIPELINE_FLOOD_CLIENT_HTTP="+to.http, "PIPELINE_FLOOD_CLIENT_ADDR="+to.addr,
+		"PIPELINE_FLOOD_RATE="+strconv.Itoa(rate), "PIPELINE_FLOOD_SECONDS="+strconv.Itoa(secs))
+	cmd.SysProcAttr = childAttr()
+	out, err := cmd.Output()
+	if err != nil {
+		t.Errorf("flood process %s: %v\n%s", kind, err, out)
+		return floodResult{}
+	}
+	var res floodResult
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "flood-result" {
+			res.attempts, _ = strconv.ParseInt(f[1], 10, 64)
+			res.answered, _ = strconv.ParseInt(f[2], 10, 64)
+		}
+	}
+	res.clientCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	return res
+}
+
+// TestWrongTokenFloodClient is the flood process of TestWrongTokenFlood:
+// with PIPELINE_FLOOD_CLIENT set it floods the origin named in the
+// environment for PIPELINE_FLOOD_SECONDS and prints "flood-result
+// <attempts> <answered>".
+func TestWrongTokenFloodClient(t *testing.T) {
+	kind := os.Getenv("PIPELINE_FLOOD_CLIENT")
+	if kind == "" {
+		t.Skip("the flood process of TestWrongTokenFlood")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(envInt("PIPELINE_FLOOD_SECONDS", 5))*time.Second)
+	defer cancel()
+	res := runFlood(ctx, kind, floodTarget{ws: os.Getenv("PIPELINE_FLOOD_CLIENT_WS"), http: os.Getenv("PIPELINE_FLOOD_CLIENT_HTTP"),
+		addr: os.Getenv("PIPELINE_FLOOD_CLIENT_ADDR")}, envInt("PIPELINE_FLOOD_RATE", 5000))
+	fmt.Printf("flood-result %d %d\n", res.attempts, res.answered)
+}
+
+// floodUpgrades opens rate WebSocket upgrades per second from floodSource,
+// each on a new connection, until ctx ends (bounded by 64 in flight), and
+// returns how many it attempted and how many were answered (a 401, or an
+// upgrade and its unauthorized frame).
+func floodUpgrades(ctx context.Context, url string, h http.Header, rate int) (attempts, answered int64) {
+	d := &websocket.Dialer{HandshakeTimeout: 2 * time.Second, NetDialContext: (&net.Dialer{LocalAddr: floodSource}).DialContext}
 	sem := make(chan struct{}, 64)
-	var n atomic.Int64
+	var n, ok atomic.Int64
 	var wg sync.WaitGroup
 	const tick = 10 * time.Millisecond
 	per := rate / int(time.Second/tick)
@@ -159,9 +284,12 @@ func floodUpgrades(ctx context.Context, url string, h http.Header, rate int) int
 				defer func() { <-sem }()
 				c, resp, err := d.DialContext(ctx, url, h)
 				if err == nil {
-					_, _, _ = c.ReadMessage() // the unauthorized frame
+					if _, _, err := c.ReadMessage(); err == nil {
+						ok.Add(1) // the unauthorized frame
+					}
 					c.Close()
 				} else if resp != nil {
+					ok.Add(1)
 					resp.Body.Close()
 				}
 			}()
@@ -172,18 +300,19 @@ func floodUpgrades(ctx context.Context, url string, h http.Header, rate int) int
 		}
 	}
 	wg.Wait()
-	return n.Load()
+	return n.Load(), ok.Load()
 }
 
-// floodKeepAlive sends rate wrong-token upgrade requests per second over
-// at most 64 keep-alive connections (a 401 leaves the connection open for
-// the next one) until ctx ends, and returns how many it sent.
-func floodKeepAlive(ctx context.Context, url string, rate int) int64 {
-	tr := &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64}
+// floodKeepAlive sends rate wrong-token upgrade requests per second from
+// floodSource over at most 64 keep-alive connections (a 401 leaves the
+// connection open for the next one, unless the source is blocked) until
+// ctx ends, and returns how many it sent and how many got a 401.
+func floodKeepAlive(ctx context.Context, url string, rate int) (attempts, answered int64) {
+	tr := &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64, DialContext: (&net.Dialer{LocalAddr: floodSource}).DialContext}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 2 * time.Second}
 	sem := make(chan struct{}, 64)
-	var n atomic.Int64
+	var n, ok atomic.Int64
 	var wg sync.WaitGroup
 	const tick = 10 * time.Millisecond
 	per := rate / int(time.Second/tick)
@@ -208,6 +337,7 @@ func floodKeepAlive(ctx context.Context, url string, rate int) int64 {
 				req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
 				req.Header.Set("Authorization", "Bearer wrong")
 				if resp, err := c.Do(req); err == nil {
+					ok.Add(1)
 					_, _ = io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
 				}
@@ -219,18 +349,21 @@ func floodKeepAlive(ctx context.Context, url string, rate int) int64 {
 		}
 	}
 	wg.Wait()
-	return n.Load()
+	return n.Load(), ok.Load()
 }
 
 // floodRaw is floodKeepAlive with the cheapest client there is: 16 raw
-// TCP connections writing a prepared upgrade request with a wrong token and
-// reading the 401 (Content-Length framed), paced by a shared tick, so that
-// the flood's own CPU cost disturbs the measurement as little as possible.
-func floodRaw(ctx context.Context, addr string, rate int) int64 {
+// TCP connections from floodSource writing a prepared upgrade request with
+// a wrong token and reading the 401 (Content-Length framed), paced by a
+// shared tick, so that the flood's own CPU cost disturbs the measurement as
+// little as possible. A connection closed by the origin is dialed again on
+// the next attempt.
+func floodRaw(ctx context.Context, addr string, rate int) (attempts, answered int64) {
 	req := []byte("GET /ws HTTP/1.1\r\nHost: " + addr + "\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
 		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer wrong\r\n\r\n")
 	tokens := make(chan struct{}, rate)
-	var n atomic.Int64
+	d := &net.Dialer{LocalAddr: floodSource}
+	var n, ok atomic.Int64
 	var wg sync.WaitGroup
 	for i := 0; i < 16; i++ {
 		wg.Add(1)
@@ -249,15 +382,15 @@ func floodRaw(ctx context.Context, addr string, rate int) int64 {
 					return
 				case <-tokens:
 				}
+				n.Add(1) // a dial refused (reset at accept) is an attempt too
 				if conn == nil {
-					c, err := net.Dial("tcp", addr)
+					c, err := d.Dial("tcp", addr)
 					if err != nil {
 						continue
 					}
 					conn, br = c, bufio.NewReader(c)
 				}
 				_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
-				n.Add(1)
 				if _, err := conn.Write(req); err != nil {
 					conn.Close()
 					conn = nil
@@ -269,8 +402,13 @@ func floodRaw(ctx context.Context, addr string, rate int) int64 {
 					conn = nil
 					continue
 				}
+				ok.Add(1)
 				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
+				if resp.Close { // the origin closes it after this 401
+					conn.Close()
+					conn = nil
+				}
 			}
 		}()
 	}
@@ -291,13 +429,13 @@ func floodRaw(ctx context.Context, addr string, rate int) int64 {
 		}
 	}
 	wg.Wait()
-	return n.Load()
+	return n.Load(), ok.Load()
 }
 
-// processCPU is this process's user+system CPU time so far. In the flood
-// test it holds the origin and the flood client both: the client's share
-// is the same whatever the origin does, so differences between builds are
-// the origin's.
+// processCPU is this process's user+system CPU time so far (not its
+// children's). In the flood test it holds the origin, NATS, the executor,
+// the target and the legitimate client, and the flood client too when it
+// floods in-process.
 func processCPU() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
