@@ -2,6 +2,7 @@ package origin
 
 import (
 	"bytes"
+	"encoding/json"
 	"testing"
 )
 
@@ -57,5 +58,15 @@ func TestOutboxTakesInOrderInBatchesAndReleasesMemory(t *testing.T) {
 	}
 	if got = o.take(got[:0], 1<<20); len(got) != 0 {
 		t.Fatalf("take from an empty queue gave %q", got)
+	}
+}
+
+// TestSessionClientStateIsTheContinuationsJSON: the default continuation's
+// state, built by hand, decodes as clientState (resultToClient reads it).
+func TestSessionClientStateIsTheContinuationsJSON(t *testing.T) {
+	c := &session{id: "SU0cz0rX5hsSc70IfS7SNl"}
+	var st clientState
+	if err := json.Unmarshal(c.clientState(), &st); err != nil || st.Session != c.id {
+		t.Fatalf("state %s: %+v, %v; want session %s", c.clientState(), st, err, c.id)
 	}
 }

@@ -3,6 +3,7 @@ package origin
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -160,6 +161,16 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	_ = conn.SetReadDeadline(time.Now().Add(pongWait))
 	sess.installControlHandlers()
 	go sess.readLoop()
+}
+
+// clientState is the default continuation's state for a fetch of this
+// session: clientState{Session: c.id} as JSON, built without reflection
+// (a session id is a nuid: letters and digits, nothing to escape).
+func (c *session) clientState() json.RawMessage {
+	b := make([]byte, 0, len(`{"s":""}`)+len(c.id))
+	b = append(b, `{"s":"`...)
+	b = append(b, c.id...)
+	return append(b, `"}`...)
 }
 
 // logAt starts a log line at level with the session's id and remote
@@ -481,7 +492,7 @@ func (c *session) startFetch(f *clientFrame, received time.Time) {
 		c.queue(encodeError(f.ID, "", werr))
 		return
 	}
-	job := c.srv.newJob(req, f.ID, broker.Continuation{Name: ResultToClient, State: mustJSON(clientState{Session: c.id})}, received)
+	job := c.srv.newJob(req, f.ID, broker.Continuation{Name: ResultToClient, State: c.clientState()}, received)
 	p := &pendingFetch{clientID: f.ID, jobID: job.ID, received: received, keyed: req.Key != "", delayed: job.DelayMS > 0}
 	// Read before taking the session's lock: it may be a store read.
 	finished := p.keyed && c.srv.finishedKeyed(job.ID, received)
