@@ -512,17 +512,17 @@ func (e *Executor) publish(res *broker.Result, bulkLane bool) error {
 		e.bulk <- struct{}{}
 		defer func() { <-e.bulk }()
 	}
-	// Asynchronous publish, awaited here: cheaper than a request per result
-	// (no context, timer or reply round trip of its own); the stall timeout
-	// is the JetStream context's (10 s).
-	fut, err := e.js.PublishAsync(subj, data, opt)
-	if err != nil {
-		return fmt.Errorf("publish result %s: %w", res.JobID, err)
+	err = e.store(subj, data, opt)
+	if subj == s.BulkResultOf(res.Origin, res.JobID) && (errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)) {
+		// No stream takes the bulk lane: the results stream was provisioned
+		// (again) by a process of an older version during an upgrade. The
+		// small lane still works; the origin reads both.
+		e.log.Warn().Str("job", res.JobID).Msg("results stream has no bulk lane (provisioned by an older version?); result stored on the small lane")
+		subj = s.ResultOf(res.Origin, res.JobID)
+		err = e.store(subj, data, opt)
 	}
-	select {
-	case <-fut.Ok():
+	if err == nil {
 		return nil
-	case err = <-fut.Err():
 	}
 	if !broker.IsRecordTaken(err) {
 		return fmt.Errorf("publish result %s: %w", res.JobID, err)
@@ -538,6 +538,23 @@ func (e *Executor) publish(res *broker.Result, bulkLane bool) error {
 		return fmt.Errorf("publish result %s: %w", res.JobID, err)
 	}
 	return nil
+}
+
+// store publishes one result and waits for its PubAck. Asynchronous
+// publish, awaited here: cheaper than a request per result (no context,
+// timer or reply round trip of its own); the stall timeout is the
+// JetStream context's (10 s).
+func (e *Executor) store(subj string, data []byte, opt jetstream.PublishOpt) error {
+	fut, err := e.js.PublishAsync(subj, data, opt)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-fut.Ok():
+		return nil
+	case err = <-fut.Err():
+		return err
+	}
 }
 
 // keepAlive sends in-progress acks every third of AckWait while a fetch

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -344,5 +345,68 @@ func TestStartAfterShutdown(t *testing.T) {
 	}
 	if err := fresh.Start(ctx); !errors.Is(err, ErrStopped) {
 		t.Fatalf("Start after Shutdown (never started): got %v, want ErrStopped", err)
+	}
+}
+
+// TestLargeResultsTakeTheBulkLane: a result of broker.BulkResultBytes or
+// more goes to the bulk lane when its job says the origin reads it, to the
+// small lane when it does not (an origin of an older version), and to the
+// small lane too when the results stream has no bulk lane (provisioned
+// again by a process of an older version during an upgrade): never lost.
+func TestLargeResultsTakeTheBulkLane(t *testing.T) {
+	b := newBench(t, broker.StreamsConfig{Storage: broker.MemoryStorage})
+	big := strings.Repeat("x", broker.BulkResultBytes)
+	tg := newTarget(t, func(w http.ResponseWriter, r *http.Request, _ int64) {
+		if r.URL.Path == "/small" {
+			fmt.Fprint(w, "small")
+			return
+		}
+		fmt.Fprint(w, big)
+	})
+	b.executor("e1", tg)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := b.js.Stream(ctx, broker.ResultsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := broker.Subjects{}
+	run := func(path string, bulkLane bool) string {
+		t.Helper()
+		job := &broker.Job{ID: nuid.Next(), Origin: testOrigin, URL: tg.URL + path, ReceivedAt: time.Now().UnixNano(), BulkLane: bulkLane}
+		data, err := job.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.js.Publish(ctx, s.Job(testOrigin), data, jetstream.WithMsgID(job.ID)); err != nil {
+			t.Fatal(err)
+		}
+		var subj string
+		testutil.Eventually(t, 15*time.Second, func() bool {
+			m, err := st.GetLastMsgForSubject(ctx, s.RecordOf(testOrigin, job.ID))
+			if err == nil {
+				subj = m.Subject
+			}
+			return err == nil
+		}, "the job's result stored")
+		return subj
+	}
+	if subj := run("/big", true); !strings.HasPrefix(subj, s.BulkResultOf(testOrigin, "")) {
+		t.Errorf("large result of a job whose origin reads the bulk lane on %s, want the bulk lane", subj)
+	}
+	if subj := run("/small", true); !strings.HasPrefix(subj, s.ResultOf(testOrigin, "")) {
+		t.Errorf("small result on %s, want the small lane", subj)
+	}
+	if subj := run("/big", false); !strings.HasPrefix(subj, s.ResultOf(testOrigin, "")) {
+		t.Errorf("large result of an older origin's job on %s, want the small lane", subj)
+	}
+	// The stream without the bulk lane, as an older version provisions it.
+	cfg := st.CachedInfo().Config
+	cfg.Subjects = []string{s.Result("*"), s.ResultOf("*", "*")}
+	if _, err := b.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if subj := run("/big", true); !strings.HasPrefix(subj, s.ResultOf(testOrigin, "")) {
+		t.Errorf("large result without a bulk lane in the stream on %s, want the small lane", subj)
 	}
 }
