@@ -291,7 +291,15 @@ func TestNeverReadingClientsBounds(t *testing.T) {
 	if g := r.rssPeak - r.rssBefore; g > 100<<20 {
 		t.Errorf("origin RSS grew %.1f MB, want <= 100 MB", mb(g))
 	}
-	t.Logf("bystander phases (queue ms, after-fetch ms), per fetch: %v", r.phases)
+	t.Logf("bystander phases (enqueue, queue, fetch, after-fetch ms), per fetch: %v", r.phases)
+	for i, name := range []string{"enqueue", "queue", "fetch", "after fetch"} {
+		h := hdrhistogram.New(1, 60_000_000, 3)
+		for _, p := range r.phases {
+			_ = h.RecordValue(int64(p[i] * 1000))
+		}
+		t.Logf("bystander %s: p50 %.1f ms, p90 %.1f ms, p99 %.1f ms", name,
+			float64(h.ValueAtQuantile(50))/1000, float64(h.ValueAtQuantile(90))/1000, float64(h.ValueAtQuantile(99))/1000)
+	}
 	if p99 := q(99); p99 > 50 || r.bystanderFailed != 0 {
 		t.Errorf("bystander p99 %.2f ms (want <= 50 ms), %d failed fetches (%s)", p99, r.bystanderFailed, r.bystanderErr)
 	}
@@ -369,7 +377,7 @@ type neverReaders struct {
 	bystander                           *hdrhistogram.Histogram // µs
 	bystanderFailed                     int
 	bystanderErr                        string
-	phases                              [][2]float64 // the bystander's queue and after-fetch ms, per fetch
+	phases                              [][4]float64 // the bystander's enqueue, queue, fetch and after-fetch ms, per fetch
 	pending                             int          // get-result answered pending first
 	firstBad                            string
 }
@@ -476,7 +484,7 @@ func runNeverReaders(t *testing.T, st *Stack, wsURL, httpURL string, big *gatedT
 						// Where it waited: for an executor (queue), or
 						// after its fetch, for its result to be stored
 						// and read by the origin.
-						r.phases = append(r.phases, [2]float64{tm.QueueMS, tm.TotalMS - tm.EnqueueMS - tm.QueueMS - tm.FetchMS})
+						r.phases = append(r.phases, [4]float64{tm.EnqueueMS, tm.QueueMS, tm.FetchMS, tm.TotalMS - tm.EnqueueMS - tm.QueueMS - tm.FetchMS})
 					}
 					break
 				}
