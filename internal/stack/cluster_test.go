@@ -133,19 +133,21 @@ func startClusterStack(t *testing.T, cfg config.Config) *Stack {
 	st := startConfigured(t, cfg, zerolog.ErrorLevel)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	// The origin's results consumer has a fixed 30 s AckWait; shorten it the
-	// same way, so a result whose delivery died with a server is redelivered
-	// (and de-duplicated) within the test's time.
-	if st.Origin() != nil && !cfg.NATS.Auth.Enabled { // with auth the admin provisioned it so
+	// The origin's results consumers have a fixed 30 s AckWait; shorten it
+	// the same way, so a result whose delivery died with a server is
+	// redelivered (and de-duplicated) within the test's time.
+	if st.Origin() != nil && !cfg.NATS.Auth.Enabled { // with auth the admin provisioned them so
 		js := clusterJS(t, cfg.NATS.URL)
-		cons, err := js.Consumer(ctx, broker.ResultsStream, broker.OriginConsumer(cfg.Origin.ID))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cc := cons.CachedInfo().Config
-		cc.AckWait = cfg.Streams.AckWait
-		if _, err := js.UpdateConsumer(ctx, broker.ResultsStream, cc); err != nil {
-			t.Fatalf("shorten results AckWait: %v", err)
+		for _, name := range []string{broker.OriginConsumer(cfg.Origin.ID), broker.OriginBulkConsumer(cfg.Origin.ID)} {
+			cons, err := js.Consumer(ctx, broker.ResultsStream, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cc := cons.CachedInfo().Config
+			cc.AckWait = cfg.Streams.AckWait
+			if _, err := js.UpdateConsumer(ctx, broker.ResultsStream, cc); err != nil {
+				t.Fatalf("shorten results AckWait of %s: %v", name, err)
+			}
 		}
 	}
 	return st

@@ -34,7 +34,10 @@ func startConfigured(t *testing.T, cfg config.Config, level zerolog.Level, opts 
 // startConfiguredTo is startConfigured with its own logger.
 func startConfiguredTo(t *testing.T, cfg config.Config, log zerolog.Logger, opts ...Option) *Stack {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// A bound, not a wait: Start returns once every role is ready. An R3
+	// cluster under -race with CPU burners beside it has taken over 30 s
+	// to create every stream and consumer.
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	st, err := Start(ctx, cfg, log, opts...)
 	if err != nil {
