@@ -41,7 +41,8 @@ const (
 	MetricClosedAtAcceptTotal = "pipeline_origin_closed_at_accept_total"
 	MetricSourcesBlockedTotal = "pipeline_origin_sources_blocked_total"
 	// MetricSlowClientsTotal counts sessions closed with 1008 because their
-	// send queue was full (a client that does not read).
+	// send queue was full or a write to them timed out (a client that does
+	// not read).
 	MetricSlowClientsTotal = "pipeline_origin_slow_clients_closed_total"
 	// MetricPhaseSeconds is the per-phase latency histogram, labelled
 	// LabelPhase.

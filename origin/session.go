@@ -798,6 +798,23 @@ func (c *session) queueLocked(frame []byte) {
 	}
 }
 
+// writeTimedOut ends a session whose client did not take a write for
+// write_timeout: as slow a client as one whose queue filled up, closed and
+// counted the same way (the 1008 close frame is best effort: its socket is
+// full). A session closing already (whose pending write was cut short on
+// purpose) is left as it is.
+func (c *session) writeTimedOut() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	frames, bytes := c.out.size()
+	c.logAt(zerolog.WarnLevel).Int("frames", frames).Int("bytes", bytes).Int("in_flight", len(c.pending)).Msg("client too slow: write timed out, closing; its results stay available with get-result")
+	c.srv.m.SlowClient()
+	c.closeLocked(websocket.ClosePolicyViolation, "write timed out: client too slow")
+}
+
 func (c *session) close(code int, reason string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -3,6 +3,7 @@ package origin
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"time"
@@ -138,8 +139,12 @@ func (c *session) writeLoop() {
 	}()
 	failed := false
 	fail := func(err error) bool {
-		c.logAt(zerolog.DebugLevel).Err(err).Msg("write")
-		c.close(websocket.CloseAbnormalClosure, "")
+		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+			c.writeTimedOut()
+		} else {
+			c.logAt(zerolog.DebugLevel).Err(err).Msg("write")
+		}
+		c.close(websocket.CloseAbnormalClosure, "") // no-op once closed above
 		failed = true
 		return false
 	}

@@ -498,7 +498,7 @@ func runNeverReaders(t *testing.T, st *Stack, wsURL, httpURL string, big *gatedT
 	js := clusterJS(t, st.NATSURL(), nats.Timeout(10*time.Second))
 	big.release()
 	released := time.Now()
-	// Every result reached the origin (its results consumer has nothing
+	// Every result reached the origin (its results consumers have nothing
 	// pending or unacked) and every slow client was closed.
 	state := func() (done bool, why string) {
 		// The executors ran every big job: jobs run, less every job the
@@ -507,19 +507,20 @@ func runNeverReaders(t *testing.T, st *Stack, wsURL, httpURL string, big *gatedT
 		ran := int64(testutil.MetricSum(t, st.Metrics().Gatherer(), executor.MetricJobsTotal)) - 1 - bystanderSent.Load()
 		closed := metricFromHTTP(t, httpURL, origin.MetricSlowClientsTotal)
 		why = fmt.Sprintf("executors ran %d of %d big jobs, %v slow clients closed", ran, len(jobs), closed)
-		if ran < int64(len(jobs)) || closed < float64(clients) {
-			return false, why
+		done = ran >= int64(len(jobs)) && closed >= float64(clients)
+		for _, name := range []string{broker.OriginConsumer(st.cfg.Origin.ID), broker.OriginBulkConsumer(st.cfg.Origin.ID)} {
+			c, err := js.Consumer(ctx, broker.ResultsStream, name)
+			if err != nil {
+				return false, why + ", results consumer " + name + ": " + err.Error()
+			}
+			info, err := c.Info(ctx)
+			if err != nil {
+				return false, why + ", results consumer " + name + ": " + err.Error()
+			}
+			done = done && info.NumPending == 0 && info.NumAckPending == 0
+			why += fmt.Sprintf(", %s: %d pending, %d unacked, %d delivered, %d waiting pulls", name, info.NumPending, info.NumAckPending, info.Delivered.Consumer, info.NumWaiting)
 		}
-		c, err := js.Consumer(ctx, broker.ResultsStream, broker.OriginConsumer(st.cfg.Origin.ID))
-		if err != nil {
-			return false, why + ", results consumer: " + err.Error()
-		}
-		info, err := c.Info(ctx)
-		if err != nil {
-			return false, why + ", results consumer: " + err.Error()
-		}
-		return info.NumPending == 0 && info.NumAckPending == 0,
-			fmt.Sprintf("%s, results consumer: %d pending, %d unacked", why, info.NumPending, info.NumAckPending)
+		return done, why
 	}
 	ok := testutil.WaitFor(wait, func() bool { done, _ := state(); return done })
 	_, why := state()

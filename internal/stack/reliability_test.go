@@ -82,6 +82,10 @@ func TestSlowClientDoesNotDelayFastOne(t *testing.T) {
 		open, _ := testutil.MetricValue(t, st.Metrics().Gatherer(), origin.MetricWSConnections, nil)
 		return open == 1 // the fast client only
 	})
+	// Either way it counts as a slow client.
+	if n, _ := testutil.MetricValue(t, st.Metrics().Gatherer(), origin.MetricSlowClientsTotal, nil); n != 1 {
+		t.Errorf("%v slow clients counted, want 1 (closed by a write timeout or a full queue)", n)
+	}
 	_ = slow.SetReadDeadline(time.Now().Add(15 * time.Second))
 	var closeErr error
 	for closeErr == nil {
