@@ -504,16 +504,17 @@ func (e *Executor) publish(res *broker.Result, bulkLane bool) error {
 	s := e.cfg.Subjects
 	subj, record := s.ResultOf(res.Origin, res.JobID), s.RecordOf(res.Origin, res.JobID)
 	opt := broker.FirstRecord(record)
+	bulk := false
 	switch {
 	case broker.ValidateToken("job id", res.JobID) != nil || res.JobID == broker.LegacyResultToken:
 		subj, opt = s.Result(res.Origin), jetstream.WithMsgID(res.JobID)
 	case bulkLane && len(data) >= broker.BulkResultBytes:
-		subj = s.BulkResultOf(res.Origin, res.JobID)
+		subj, bulk = s.BulkResultOf(res.Origin, res.JobID), true
 		e.bulk <- struct{}{}
 		defer func() { <-e.bulk }()
 	}
 	err = e.store(subj, data, opt)
-	if subj == s.BulkResultOf(res.Origin, res.JobID) && (errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)) {
+	if bulk && (errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)) {
 		// No stream takes the bulk lane: the results stream was provisioned
 		// (again) by a process of an older version during an upgrade. The
 		// small lane still works; the origin reads both.
@@ -542,8 +543,8 @@ func (e *Executor) publish(res *broker.Result, bulkLane bool) error {
 
 // store publishes one result and waits for its PubAck. Asynchronous
 // publish, awaited here: cheaper than a request per result (no context,
-// timer or reply round trip of its own); the stall timeout is the
-// JetStream context's (10 s).
+// timer or reply round trip of its own); it gives up after the JetStream
+// context's async publish timeout (10 s).
 func (e *Executor) store(subj string, data []byte, opt jetstream.PublishOpt) error {
 	fut, err := e.js.PublishAsync(subj, data, opt)
 	if err != nil {
