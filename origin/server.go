@@ -354,7 +354,7 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 // older version fits too). The bulk lane's is bounded by count: its
 // results are all large, and a count cannot stall on a message larger than
 // the bytes left in a pull, as a byte bound close to the message size can.
-// Four keep what is already on its way down the connection ahead of a
+// Two keep what is already on its way down the connection ahead of a
 // small result to a few MiB at the default body cap.
 const (
 	resultsPullBytes = 8 << 20
