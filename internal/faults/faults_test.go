@@ -61,7 +61,12 @@ func TestExecutorKilledMidLoad(t *testing.T) {
 	n := jobCount()
 	killed := false
 	start := time.Now()
-	err := sendLoad(l, conns, n, 1000, d.targetURL()+"/delay?ms=5", false, func(finished int) bool {
+	// A 100 ms target keeps both executors' 32 slots full (window 1000 ≫
+	// 64 slots), so at the kill e1 holds jobs mid-fetch whose results are
+	// not stored yet. With a 5 ms target the sender was the bottleneck: a
+	// fast machine could kill e1 while it held nothing unstored, and no
+	// job came back redelivered.
+	err := sendLoad(l, conns, n, 1000, d.targetURL()+"/delay?ms=100", false, func(finished int) bool {
 		if !killed && finished >= n/3 {
 			e1.kill() // SIGKILL: in-flight jobs are never acked
 			killed = true

@@ -193,7 +193,8 @@ func (d *deployment) up(t *testing.T, env []string, args ...string) *proc {
 }
 
 func (d *deployment) executor(t *testing.T, id string) *proc {
-	p := startProc(t, "executor "+id, d.env, "executor", "--nats", d.natsURL(), "--id", id, "--concurrency", "32")
+	p := startProc(t, "executor "+id, d.env, "executor", "--nats", d.natsURL(), "--id", id, "--concurrency", "32",
+		"--ops-listen", "") // no fixed port: tests run in parallel
 	waitLog(t, p, "executor consuming jobs")
 	return p
 }
