@@ -59,6 +59,9 @@ const (
 	// executor's last discovery round read it. Origin ids are few, so they
 	// make a bounded label set; destination hosts are never labels.
 	MetricOriginBacklog = "pipeline_executor_origin_backlog"
+	// MetricBulkPacedSeconds counts the time large results waited for the
+	// bulk pacer (pacer.go) before being stored.
+	MetricBulkPacedSeconds = "pipeline_executor_bulk_paced_seconds_total"
 	// LabelOrigin is the origin id label.
 	LabelOrigin = "origin"
 )
@@ -89,6 +92,7 @@ const metricsPart = "executor"
 //	pipeline_executor_rate_tokens_leased_total                  rate slots leased from the shared schedules
 //	pipeline_executor_rate_leases_total                         leases (KV compare-and-set writes)
 //	pipeline_executor_origin_backlog{origin}                    jobs stored per origin, not yet acknowledged
+//	pipeline_executor_bulk_paced_seconds_total                  time large results waited for the bulk pacer
 //
 // Label children are resolved when it is made: recording a job costs a few
 // atomic adds and no allocation. A nil *Metrics records nothing. Its
@@ -107,6 +111,7 @@ type Metrics struct {
 	waitHost      prometheus.Gauge
 	waitShare     prometheus.Gauge
 	backlog       *prometheus.GaugeVec
+	bulkPaced     prometheus.Counter
 	polite        *politeMetrics // politemetrics.go
 
 	mu      sync.Mutex
@@ -174,9 +179,13 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		Name: MetricOriginBacklog,
 		Help: "Jobs stored for an origin and not yet acknowledged (queued or in flight), as the executors' origin discovery last read it.",
 	}, []string{LabelOrigin})
+	e.bulkPaced = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: MetricBulkPacedSeconds,
+		Help: "Time large results (the bulk lane) waited for the bulk pacer, which slows them while this process's goroutines wait for a CPU longer than executor.bulk_latency_target.",
+	})
 	e.origins = map[string]struct{}{}
 	e.polite = newPoliteMetrics(reg, waiting)
-	reg.MustRegister(e.jobs, e.inflight, e.redeliveries, e.canceled, e.held, e.trimmed, e.retries, e.deadLetters, e.publishFailed, e.fetchSeconds, waiting, e.backlog)
+	reg.MustRegister(e.jobs, e.inflight, e.redeliveries, e.canceled, e.held, e.trimmed, e.retries, e.deadLetters, e.publishFailed, e.fetchSeconds, waiting, e.backlog, e.bulkPaced)
 	return e
 }
 
@@ -191,6 +200,13 @@ func (e *Metrics) Begin() {
 func (e *Metrics) End() {
 	if e != nil {
 		e.inflight.Dec()
+	}
+}
+
+// BulkPaced counts d spent by a large result waiting for the bulk pacer.
+func (e *Metrics) BulkPaced(d time.Duration) {
+	if e != nil && d > 0 {
+		e.bulkPaced.Add(d.Seconds())
 	}
 }
 

@@ -258,6 +258,9 @@ func TestNeverReadingClientsBounds(t *testing.T) {
 	cfg := EphemeralConfig()
 	cfg.Origin.Enabled = false
 	cfg.Executor.Count = 2
+	if os.Getenv("PIPELINE_BOUNDS_PACING") == "off" { // for an A/B of the bulk pacer
+		cfg.Executor.BulkLatencyTarget = -1
+	}
 	cfg.Streams.FinishedMaxBytes = keep
 	cfg.Streams.MaxResultBytes = keep
 	big.allow(&cfg)
