@@ -18,8 +18,8 @@ import (
 // milliseconds of CPU in the executor, the NATS server and the origin.
 // Unpaced, a few clients' large fetches keep a small machine's CPUs busy,
 // and every other client's small fetch then waits in the Go scheduler's run
-// queues at each of its hops (README "Bounds per connection": p99 330 ms for
-// a 14 ms fetch on 2 cores). Go has no goroutine priorities, so the pacer
+// queues at each of its hops (README "Bounds per connection": p99 357-371 ms
+// for a 14 ms fetch on 2 cores, 37 ms paced). Go has no goroutine priorities, so the pacer
 // slows the bulk lane instead.
 //
 // It watches this process's scheduling latency (the runtime metric
