@@ -155,7 +155,7 @@ func (l *refusalLimiter) listener(ln net.Listener) net.Listener {
 	if l == nil {
 		return ln
 	}
-	return &refusalListener{Listener: ln, l: l}
+	return &refusalListener{Listener: ln, l: l, raw: newRawAcceptor(ln)}
 }
 
 // refusalListener closes a blocked source's connections as it accepts them,
@@ -164,13 +164,17 @@ func (l *refusalLimiter) listener(ln net.Listener) net.Listener {
 // loop is its one caller).
 type refusalListener struct {
 	net.Listener
-	l *refusalLimiter
+	l   *refusalLimiter
+	raw *rawAcceptor // nil: accept through Listener (accept_linux.go)
 }
 
 // Accept returns the next connection from a source that is not blocked,
 // closing (with a reset: no TIME_WAIT left on this side) the others on the
 // way. Its errors are the wrapped listener's.
 func (rl *refusalListener) Accept() (net.Conn, error) {
+	if rl.raw != nil {
+		return rl.raw.accept(rl.l.table.blocked, rl.closedAtAccept)
+	}
 	for {
 		c, err := rl.Listener.Accept()
 		if err != nil {
@@ -186,11 +190,25 @@ func (rl *refusalListener) Accept() (net.Conn, error) {
 		}
 		_ = tc.SetLinger(0)
 		_ = tc.Close()
-		rl.l.m.ClosedAtAccept()
-		if n, ok := rl.l.closeLog.Tick(); ok {
-			rl.l.log.Warn().Int64("closed", n).Str("source", sourceKey(ra.AddrPort().Addr()).String()).
-				Msg("connection closed at accept: its source address is blocked after too many auth refusals (logged at most every 10 s; closed counts the connections since the last line, from any blocked source)")
-		}
+		rl.closedAtAccept(ra.AddrPort().Addr())
+	}
+}
+
+// Close closes the listener.
+func (rl *refusalListener) Close() error {
+	if rl.raw != nil {
+		_ = rl.raw.close()
+	}
+	return rl.Listener.Close()
+}
+
+// closedAtAccept counts a connection of source a closed at accept, and logs
+// at most one line per 10 s about them.
+func (rl *refusalListener) closedAtAccept(a netip.Addr) {
+	rl.l.m.ClosedAtAccept()
+	if n, ok := rl.l.closeLog.Tick(); ok {
+		rl.l.log.Warn().Int64("closed", n).Str("source", sourceKey(a).String()).
+			Msg("connection closed at accept: its source address is blocked after too many auth refusals (logged at most every 10 s; closed counts the connections since the last line, from any blocked source)")
 	}
 }
 
