@@ -178,3 +178,111 @@ func TestSIGTERMDrainsInFlightWork(t *testing.T) {
 		t.Fatalf("after drain: %+v, want %d results with status 200", s, n)
 	}
 }
+
+// TestFullResultStoreThenKill9 is issue 13's result-store scenario with
+// real processes: it pushes three times the results stream's size of 1 MiB
+// results through `pipeline up` (streams.max_result_bytes 64 MiB), then
+// 1,000 new fetches, and asks get-result for each of those 1,000 on a new
+// connection: every one must answer its result. Then it kills the process
+// (SIGKILL) with slow fetches in flight, starts it again on the same data
+// dir, and asks get-result for every fetch that got `enqueued` and no final
+// frame: every one must end.
+func TestFullResultStoreThenKill9(t *testing.T) {
+	needBinary(t)
+	d := newDeployment(t)
+	const storeBytes = 64 << 20
+	env := []string{"PIPELINE_STREAMS_MAX_RESULT_BYTES=" + strconv.Itoa(storeBytes)}
+	up := d.up(t, env, "--executors", "2")
+	l := testutil.NewLedger()
+	conns := []*testutil.LedgerConn{testutil.DialLedger(t, d.wsURL(), l), testutil.DialLedger(t, d.wsURL(), l)}
+	phase := func(prefix string, n, window int, url string) {
+		t.Helper()
+		for i := 0; i < n; i++ {
+			l.WaitFor(60*time.Second, func() bool { s := l.Summary(); return s.Sent-s.Finished-s.Refused < window })
+			if err := conns[i%len(conns)].StartFetch(prefix+strconv.Itoa(i), url, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	fill := 3 * storeBytes >> 20
+	began := time.Now()
+	// 8 in flight: at most 4 MiB of results owed per connection, under its
+	// 8 MiB send queue even while the client decodes a backlog.
+	phase("big", fill, 8, d.targetURL()+"/bytes?n=1048576")
+	if !l.WaitDone(120 * time.Second) {
+		t.Fatalf("filling: %d fetches unfinished", l.Pending())
+	}
+	filled := time.Since(began)
+	phase("new", 1000, 200, d.targetURL()+"/echo")
+	if !l.WaitDone(120 * time.Second) {
+		t.Fatalf("1,000 new fetches: %d unfinished", l.Pending())
+	}
+	// get-result for the 1,000, on a connection of its own.
+	c := testutil.DialWS(t, d.wsURL())
+	jobs := l.Jobs("new")
+	for id, job := range jobs {
+		c.SendJSON(map[string]any{"type": "get-result", "id": id, "job": job})
+	}
+	answered, other := 0, map[string]int{}
+	for range jobs {
+		f := c.Read()
+		if f.Type == "result" && f.Status == 200 {
+			answered++
+		} else {
+			other[f.Type+" "+f.Code]++
+		}
+	}
+	// The fill's results are past the store's size: each one answers its
+	// result while retained, or result_expired, never pending or unknown.
+	bigAnswers := map[string]int{}
+	for id, job := range l.Jobs("big") {
+		c.SendJSON(map[string]any{"type": "get-result", "id": id, "job": job})
+		f := c.Read()
+		bigAnswers[f.Type+" "+f.Code]++
+	}
+	c.Conn.Close()
+
+	// kill -9 with slow fetches in flight, restart, recover by get-result.
+	const slow = 300
+	killed := false
+	for i := 0; i < slow; i++ {
+		if err := conns[i%len(conns)].StartFetch("slow"+strconv.Itoa(i), d.targetURL()+"/delay?ms=500", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.WaitFor(30*time.Second, func() bool { return len(l.Jobs("slow")) == slow })
+	before := l.Summary()
+	up.kill()
+	killed = true
+	up = d.up(t, env, "--executors", "2")
+	rc := testutil.DialLedger(t, d.wsURL(), l)
+	ok := l.WaitFor(120*time.Second, func() bool {
+		missing := l.Unfinished()
+		for id, job := range missing {
+			_ = rc.Send(map[string]any{"type": "get-result", "id": testutil.GetResultID(id), "job": job})
+		}
+		if len(missing) > 0 {
+			time.Sleep(500 * time.Millisecond)
+		}
+		return len(missing) == 0
+	})
+	s := l.Summary()
+	t.Logf("| results stream | 1 MiB results through it | get-result of 1,000 new fetches | fill's results asked again | slow fetches enqueued at the kill -9 | unfinished at the kill | ended after the restart | lost | duplicates |")
+	t.Logf("| %d MiB | %d (%v) | %d of %d results%v | %v | %d | %d | %d | %d | %d |",
+		storeBytes>>20, fill, filled.Round(time.Millisecond), answered, len(jobs), map[bool]string{true: "", false: fmt.Sprintf(", other %v", other)}[len(other) == 0],
+		bigAnswers, slow, before.Enqueued-before.Finished, s.Finished-before.Finished, s.Lost, s.Duplicates)
+	if answered != len(jobs) || len(jobs) != 1000 {
+		t.Errorf("get-result answered %d of %d new fetches with their result (other answers %v)", answered, len(jobs), other)
+	}
+	for k, n := range bigAnswers {
+		if k != "result " && k != "error result_expired" {
+			t.Errorf("%d of the fill's fetches answered %q, want their result or result_expired", n, k)
+		}
+	}
+	if !killed || before.Enqueued-before.Finished == 0 {
+		t.Errorf("no fetch in flight at the kill (%+v)", before)
+	}
+	if !ok || s.Lost != 0 || s.Duplicates != 0 {
+		t.Errorf("after the restart: %d enqueued fetches never ended, %d duplicate final frames", s.Lost, s.Duplicates)
+	}
+}

@@ -110,6 +110,19 @@ func (l *Ledger) Unfinished() map[string]string {
 	return out
 }
 
+// Jobs maps each enqueued fetch whose id has prefix to its job id.
+func (l *Ledger) Jobs(prefix string) map[string]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]string{}
+	for id, job := range l.job {
+		if strings.HasPrefix(id, prefix) {
+			out[id] = job
+		}
+	}
+	return out
+}
+
 // ByExecutor counts results per executor id among fetches whose id has
 // prefix.
 func (l *Ledger) ByExecutor(prefix string) map[string]int {
