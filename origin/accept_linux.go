@@ -107,7 +107,7 @@ func (ra *rawAcceptor) accept(blocked func(netip.Addr) bool, closed func(netip.A
 			return nil, &net.OpError{Op: "accept", Net: "tcp", Err: err}
 		}
 		if aerr != nil {
-			return nil, os.NewSyscallError("accept4", aerr)
+			return nil, acceptError(aerr)
 		}
 		f := os.NewFile(uintptr(nfd), "")
 		c, err := net.FileConn(f) // a dup of nfd, registered with the poller
@@ -117,6 +117,13 @@ func (ra *rawAcceptor) accept(blocked func(netip.Addr) bool, closed func(netip.A
 		}
 		return c, nil
 	}
+}
+
+// acceptError wraps an accept4 error as net.TCPListener.Accept does, so that
+// http.Server retries the temporary ones (EMFILE, ENFILE) after a pause
+// rather than stop serving.
+func acceptError(err error) error {
+	return &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", err)}
 }
 
 // sockaddrAddr is a peer's IP address; invalid for other address families.
