@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pipeline-dev/pipeline/client/wire"
+	"github.com/pipeline-dev/pipeline/internal/cpustat"
 )
 
 // Defaults used when the corresponding Config field is zero. They point at
@@ -212,11 +213,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		e.warmupIssued = wp.issued.Load()
 	}
 	mp := e.newPhase("measure", true, cfg.Requests, cfg.Duration)
-	cpu0, cpuOK := processCPU()
-	pids0, pidsErr := pidsCPU(cfg.CPUPids)
+	cpu0, cpuOK := cpustat.Process()
+	pids0, pidsErr := cpustat.PIDs(cfg.CPUPids)
 	runErr := e.runPhase(ctx, mp)
-	cpu1, _ := processCPU()
-	pids1, pidsErr1 := pidsCPU(cfg.CPUPids)
+	cpu1, _ := cpustat.Process()
+	pids1, pidsErr1 := cpustat.PIDs(cfg.CPUPids)
 	rep := e.report(mp)
 	if n := rep.OK + rep.Errors; cpuOK && n > 0 {
 		rep.ProcessCPUPerFetchUS = float64((cpu1 - cpu0).Microseconds()) / float64(n)

@@ -5,11 +5,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/pipeline-dev/pipeline/internal/cpustat"
 )
 
 // BenchmarkBlockedAccept measures what a blocked source's connection costs:
@@ -47,8 +48,7 @@ func BenchmarkBlockedAccept(b *testing.B) {
 				done <- err
 			}()
 			addr := ln.Addr().String()
-			var ru0, ru1 syscall.Rusage
-			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+			cpu0, _ := cpustat.Process()
 			b.ResetTimer()
 			for b.Loop() {
 				c, err := net.Dial("tcp", addr)
@@ -62,8 +62,8 @@ func BenchmarkBlockedAccept(b *testing.B) {
 				_ = c.Close()
 			}
 			b.StopTimer()
-			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
-			cpu := time.Duration(syscall.TimevalToNsec(ru1.Utime) - syscall.TimevalToNsec(ru0.Utime) + syscall.TimevalToNsec(ru1.Stime) - syscall.TimevalToNsec(ru0.Stime))
+			cpu1, _ := cpustat.Process()
+			cpu := cpu1 - cpu0
 			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
 			_ = rl.Close()
 			if err := <-done; !errors.Is(err, net.ErrClosed) {

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/rs/zerolog"
 
+	"github.com/pipeline-dev/pipeline/internal/cpustat"
 	"github.com/pipeline-dev/pipeline/internal/testutil"
 	"github.com/pipeline-dev/pipeline/origin"
 )
@@ -437,11 +437,8 @@ func floodRaw(ctx context.Context, addr string, rate int) (attempts, answered in
 // the target and the legitimate client, and the flood client too when it
 // floods in-process.
 func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	cpu, _ := cpustat.Process()
+	return cpu
 }
 
 // measurement skips t unless environment variable gate is set: tests

@@ -1,6 +1,9 @@
 //go:build unix
 
-package loadgen
+// Package cpustat reads CPU time used by processes: this one (getrusage)
+// and others by pid (Linux /proc). Its functions are safe for concurrent
+// use.
+package cpustat
 
 import (
 	"bytes"
@@ -11,9 +14,9 @@ import (
 	"time"
 )
 
-// processCPU is the user+system CPU time this process has used, and
-// whether it could be read.
-func processCPU() (time.Duration, bool) {
+// Process is the user+system CPU time this process has used, and whether
+// it could be read (not on every platform).
+func Process() (time.Duration, bool) {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0, false
@@ -25,10 +28,10 @@ func processCPU() (time.Duration, bool) {
 // every Linux architecture Go supports.
 const clockTicks = 100
 
-// pidsCPU is the user+system CPU time the processes pids have used, from
+// PIDs is the user+system CPU time the processes pids have used, from
 // /proc/<pid>/stat (fields 14 and 15, after the parenthesized command). It
 // fails when a process is gone or /proc cannot be read (not Linux).
-func pidsCPU(pids []int) (time.Duration, error) {
+func PIDs(pids []int) (time.Duration, error) {
 	var total time.Duration
 	for _, pid := range pids {
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
