@@ -24,7 +24,8 @@ import (
 //     (Its job bodies are still its own words: executors must take a job's
 //     origin from the subject, see Subjects.JobOrigin.)
 //   - executor: create and read the per-origin jobs consumers ("jobs-<id>"),
-//     ack jobs, publish results (<prefix>.results.*), process dead letters; it cannot
+//     ack jobs, publish results (<prefix>.results.*) and the jobs stream's
+//     keepers (<prefix>.jobs.keep), process dead letters; it cannot
 //     publish jobs nor read results.
 //   - runtime: serve <prefix>.rpc.> in queue group "runtime" and the micro
 //     discovery subjects ($SRV.>), and publish only to inbox reply subjects.
@@ -275,8 +276,9 @@ func OriginPermissions(s Subjects, originID string) *server.Permissions {
 
 // ExecutorPermissions are the executors' permissions under prefix s.
 //
-// Publish: results (<prefix>.results.> and the bulk lane, <prefix>.bulk.>)
-// and dead letters (<prefix>.dlq.>);
+// Publish: results (<prefix>.results.> and the bulk lane, <prefix>.bulk.>),
+// dead letters (<prefix>.dlq.>) and the jobs stream's keepers
+// (<prefix>.jobs.keep, KeepJobsBlock);
 // the jobs consumers' create (filtered on a job subject only), list, info,
 // pull and acks (acks explicitly, not via allow_responses, which would allow
 // one reply only and break InProgress followed by Ack); the dead-letter
@@ -298,6 +300,7 @@ func ExecutorPermissions(s Subjects) *server.Permissions {
 			s.ResultsWildcard(),
 			s.BulkWildcard(),
 			s.DeadLetterWildcard(),
+			s.JobsKeeper(),
 			jsAPI + "CONSUMER.CREATE." + JobsStream + ".*." + s.Job("*"),
 			jsAPI + "CONSUMER.LIST." + JobsStream,
 			jsAPI + "CONSUMER.NAMES." + JobsStream,

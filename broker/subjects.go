@@ -37,8 +37,14 @@ func (s Subjects) prefix() string {
 // Job is the subject a job for origin originID is published on.
 func (s Subjects) Job(originID string) string { return s.prefix() + ".jobs.fetch." + originID }
 
-// JobsWildcard matches every job subject.
+// JobsWildcard is the jobs stream's subject: every job subject, and
+// JobsKeeper.
 func (s Subjects) JobsWildcard() string { return s.prefix() + ".jobs.>" }
+
+// JobsKeeper is the subject of the jobs stream's keeper messages
+// (KeepJobsBlock): in the stream, but outside every jobs consumer's filter,
+// so no executor receives one and no origin may publish one.
+func (s Subjects) JobsKeeper() string { return s.prefix() + ".jobs.keep" }
 
 // Result is origin originID's plain results subject (PROTOCOL.md §2). A
 // result published there is stored as ResultOf(originID, LegacyResultToken)

@@ -58,6 +58,12 @@ type Config struct {
 	// the CPU that small jobs leave (pacer.go). Default 100 µs
 	// (DefaultBulkLatencyTarget); a negative value turns the pacing off.
 	BulkLatencyTarget time.Duration `yaml:"bulk_latency_target"`
+	// JobsKeeperInterval is how often the executor publishes a keeper
+	// message into the jobs stream, so that a stream that empties after
+	// every job does not make the NATS server create and delete a file per
+	// job (broker.KeepJobsBlock). Default 15 s (broker.KeeperInterval); a
+	// negative value turns it off.
+	JobsKeeperInterval time.Duration `yaml:"jobs_keeper_interval"`
 	// Circuit configures the per-host circuit breaker.
 	Circuit CircuitConfig `yaml:"circuit"`
 	// Policy is the destination policy (SSRF protection) New builds, unless
@@ -114,6 +120,9 @@ func (c Config) withDefaults() Config {
 	if c.BulkLatencyTarget == 0 {
 		c.BulkLatencyTarget = DefaultBulkLatencyTarget
 	}
+	if c.JobsKeeperInterval == 0 {
+		c.JobsKeeperInterval = broker.KeeperInterval
+	}
 	c.Circuit = c.Circuit.withDefaults()
 	if c.Policy.MaxRedirects == 0 {
 		c.Policy.MaxRedirects = netpolicy.DefaultMaxRedirects
@@ -124,11 +133,14 @@ func (c Config) withDefaults() Config {
 // Executor pulls jobs from the shared executors consumer and fetches them.
 // Create with New, run with Start, stop with Shutdown.
 type Executor struct {
-	cfg     Config
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	fetcher *Fetcher
-	log     zerolog.Logger
+	cfg Config
+	// keeperChecked: the trim loop (keeper.go) has seen the jobs stream's
+	// storage. Only that goroutine uses it.
+	keeperChecked bool
+	nc            *nats.Conn
+	js            jetstream.JetStream
+	fetcher       *Fetcher
+	log           zerolog.Logger
 
 	sem chan struct{}
 	// bulk caps this executor's large results being stored at once

@@ -68,7 +68,8 @@ func (e *Executor) stopTrim() {
 }
 
 // trimLoop trims every broker.TrimInterval, jittered so that executors
-// started together do not trim in step, and soon after a kick.
+// started together do not trim in step, and soon after a kick. It also
+// publishes the jobs stream's keeper every Config.JobsKeeperInterval.
 func (e *Executor) trimLoop(ctx context.Context, done chan<- struct{}) {
 	defer close(done)
 	interval := broker.TrimInterval(e.cfg.Results)
@@ -79,10 +80,25 @@ func (e *Executor) trimLoop(ctx context.Context, done chan<- struct{}) {
 	timer := time.NewTimer(time.Until(due))
 	defer timer.Stop()
 	var last, warned time.Time
+	var keep <-chan time.Time // the jobs stream's keeper (keeper.go); nil: off
+	var keepChecked bool
+	if e.cfg.JobsKeeperInterval > 0 {
+		keeper := time.NewTicker(e.cfg.JobsKeeperInterval)
+		defer keeper.Stop()
+		keep = keeper.C
+		if !e.keepOnce(ctx, &keepChecked) {
+			keep = nil
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-keep:
+			if !e.keepOnce(ctx, &keepChecked) {
+				keep = nil
+			}
+			continue
 		case <-e.trim.kick:
 			if wait := trimMinGap - time.Since(last); wait > 0 {
 				// Trimmed a moment ago: trim again once the gap is over,

@@ -44,7 +44,7 @@ func testOutcomes(m *Metrics, name string) *OutcomeCounters {
 
 func TestNilMetricsRecordNothing(t *testing.T) {
 	var m *Metrics
-	m.WatchQueue(nil)
+	m.WatchQueue(nil, broker.Subjects{})
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	if rec.Code != http.StatusNotFound {
@@ -152,12 +152,18 @@ func TestQueueDepthReadsTheExecutorsConsumer(t *testing.T) {
 	defer nc.Close()
 
 	m := New()
-	m.WatchQueue(js)
-	m.WatchQueue(js) // a second call must not register twice
+	m.WatchQueue(js, broker.Subjects{})
+	m.WatchQueue(js, broker.Subjects{}) // a second call must not register twice
 	want(t, m, "pipeline_jobs_queue_depth", nil, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	subj := broker.Subjects{}.Job("o1")
+	// Keepers are in the stream but are not jobs: two intervals' worth.
+	for i := 0; i < 2; i++ {
+		if err := broker.KeepJobsBlock(ctx, js, broker.Subjects{}, time.Unix(int64(i)*60, 0), time.Minute, time.Hour); err != nil {
+			t.Fatalf("keeper: %v", err)
+		}
+	}
 	for i := 0; i < 3; i++ {
 		if _, err := js.Publish(ctx, subj, []byte(`{}`)); err != nil {
 			t.Fatal(err)
@@ -171,7 +177,7 @@ func TestQueueDepthReadsTheExecutorsConsumer(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("queue depth = %v, want 3", got)
+			t.Fatalf("queue depth = %v, want 3 (5 messages, 2 of them keepers)", got)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

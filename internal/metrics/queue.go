@@ -33,17 +33,19 @@ const (
 // jobs stream and its per-origin jobs consumers through js at scrape time,
 // at most once a second. When they cannot be read (NATS is away) the
 // two gauges are left out of the scrape rather than reported stale. Only the
-// first call per Metrics registers; later calls do nothing.
-func (m *Metrics) WatchQueue(js jetstream.JetStream) {
+// first call per Metrics registers; later calls do nothing. The stream's
+// keepers (broker.KeepJobsBlock, on s.JobsKeeper) are not counted.
+func (m *Metrics) WatchQueue(js jetstream.JetStream, s broker.Subjects) {
 	if m == nil || js == nil {
 		return
 	}
-	m.queueOnce.Do(func() { m.reg.MustRegister(newQueueCollector(js)) })
+	m.queueOnce.Do(func() { m.reg.MustRegister(newQueueCollector(js, s)) })
 }
 
 // queueCollector reports the jobs consumer's backlog.
 type queueCollector struct {
 	js      jetstream.JetStream
+	keeper  string // the keepers' subject
 	depth   *prometheus.Desc
 	pending *prometheus.Desc
 
@@ -53,9 +55,10 @@ type queueCollector struct {
 	err  error
 }
 
-func newQueueCollector(js jetstream.JetStream) *queueCollector {
+func newQueueCollector(js jetstream.JetStream, s broker.Subjects) *queueCollector {
 	return &queueCollector{
-		js: js,
+		js:     js,
+		keeper: s.JobsKeeper(),
 		depth: prometheus.NewDesc(MetricJobsQueueDepth,
 			"Jobs stored and not yet delivered to any executor (jobs stream messages minus the jobs consumers' NumAckPending).", nil, nil),
 		pending: prometheus.NewDesc(MetricJobsAckPending,
@@ -89,7 +92,7 @@ func (q *queueCollector) read() (*queueState, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), queueTimeout)
 	defer cancel()
-	q.info, q.err = readQueue(ctx, q.js)
+	q.info, q.err = readQueue(ctx, q.js, q.keeper)
 	q.at = time.Now()
 	return q.info, q.err
 }
@@ -100,8 +103,8 @@ type queueState struct{ queued, ackPending uint64 }
 
 // readQueue reads the jobs stream's message count and its jobs consumers'
 // ack-pending counts (one consumer per origin; a consumer list is paged by
-// the server, 256 infos a page).
-func readQueue(ctx context.Context, js jetstream.JetStream) (*queueState, error) {
+// the server, 256 infos a page), less the keepers on subject keeper.
+func readQueue(ctx context.Context, js jetstream.JetStream, keeper string) (*queueState, error) {
 	st, err := js.Stream(ctx, broker.JobsStream)
 	if err != nil {
 		return nil, fmt.Errorf("queue depth: stream %s: %w", broker.JobsStream, err)
@@ -116,7 +119,18 @@ func readQueue(ctx context.Context, js jetstream.JetStream) (*queueState, error)
 	if err := l.Err(); err != nil {
 		return nil, fmt.Errorf("queue depth: consumers of %s: %w", broker.JobsStream, err)
 	}
-	if msgs := st.CachedInfo().State.Msgs; msgs > q.ackPending {
+	msgs := st.CachedInfo().State.Msgs
+	if msgs > q.ackPending {
+		// Less the stream's keepers (broker.KeepJobsBlock), which are not
+		// jobs: a few messages at most, so only asked for when they could
+		// matter.
+		keepers, err := st.Info(ctx, jetstream.WithSubjectFilter(keeper))
+		if err != nil {
+			return nil, fmt.Errorf("queue depth: keepers of %s: %w", broker.JobsStream, err)
+		}
+		msgs -= min(msgs, keepers.State.Subjects[keeper])
+	}
+	if msgs > q.ackPending {
 		q.queued = msgs - q.ackPending
 	}
 	return &q, nil

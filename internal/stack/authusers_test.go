@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/pipeline-dev/pipeline/broker"
@@ -67,6 +68,27 @@ func TestPerRoleUsersFromConfig(t *testing.T) {
 			t.Errorf("%s under auth: %d, want 200 with %q", path, resp.StatusCode, want)
 		}
 	}
+	// The executor's user may publish the jobs stream's keeper, and the
+	// queue depth does not count it (every job above has finished).
+	admin, err := nats.Connect(st.NATSURL(), nats.UserInfo("admin", "admin-pw"), nats.CustomInboxPrefix(broker.InboxPrefix(broker.RoleAdmin, "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	js, err := jetstream.New(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keeper := broker.Subjects{}.JobsKeeper()
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		jobs, err := js.Stream(context.Background(), broker.JobsStream)
+		if err != nil {
+			return false
+		}
+		info, err := jobs.Info(context.Background(), jetstream.WithSubjectFilter(keeper))
+		return err == nil && info.State.Subjects[keeper] > 0
+	}, "a keeper in the jobs stream, published with the executor's permissions")
+	testutil.WantMetric(t, st.metrics.Gatherer(), "pipeline_jobs_queue_depth", nil, 0)
 	if nc, err := nats.Connect(st.NATSURL(), nats.Timeout(2*time.Second)); err == nil {
 		nc.Close()
 		t.Fatal("anonymous connection accepted, want authorization violation")

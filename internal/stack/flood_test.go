@@ -59,6 +59,9 @@ func (c *countingWriter) Write(p []byte) (int, error) { c.n.Add(1); return len(p
 //
 //	PIPELINE_FLOOD=1 go test -count=1 -run TestWrongTokenFlood -v ./internal/stack/
 //
+// PIPELINE_FLOOD_KEEPER=off runs it without the jobs stream's keeper
+// (executor.jobs_keeper_interval -1).
+//
 // PIPELINE_FLOOD_ONLY=<part of a phase name> runs only the matching flood
 // phases (after "no flood"), e.g. to profile one with -cpuprofile.
 func TestWrongTokenFlood(t *testing.T) {
@@ -73,6 +76,9 @@ func TestWrongTokenFlood(t *testing.T) {
 	cfg.Origin.RefusalExempt = nil // the flood's 127.0.0.2 is loopback too
 	if !limit {
 		cfg.Origin.RefusalsPerSource = 0
+	}
+	if os.Getenv("PIPELINE_FLOOD_KEEPER") == "off" { // for an A/B of the jobs stream's keeper
+		cfg.Executor.JobsKeeperInterval = -1
 	}
 	cfg.Log.Level = "info"
 	st := startConfiguredTo(t, cfg, zerolog.New(&lines).Level(zerolog.InfoLevel))

@@ -162,7 +162,7 @@ func (s *Stack) start(ctx context.Context) error {
 			return err
 		}
 	}
-	defer func() { s.metrics.WatchQueue(js) }() // js may come from an executor below
+	defer func() { s.metrics.WatchQueue(js, subjects) }() // js may come from an executor below
 
 	for i := 0; i < cfg.Executor.Count; i++ {
 		enc, err := s.connect(ctx, fmt.Sprintf("pipeline executor %d", i+1), broker.RoleExecutor, "")
