@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -17,54 +16,64 @@ import (
 // last message is removed and creates a new block file for the next write
 // (filestore.go, removeMsgBlock). A work-queue stream that empties after
 // every job, which is what one job at a time does, so creates and deletes a
-// file per job: on ext4 that was a fifth of a one-at-a-time job's broker CPU
-// (BenchmarkJobsRoundTrip). A keeper message, on a subject no consumer
-// reads, keeps the last block from emptying. Blocks still roll over once
-// full, leaving a keeper behind in an older one, so executors publish a new
-// keeper every KeeperInterval; each lives for KeeperTTL (a per-message TTL,
-// which the jobs stream allows) and so never outlives the executors that
-// keep publishing them. Keepers published by several executors within one
-// KeeperInterval are one message (the same Nats-Msg-Id), so the stream
-// holds at most KeeperTTL/KeeperInterval+1 of them, whatever the number of
-// executors; they count against streams.max_jobs like jobs.
+// file per job: a third of a one-at-a-time job's CPU in
+// BenchmarkJobsRoundTrip. A keeper message, on a subject no jobs consumer's
+// filter matches, keeps the last block from emptying. Blocks still roll over
+// once full, leaving the keeper behind in an older one, so executors publish
+// a new keeper every KeeperInterval and delete the older ones. Keepers
+// published by several executors within one interval are one message (the
+// same Nats-Msg-Id), and whichever executor publishes next deletes every
+// older keeper, also one left by an executor that died: the stream holds one
+// keeper, two for a moment. Keepers are plain messages (no per-message TTL,
+// which a stream cannot turn off again once on: an older version could then
+// no longer provision it). They count against streams.max_jobs like jobs.
 
-const (
-	// KeeperInterval is how often executors publish a jobs-stream keeper
-	// by default (executor.jobs_keeper_interval).
-	KeeperInterval = 15 * time.Second
-	// KeeperTTL is how long one keeper stays: long enough that the next
-	// one, KeeperInterval later, arrives before it goes.
-	KeeperTTL = 4 * KeeperInterval
-)
+// KeeperInterval is how often executors publish a jobs-stream keeper by
+// default (executor.jobs_keeper_interval).
+const KeeperInterval = 15 * time.Second
 
-// ErrKeeperRefused is returned, wrapped, by KeepJobsBlock when the jobs
-// stream does not allow per-message TTLs: it was provisioned by an older
-// version (provision it with this one: pipeline up, or any role with admin
-// rights).
-var ErrKeeperRefused = errors.New("broker: jobs stream refused its keeper: it does not allow per-message TTLs (provision it with this version)")
+// keeperSweep bounds the older keepers one KeepJobsBlock deletes.
+const keeperSweep = 16
 
 // KeepJobsBlock publishes a keeper message into the jobs stream (see
 // above), unless one was published within the same interval of length
-// every (KeeperInterval if zero) counted from the Unix epoch; it lives for
-// ttl (KeeperTTL if zero). A full stream needs no keeper: it refuses it and
-// KeepJobsBlock returns nil. It fails with ErrKeeperRefused (wrapped) when
-// the stream does not allow TTLs, or with the publish's error. It is safe
-// for concurrent use, also from many processes.
-func KeepJobsBlock(ctx context.Context, js jetstream.JetStream, s Subjects, now time.Time, every, ttl time.Duration) error {
+// every (KeeperInterval if zero or less) counted from the Unix epoch, and
+// then deletes every older keeper (at most 16 per call). A full stream needs
+// no keeper: it refuses it, and KeepJobsBlock returns nil. It fails with the
+// error of the publish, the lookup or a delete (one another executor made
+// first is no error). It is safe for concurrent use, also from many
+// processes.
+func KeepJobsBlock(ctx context.Context, js jetstream.JetStream, s Subjects, now time.Time, every time.Duration) error {
 	if every <= 0 {
 		every = KeeperInterval
 	}
-	if ttl <= 0 {
-		ttl = KeeperTTL
-	}
 	id := "keeper." + strconv.FormatInt(now.UnixNano()/int64(every), 10)
-	_, err := js.Publish(ctx, s.JobsKeeper(), nil, jetstream.WithMsgID(id), jetstream.WithMsgTTL(ttl))
-	var apiErr *jetstream.APIError
+	ack, err := js.Publish(ctx, s.JobsKeeper(), nil, jetstream.WithMsgID(id))
 	switch {
-	case err == nil || isStoreFull(err):
+	case isStoreFull(err):
 		return nil
-	case errors.As(err, &apiErr) && server.ErrorIdentifier(apiErr.ErrorCode) == server.JSMessageTTLDisabledErr:
-		return fmt.Errorf("%w: %w", ErrKeeperRefused, err)
+	case err != nil:
+		return fmt.Errorf("jobs stream keeper: %w", err)
 	}
-	return fmt.Errorf("jobs stream keeper: %w", err)
+	st, err := js.Stream(ctx, JobsStream)
+	if err != nil {
+		return fmt.Errorf("jobs stream keeper: stream %s: %w", JobsStream, err)
+	}
+	for seq, i := uint64(1), 0; i < keeperSweep; i++ {
+		old, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(s.JobsKeeper()))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("jobs stream keeper: look up older keepers: %w", err)
+		}
+		if old.Sequence >= ack.Sequence {
+			return nil
+		}
+		if err := st.DeleteMsg(ctx, old.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) {
+			return fmt.Errorf("jobs stream keeper: delete older keeper %d: %w", old.Sequence, err)
+		}
+		seq = old.Sequence + 1
+	}
+	return nil
 }

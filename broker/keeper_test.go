@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"errors"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -130,7 +129,7 @@ func TestKeeperStopsABlockFilePerJob(t *testing.T) {
 	if grew := e.lastBlock(t) - before; grew < jobs {
 		t.Fatalf("without a keeper %d jobs one at a time made %d new block files, want one each: the file store no longer does that, and the keeper may be useless", jobs, grew)
 	}
-	if err := KeepJobsBlock(e.ctx, e.js, Subjects{}, time.Now(), time.Minute, time.Hour); err != nil {
+	if err := KeepJobsBlock(e.ctx, e.js, Subjects{}, time.Now(), time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	before = e.lastBlock(t)
@@ -142,71 +141,80 @@ func TestKeeperStopsABlockFilePerJob(t *testing.T) {
 	}
 }
 
-// TestKeeperOnePerIntervalAndExpires checks that keepers published within
-// one interval (by any number of executors) are one message, that the next
-// interval adds one, and that each goes after its TTL.
-func TestKeeperOnePerIntervalAndExpires(t *testing.T) {
+// TestKeeperOneAtATime checks that keepers published within one interval
+// (by any number of executors) are one message, and that the next
+// interval's keeper replaces every older one, also one an executor that
+// died left behind.
+func TestKeeperOneAtATime(t *testing.T) {
 	e := newKeeperEnv(t)
+	keeper := Subjects{}.JobsKeeper()
+	last := func() uint64 {
+		t.Helper()
+		st, err := e.js.Stream(e.ctx, JobsStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := st.GetLastMsgForSubject(e.ctx, keeper)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Sequence
+	}
 	at := time.Unix(1_000_000, 0)
 	for i := 0; i < 3; i++ { // three executors, one interval
-		if err := KeepJobsBlock(e.ctx, e.js, Subjects{}, at.Add(time.Duration(i)*time.Second), time.Minute, time.Second); err != nil {
+		if err := KeepJobsBlock(e.ctx, e.js, Subjects{}, at.Add(time.Duration(i)*time.Second), time.Minute); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if n := e.keepers(t); n != 1 {
 		t.Fatalf("%d keepers after three in one interval, want 1", n)
 	}
-	if err := KeepJobsBlock(e.ctx, e.js, Subjects{}, at.Add(time.Minute), time.Minute, time.Second); err != nil {
+	// Two keepers of executors that died (outside KeepJobsBlock's de-duplication),
+	// and a job between them.
+	for _, subj := range []string{keeper, Subjects{}.Job("o1"), keeper} {
+		if _, err := e.js.Publish(e.ctx, subj, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := KeepJobsBlock(e.ctx, e.js, Subjects{}, at.Add(time.Minute), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if n := e.keepers(t); n != 2 {
-		t.Fatalf("%d keepers after the next interval's, want 2", n)
+	if n := e.keepers(t); n != 1 {
+		t.Fatalf("%d keepers after the next interval's, want 1", n)
 	}
-	// Both live 1 s: wait for the server to expire them (bounded).
-	deadline := time.Now().Add(30 * time.Second)
-	for e.keepers(t) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d keepers still there 30 s after their 1 s TTL", e.keepers(t))
-		}
-		time.Sleep(50 * time.Millisecond)
+	newest := last()
+	// The job is untouched.
+	e.job(t)
+	// A publish in an interval already kept changes nothing.
+	if err := KeepJobsBlock(e.ctx, e.js, Subjects{}, at.Add(time.Minute+time.Second), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if n, seq := e.keepers(t), last(); n != 1 || seq != newest {
+		t.Fatalf("%d keepers, the last at %d, after a second publish in one interval; want 1 at %d", n, seq, newest)
 	}
 }
 
-// TestKeeperRefusedWithoutTTLs checks the error for a jobs stream
-// provisioned by an older version (no per-message TTLs), and that a full
-// stream is no error.
-func TestKeeperRefusedWithoutTTLs(t *testing.T) {
+// TestKeeperIntoAFullStream checks that a full jobs stream is no error: it
+// keeps its last block anyway.
+func TestKeeperIntoAFullStream(t *testing.T) {
 	e := newKeeperEnv(t)
 	st, err := e.js.Stream(e.ctx, JobsStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A full stream: max_jobs 1, holding one job.
 	cfg := st.CachedInfo().Config
-	cfg.MaxMsgs = 1
+	cfg.MaxMsgs = 1 // max_jobs 1, holding one job
 	if _, err := e.js.UpdateStream(e.ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.js.Publish(e.ctx, Subjects{}.Job("o1"), []byte("job")); err != nil {
 		t.Fatal(err)
 	}
-	if err := KeepJobsBlock(e.ctx, e.js, Subjects{}, time.Now(), 0, 0); err != nil {
+	if err := KeepJobsBlock(e.ctx, e.js, Subjects{}, time.Now(), 0); err != nil {
 		t.Fatalf("keeper into a full stream: %v, want nil", err)
 	}
 	if n := e.keepers(t); n != 0 {
 		t.Fatalf("%d keepers in a full stream", n)
-	}
-	// An older version's stream: TTLs cannot be turned off, so make one.
-	if err := e.js.DeleteStream(e.ctx, JobsStream); err != nil {
-		t.Fatal(err)
-	}
-	cfg.AllowMsgTTL, cfg.MaxMsgs = false, 0
-	if _, err := e.js.CreateStream(e.ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	err = KeepJobsBlock(e.ctx, e.js, Subjects{}, time.Now(), 0, 0)
-	if !errors.Is(err, ErrKeeperRefused) {
-		t.Fatalf("keeper into a stream without TTLs: %v, want ErrKeeperRefused", err)
 	}
 }
 
@@ -221,7 +229,7 @@ func BenchmarkJobsRoundTrip(b *testing.B) {
 		b.Run("keeper="+strconv.FormatBool(keeper), func(b *testing.B) {
 			e := newKeeperEnv(b)
 			if keeper {
-				if err := KeepJobsBlock(e.ctx, e.js, Subjects{}, time.Now(), time.Hour, time.Hour); err != nil {
+				if err := KeepJobsBlock(e.ctx, e.js, Subjects{}, time.Now(), time.Hour); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -247,7 +247,6 @@ func provision(ctx context.Context, js jetstream.JetStream, c StreamsConfig) err
 		Storage:     storage,
 		Replicas:    c.Replicas,
 		Duplicates:  max(c.DuplicateWindow, c.KeyWindow),
-		AllowMsgTTL: true, // for its keepers (KeepJobsBlock)
 		Metadata:    c.jobsTemplate().metadata(),
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, jobs); err != nil {

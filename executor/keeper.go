@@ -2,7 +2,6 @@ package executor
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -10,17 +9,16 @@ import (
 	"github.com/pipeline-dev/pipeline/broker"
 )
 
-// keeperTimeout bounds one keeper publish.
+// keeperTimeout bounds one keeper turn.
 const keeperTimeout = 5 * time.Second
 
-// keepOnce publishes the jobs stream's keeper (broker.KeepJobsBlock) and
-// reports whether to go on doing so: not for a stream in memory (it has no
-// block files) nor for one that does not allow message TTLs (provisioned by
-// an older version; a warning says so). A failed publish (NATS away) is
-// retried at the next turn. *checked records that the stream's storage was
+// keepOnce publishes the jobs stream's keeper and deletes older ones
+// (broker.KeepJobsBlock), and reports whether to go on doing so: not for a
+// stream in memory, which has no block files. A failed turn (NATS away) is
+// retried at the next one. *checked records that the stream's storage was
 // looked at.
-func (e *Executor) keepOnce(ctx context.Context, checked *bool) bool {
-	ctx, cancel := context.WithTimeout(ctx, keeperTimeout)
+func (e *Executor) keepOnce(parent context.Context, checked *bool) bool {
+	ctx, cancel := context.WithTimeout(parent, keeperTimeout)
 	defer cancel()
 	if !*checked {
 		st, err := e.js.Stream(ctx, broker.JobsStream)
@@ -32,13 +30,8 @@ func (e *Executor) keepOnce(ctx context.Context, checked *bool) bool {
 			return false
 		}
 	}
-	err := broker.KeepJobsBlock(ctx, e.js, e.cfg.Subjects, time.Now(), e.cfg.JobsKeeperInterval, 4*e.cfg.JobsKeeperInterval)
-	if errors.Is(err, broker.ErrKeeperRefused) {
-		e.log.Warn().Err(err).Msg("jobs stream keeper stopped: until the stream is provisioned again, jobs that come one at a time cost the NATS server a file each")
-		return false
-	}
-	if err != nil && ctx.Err() == nil {
-		e.log.Debug().Err(err).Msg("jobs stream keeper not published; retrying next turn")
+	if err := broker.KeepJobsBlock(ctx, e.js, e.cfg.Subjects, time.Now(), e.cfg.JobsKeeperInterval); err != nil && parent.Err() == nil {
+		e.log.Debug().Err(err).Msg("jobs stream keeper not kept; retrying next turn")
 	}
 	return true
 }

@@ -36,7 +36,10 @@ func authConfig() broker.AuthConfig {
 // in config: every role connects as its own user, and fetches, get-result and
 // /call via NATS work. An anonymous client is refused.
 func TestPerRoleUsersFromConfig(t *testing.T) {
-	st := startStack(t, func(c *config.Config) { c.NATS.Auth = authConfig() })
+	st := startStack(t, func(c *config.Config) {
+		c.NATS.Auth = authConfig()
+		c.Executor.JobsKeeperInterval = 20 * time.Millisecond
+	})
 	c := testutil.DialWS(t, st.OriginWS())
 	enq, res := c.Fetch("a1", st.TargetURL()+"/echo?x=1", nil)
 	if res.Type != "result" || res.Status != 200 {
@@ -68,8 +71,9 @@ func TestPerRoleUsersFromConfig(t *testing.T) {
 			t.Errorf("%s under auth: %d, want 200 with %q", path, resp.StatusCode, want)
 		}
 	}
-	// The executor's user may publish the jobs stream's keeper, and the
-	// queue depth does not count it (every job above has finished).
+	// The executor's user may publish the jobs stream's keeper and delete
+	// older ones (a keeper every 20 ms here), and the queue depth does not
+	// count it (every job above has finished).
 	admin, err := nats.Connect(st.NATSURL(), nats.UserInfo("admin", "admin-pw"), nats.CustomInboxPrefix(broker.InboxPrefix(broker.RoleAdmin, "")))
 	if err != nil {
 		t.Fatal(err)
@@ -80,14 +84,26 @@ func TestPerRoleUsersFromConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	keeper := broker.Subjects{}.JobsKeeper()
-	testutil.Eventually(t, 10*time.Second, func() bool {
+	keepers := func() (n, last uint64) {
 		jobs, err := js.Stream(context.Background(), broker.JobsStream)
 		if err != nil {
-			return false
+			return 0, 0
 		}
 		info, err := jobs.Info(context.Background(), jetstream.WithSubjectFilter(keeper))
-		return err == nil && info.State.Subjects[keeper] > 0
-	}, "a keeper in the jobs stream, published with the executor's permissions")
+		if err != nil {
+			return 0, 0
+		}
+		m, err := jobs.GetLastMsgForSubject(context.Background(), keeper)
+		if err != nil {
+			return 0, 0
+		}
+		return info.State.Subjects[keeper], m.Sequence
+	}
+	var first uint64
+	testutil.Eventually(t, 10*time.Second, func() bool { _, first = keepers(); return first > 0 },
+		"a keeper in the jobs stream, published with the executor's permissions")
+	testutil.Eventually(t, 10*time.Second, func() bool { n, last := keepers(); return n == 1 && last > first },
+		"one keeper, newer than the first: older ones deleted with the executor's permissions")
 	testutil.WantMetric(t, st.metrics.Gatherer(), "pipeline_jobs_queue_depth", nil, 0)
 	if nc, err := nats.Connect(st.NATSURL(), nats.Timeout(2*time.Second)); err == nil {
 		nc.Close()
