@@ -78,12 +78,8 @@ func TestCancelQueuedJobIsNeverFetched(t *testing.T) {
 	defer ex.Shutdown(context.Background())
 	js, _ := jetstream.New(nc)
 	testutil.Eventually(t, 15*time.Second, func() bool {
-		s, err := js.Stream(ctx, broker.JobsStream)
-		if err != nil {
-			return false
-		}
-		info, err := s.Info(ctx)
-		return err == nil && info.State.Msgs == 0
+		n, err := testutil.JobsStored(ctx, js, broker.Subjects{})
+		return err == nil && n == 0
 	}, "the canceled job was not taken off the jobs stream")
 	if n := ct.count("/queued"); n != 0 {
 		t.Fatalf("canceled queued job reached the target %d times", n)
@@ -181,12 +177,8 @@ func TestCanceledRecordSurvivesRestart(t *testing.T) {
 	// The executor drops the canceled job unfetched.
 	js := testutil.JetStream(t, st.Server())
 	testutil.Eventually(t, 15*time.Second, func() bool {
-		s, err := js.Stream(context.Background(), broker.JobsStream)
-		if err != nil {
-			return false
-		}
-		info, err := s.Info(context.Background())
-		return err == nil && info.State.Msgs == 0
+		n, err := testutil.JobsStored(context.Background(), js, broker.Subjects{})
+		return err == nil && n == 0
 	}, "the canceled job was not taken off the jobs stream")
 	if n := ct.count("/queued"); n != 0 {
 		t.Fatalf("canceled job reached the target %d times", n)

@@ -373,11 +373,8 @@ func runNodeLoss(t *testing.T, allLeaders, auth bool) nodeLoss {
 	// Nothing is left behind in the jobs stream: every job was acked.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		s, err := js.Stream(ctx, broker.JobsStream)
-		if err == nil {
-			if info, err := s.Info(ctx); err == nil && info.State.Msgs == 0 {
-				break
-			}
+		if n, err := testutil.JobsStored(ctx, js, broker.Subjects{}); err == nil && n == 0 {
+			break
 		}
 		if time.Now().After(deadline) {
 			t.Errorf("jobs stream not drained 10 s after the load")

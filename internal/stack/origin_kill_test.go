@@ -35,8 +35,9 @@ func (p *upProcess) start() {
 	p.t.Helper()
 	p.starts++
 	// A short ack wait: the jobs running when the process died come back
-	// after it.
-	env := []string{"PIPELINE_EXECUTOR_POLICY_ALLOW=" + p.allow, "PIPELINE_STREAMS_ACK_WAIT=5s"}
+	// after it. No jobs-stream keeper: the test counts the messages the
+	// stream ever stored (its last sequence) as jobs.
+	env := []string{"PIPELINE_EXECUTOR_POLICY_ALLOW=" + p.allow, "PIPELINE_STREAMS_ACK_WAIT=5s", "PIPELINE_EXECUTOR_JOBS_KEEPER_INTERVAL=-1s"}
 	p.proc = startPipelineProcess(p.t, p.bin, fmt.Sprintf("up-%d", p.starts), "http://"+p.listen+"/readyz", []string{
 		"up", "--embedded-nats", "--data-dir", filepath.Join(p.dir, "data"), "--executors", "1",
 		"--listen", p.listen, "--nats-port", p.nats, "--monitor-port", "-2", "--runtime-listen", "127.0.0.1:0",

@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -76,4 +77,22 @@ func ConnectVia(t testing.TB, srv *broker.Server, inProcess bool) *nats.Conn {
 		opts = append(opts, nats.InProcessServer(srv.NATS()))
 	}
 	return Connect(t, srv, opts...)
+}
+
+// JobsStored is the number of jobs in the jobs stream: its messages less
+// its keepers (broker.KeepJobsBlock), which are not jobs.
+func JobsStored(ctx context.Context, js jetstream.JetStream, s broker.Subjects) (uint64, error) {
+	st, err := js.Stream(ctx, broker.JobsStream)
+	if err != nil {
+		return 0, fmt.Errorf("jobs stored: %w", err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(s.Job("*")))
+	if err != nil {
+		return 0, fmt.Errorf("jobs stored: %w", err)
+	}
+	var n uint64
+	for _, c := range info.State.Subjects {
+		n += c
+	}
+	return n, nil
 }
