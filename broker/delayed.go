@@ -48,10 +48,17 @@ func DueConsumer(originID string) string { return "due-" + originID }
 // ProvisionDelayed creates or updates the DelayedStream in js's account,
 // capped at MaxDelayedBytes (schedules beyond it push out the oldest, since
 // a stream with schedules cannot refuse new messages; the jobs stream's
-// MaxJobs still bounds what runs), remembering job ids for KeyWindow. It fails when the server refuses the stream (message schedules
-// need nats-server 2.12 or later) or ctx ends first.
+// MaxJobs still bounds what runs), remembering job ids for KeyWindow. A
+// forming cluster's refusals (no peers for placement yet, no leader) are
+// retried until ctx ends, as Provision does. It fails when the server
+// refuses the stream (message schedules need nats-server 2.12 or later) or
+// ctx ends first.
 func ProvisionDelayed(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) error {
-	c := cfg.withDefaults()
+	return retryTransient(ctx, func(actx context.Context) error { return provisionDelayed(actx, js, cfg.withDefaults()) })
+}
+
+// provisionDelayed is one try of ProvisionDelayed.
+func provisionDelayed(ctx context.Context, js jetstream.JetStream, c StreamsConfig) error {
 	storage := jetstream.FileStorage
 	if c.Storage == MemoryStorage {
 		storage = jetstream.MemoryStorage

@@ -195,9 +195,16 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) e
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("provision: %w", err)
 	}
+	return retryTransient(ctx, func(actx context.Context) error { return provision(actx, js, cfg.withDefaults()) })
+}
+
+// retryTransient runs attempt, each try bounded to 5 s, until it succeeds,
+// fails with an error a forming cluster does not give for a while
+// (transientClusterErr), or ctx ends; it returns the last try's error.
+func retryTransient(ctx context.Context, attempt func(context.Context) error) error {
 	for {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := provision(actx, js, cfg.withDefaults())
+		err := attempt(actx)
 		cancel()
 		if err == nil || ctx.Err() != nil || !transientClusterErr(err) {
 			return err
@@ -277,7 +284,7 @@ func provision(ctx context.Context, js jetstream.JetStream, c StreamsConfig) err
 		}
 	}
 	if len(c.Tenants) == 0 {
-		if err := ProvisionDelayed(ctx, js, c); err != nil {
+		if err := provisionDelayed(ctx, js, c); err != nil {
 			return err
 		}
 	}
