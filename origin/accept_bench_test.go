@@ -1,6 +1,7 @@
 package origin
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/netip"
@@ -13,7 +14,9 @@ import (
 	"github.com/pipeline-dev/pipeline/internal/cpustat"
 )
 
-// BenchmarkBlockedAccept measures what a blocked source's connection costs:
+// BenchmarkBlockedAccept measures what a blocked source's connection costs
+// when it reaches accept (queued before its block, or the kernel filter
+// refused; sourcefilter_linux.go drops the others before a handshake):
 // a client on 127.0.0.1 (blocked, nothing exempt) connects and waits for
 // the reset, one connection at a time, against the listener closing it at
 // accept with accept4 on its descriptor (raw) and through
@@ -31,11 +34,12 @@ func BenchmarkBlockedAccept(b *testing.B) {
 			if !l.refused("127.0.0.1:1") || !l.table.blocked(netip.MustParseAddr("127.0.0.1")) {
 				b.Fatal("127.0.0.1 not blocked after two refusals over a limit of one")
 			}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			ln, err := listenTCP(context.Background(), "127.0.0.1:0")
 			if err != nil {
 				b.Fatal(err)
 			}
 			rl := l.listener(ln).(*refusalListener)
+			noKernelFilter(l) // measure the accept path, not the kernel's drop
 			if path == "net" {
 				_ = rl.raw.close()
 				rl.raw = nil

@@ -40,6 +40,9 @@ const (
 	// refusals (RefusalLimits), and MetricSourcesBlockedTotal the blocks.
 	MetricClosedAtAcceptTotal = "pipeline_origin_closed_at_accept_total"
 	MetricSourcesBlockedTotal = "pipeline_origin_sources_blocked_total"
+	// MetricSourcesFiltered is the number of blocked source addresses
+	// whose packets the kernel drops before a TCP handshake (Linux).
+	MetricSourcesFiltered = "pipeline_origin_sources_filtered"
 	// MetricSlowClientsTotal counts sessions closed with 1008 because their
 	// send queue was full or a write to them timed out (a client that does
 	// not read).
@@ -105,6 +108,7 @@ type Metrics struct {
 	refusedMax prometheus.Counter
 	closedAcc  prometheus.Counter
 	blocked    prometheus.Counter
+	filtered   prometheus.Gauge
 	slow       prometheus.Counter
 	phases     [4]prometheus.Observer // enqueue, queue, fetch, total
 
@@ -165,6 +169,10 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		Name: MetricSourcesBlockedTotal,
 		Help: "Source addresses blocked (their connections closed at accept for origin.refusal_block) after more than origin.refusals_per_source auth refusals in origin.refusal_window.",
 	})
+	o.filtered = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: MetricSourcesFiltered,
+		Help: "Blocked source addresses whose packets to the origin's listener the kernel drops, SYNs included, so that they get no TCP handshake (Linux; at most 256, the most recently blocked).",
+	})
 	o.slow = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: MetricSlowClientsTotal,
 		Help: "WebSocket sessions closed with 1008 because their send queue was full (the client did not read); their results stay available with get-result.",
@@ -177,7 +185,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	for i, p := range Phases() {
 		o.phases[i] = phases.WithLabelValues(p)
 	}
-	reg.MustRegister(o.fetches, o.enqueued, o.duplicates, o.dupKeys, o.canceled, o.conns, refused, o.closedAcc, o.blocked, o.slow, phases,
+	reg.MustRegister(o.fetches, o.enqueued, o.duplicates, o.dupKeys, o.canceled, o.conns, refused, o.closedAcc, o.blocked, o.filtered, o.slow, phases,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: MetricInflightFetches,
 			Help: "Accepted fetches whose final frame has not been sent yet.",
@@ -268,6 +276,13 @@ func (o *Metrics) ClosedAtAccept() {
 func (o *Metrics) SourceBlocked() {
 	if o != nil {
 		o.blocked.Inc()
+	}
+}
+
+// SourcesFiltered sets the number of sources in the kernel filter.
+func (o *Metrics) SourcesFiltered(n int) {
+	if o != nil {
+		o.filtered.Set(float64(n))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -83,6 +84,18 @@ type refusalLimiter struct {
 	// blockLog and closeLog pace the log lines of sources blocked and of
 	// connections closed at accept.
 	blockLog, closeLog logging.Every
+
+	kf kernelFilter
+}
+
+// kernelFilter keeps the listener's source filter (sourcefilter_linux.go)
+// equal to the blocked sources: rebuilt when a block starts and when the
+// earliest one runs out. Its methods are safe for concurrent use.
+type kernelFilter struct {
+	mu     sync.Mutex
+	f      *sourceFilter // nil: none (not Linux, not TCP, or given up)
+	timer  *time.Timer   // fires when the earliest block in the filter runs out
+	closed bool
 }
 
 // newRefusalLimiter returns the limiter of cfg (defaults applied), or nil
@@ -139,6 +152,7 @@ func (l *refusalLimiter) refused(remoteAddr string) (blocked bool) {
 	}
 	blocked, started := l.table.refused(ap.Addr())
 	if started {
+		l.refilter()
 		l.m.SourceBlocked()
 		if n, ok := l.blockLog.Tick(); ok {
 			l.log.Warn().Int64("blocked", n).Str("source", sourceKey(ap.Addr()).String()).
@@ -155,7 +169,52 @@ func (l *refusalLimiter) listener(ln net.Listener) net.Listener {
 	if l == nil {
 		return ln
 	}
+	l.kf.mu.Lock()
+	l.kf.f, l.kf.closed = newSourceFilter(ln), false
+	l.kf.mu.Unlock()
+	l.refilter() // sources blocked already
 	return &refusalListener{Listener: ln, l: l, raw: newRawAcceptor(ln)}
+}
+
+// refilter makes the kernel filter drop the packets of the sources blocked
+// now (the most recent maxFilteredSources), and sets its timer for the
+// first of their blocks to run out. A filter the kernel refuses is given up
+// with a warning: blocked sources are then closed at accept only.
+func (l *refusalLimiter) refilter() {
+	k := &l.kf
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.f == nil || k.closed {
+		return
+	}
+	srcs, next := l.table.blockedSources(l.table.now(), maxFilteredSources)
+	if err := k.f.set(srcs); err != nil {
+		l.log.Warn().Err(err).Msg("dropping blocked sources' packets in the kernel failed; they are closed at accept instead")
+		k.f = nil
+		l.m.SourcesFiltered(0)
+		return
+	}
+	l.m.SourcesFiltered(len(srcs))
+	if next.IsZero() {
+		return
+	}
+	wait := time.Until(next) + time.Millisecond // past the block's end
+	if k.timer == nil {
+		k.timer = time.AfterFunc(wait, l.refilter)
+	} else {
+		k.timer.Reset(wait)
+	}
+}
+
+// stopFilter stops the filter's timer: its listener is closed.
+func (l *refusalLimiter) stopFilter() {
+	k := &l.kf
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.closed = true
+	if k.timer != nil {
+		k.timer.Stop()
+	}
 }
 
 // refusalListener closes a blocked source's connections as it accepts them,
@@ -196,6 +255,7 @@ func (rl *refusalListener) Accept() (net.Conn, error) {
 
 // Close closes the listener.
 func (rl *refusalListener) Close() error {
+	rl.l.stopFilter()
 	if rl.raw != nil {
 		_ = rl.raw.close()
 	}
@@ -242,6 +302,9 @@ type refusalTable struct {
 	mu      sync.Mutex
 	sources map[netip.Addr]*list.Element // of *refusalEntry
 	recent  list.List                    // most recently seen first
+	// blockedSet holds the entries with a block set, expired or not
+	// (blocking is its size): what the kernel filter is made of.
+	blockedSet map[netip.Addr]*refusalEntry
 }
 
 // refusalEntry is one source's count in its current window, and its block.
@@ -262,7 +325,7 @@ func newRefusalTable(lim RefusalLimits, exempt []netip.Prefix, max int, now func
 	return &refusalTable{
 		limit: lim.RefusalsPerSource, window: lim.RefusalWindow, block: lim.RefusalBlock,
 		exempt: exempt, max: max, now: now,
-		sources: make(map[netip.Addr]*list.Element),
+		sources: make(map[netip.Addr]*list.Element), blockedSet: make(map[netip.Addr]*refusalEntry),
 	}
 }
 
@@ -292,8 +355,7 @@ func (t *refusalTable) refused(a netip.Addr) (blocked, started bool) {
 		if now.Before(e.until) {
 			return true, false // a keep-alive connection accepted before the block
 		}
-		e.until = time.Time{}
-		t.blocking.Add(-1)
+		t.lift(e, now)
 	}
 	if now.Sub(e.start) >= t.window {
 		e.start, e.n = now, 0
@@ -303,8 +365,43 @@ func (t *refusalTable) refused(a netip.Addr) (blocked, started bool) {
 		return false, false
 	}
 	e.until, e.n = now.Add(t.block), 0
+	t.blockedSet[e.src] = e
 	t.blocking.Add(1)
 	return true, true
+}
+
+// lift ends e's block, at now. t.mu is held.
+func (t *refusalTable) lift(e *refusalEntry, now time.Time) {
+	e.until, e.start, e.n = time.Time{}, now, 0
+	delete(t.blockedSet, e.src)
+	t.blocking.Add(-1)
+}
+
+// blockedSources returns the sources blocked at now, the most recently
+// blocked first, at most max of them, and when the first of their blocks
+// runs out (zero when none is blocked). Blocks found expired are lifted.
+func (t *refusalTable) blockedSources(now time.Time, max int) ([]netip.Addr, time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	live := make([]*refusalEntry, 0, len(t.blockedSet))
+	for _, e := range t.blockedSet {
+		if now.Before(e.until) {
+			live = append(live, e)
+		} else {
+			t.lift(e, now)
+		}
+	}
+	slices.SortFunc(live, func(a, b *refusalEntry) int { return b.until.Compare(a.until) })
+	live = live[:min(len(live), max)]
+	srcs := make([]netip.Addr, len(live))
+	var next time.Time
+	for i, e := range live {
+		srcs[i] = e.src
+		if next.IsZero() || e.until.Before(next) {
+			next = e.until
+		}
+	}
+	return srcs, next
 }
 
 // entry returns k's entry, made most recent, adding it (and forgetting the
@@ -327,6 +424,7 @@ func (t *refusalTable) forget(el *list.Element) {
 	e := t.recent.Remove(el).(*refusalEntry)
 	delete(t.sources, e.src)
 	if !e.until.IsZero() {
+		delete(t.blockedSet, e.src)
 		t.blocking.Add(-1)
 	}
 }
@@ -353,8 +451,7 @@ func (t *refusalTable) blocked(a netip.Addr) bool {
 		t.recent.MoveToFront(el)
 		return true
 	}
-	e.until, e.start, e.n = time.Time{}, t.now(), 0
-	t.blocking.Add(-1)
+	t.lift(e, t.now())
 	return false
 }
 

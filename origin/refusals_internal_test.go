@@ -212,3 +212,37 @@ func BenchmarkRefusalTableBlocked(b *testing.B) {
 		}
 	})
 }
+
+// TestRefusalTableBlockedSources checks what the kernel filter is made of:
+// the sources blocked now, the most recently blocked first, at most max of
+// them, when the first of those blocks ends, and expired blocks lifted.
+func TestRefusalTableBlockedSources(t *testing.T) {
+	tb, clk := testTable(t, 0, 100)
+	a, b, c := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("192.0.2.3")
+	if srcs, next := tb.blockedSources(clk.now(), 10); len(srcs) != 0 || !next.IsZero() {
+		t.Fatalf("nothing blocked: %v %v", srcs, next)
+	}
+	for _, s := range []netip.Addr{a, b, c} { // a limit of 0: each first refusal blocks
+		if _, started := tb.refused(s); !started {
+			t.Fatalf("%v not blocked", s)
+		}
+		clk.advance(time.Second)
+	}
+	srcs, next := tb.blockedSources(clk.now(), 2)
+	want := []netip.Addr{c, sourceKey(b)} // the two most recent; b by its /64
+	if len(srcs) != 2 || srcs[0] != want[0] || srcs[1] != want[1] {
+		t.Fatalf("blocked sources %v, want %v", srcs, want)
+	}
+	if wantNext := time.Unix(1_000_000, 0).Add(11 * time.Second); !next.Equal(wantNext) { // b's block, from t+1 s
+		t.Fatalf("next end %v, want %v (b's)", next, wantNext)
+	}
+	clk.advance(7*time.Second + time.Millisecond) // a's block (to t+10 s) is over
+	srcs, _ = tb.blockedSources(clk.now(), 10)
+	if len(srcs) != 2 || tb.blocking.Load() != 2 {
+		t.Fatalf("after a's block: %v (blocking %d), want c and b", srcs, tb.blocking.Load())
+	}
+	clk.advance(10 * time.Second)
+	if srcs, next := tb.blockedSources(clk.now(), 10); len(srcs) != 0 || !next.IsZero() || tb.blocking.Load() != 0 {
+		t.Fatalf("after every block: %v %v (blocking %d)", srcs, next, tb.blocking.Load())
+	}
+}

@@ -468,10 +468,10 @@ func (s *Server) Start(ctx context.Context) error {
 	if !s.finished.enabled() {
 		s.log.Warn().Msg("result retention disabled: no get-result, de-duplication across restarts only within one process")
 	}
-	ln, err := net.Listen("tcp", s.cfg.Listen)
+	ln, err := listenTCP(ctx, s.cfg.Listen)
 	if err != nil {
 		s.dueCC.Stop()
-		return fmt.Errorf("origin %s: listen: %w", s.cfg.ID, err)
+		return fmt.Errorf("origin %s: %w", s.cfg.ID, err)
 	}
 	// The bulk lane pulls a few at a time: its messages share this
 	// connection with the small lane's.

@@ -199,6 +199,17 @@ type floodResult struct {
 // legitimate client's 127.0.0.1 (all of 127/8 is loopback on Linux).
 var floodSource = &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}
 
+// floodDialer dials from floodSource. Once the origin blocks the source,
+// the kernel drops its SYNs (the origin's source filter): a connect then
+// gets no answer, and the half-second timeout (before the SYN's first
+// retransmission, at 1 s) keeps each attempt at one SYN, so that the flood
+// goes on offering its rate with at most floodInFlight attempts waiting.
+var floodDialer = &net.Dialer{LocalAddr: floodSource, Timeout: 500 * time.Millisecond}
+
+// floodInFlight bounds a flood's attempts in flight: 5,000/s for half a
+// second each, with room.
+const floodInFlight = 4096
+
 // runFlood runs one kind of flood against to from this process until ctx
 // ends.
 func runFlood(ctx context.Context, kind string, to floodTarget, rate int) floodResult {
@@ -262,12 +273,12 @@ func TestWrongTokenFloodClient(t *testing.T) {
 }
 
 // floodUpgrades opens rate WebSocket upgrades per second from floodSource,
-// each on a new connection, until ctx ends (bounded by 64 in flight), and
+// each on a new connection, until ctx ends (bounded by floodInFlight), and
 // returns how many it attempted and how many were answered (a 401, or an
 // upgrade and its unauthorized frame).
 func floodUpgrades(ctx context.Context, url string, h http.Header, rate int) (attempts, answered int64) {
-	d := &websocket.Dialer{HandshakeTimeout: 2 * time.Second, NetDialContext: (&net.Dialer{LocalAddr: floodSource}).DialContext}
-	sem := make(chan struct{}, 64)
+	d := &websocket.Dialer{HandshakeTimeout: 2 * time.Second, NetDialContext: floodDialer.DialContext}
+	sem := make(chan struct{}, floodInFlight)
 	var n, ok atomic.Int64
 	var wg sync.WaitGroup
 	const tick = 10 * time.Millisecond
@@ -310,14 +321,15 @@ func floodUpgrades(ctx context.Context, url string, h http.Header, rate int) (at
 }
 
 // floodKeepAlive sends rate wrong-token upgrade requests per second from
-// floodSource over at most 64 keep-alive connections (a 401 leaves the
-// connection open for the next one, unless the source is blocked) until
-// ctx ends, and returns how many it sent and how many got a 401.
+// floodSource over keep-alive connections (64 kept idle; a 401 leaves the
+// connection open for the next one, unless the source is blocked; at most
+// floodInFlight requests and connections) until ctx ends, and returns how
+// many it sent and how many got a 401.
 func floodKeepAlive(ctx context.Context, url string, rate int) (attempts, answered int64) {
-	tr := &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64, DialContext: (&net.Dialer{LocalAddr: floodSource}).DialContext}
+	tr := &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: floodInFlight, DialContext: floodDialer.DialContext}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 2 * time.Second}
-	sem := make(chan struct{}, 64)
+	sem := make(chan struct{}, floodInFlight)
 	var n, ok atomic.Int64
 	var wg sync.WaitGroup
 	const tick = 10 * time.Millisecond
@@ -363,12 +375,12 @@ func floodKeepAlive(ctx context.Context, url string, rate int) (attempts, answer
 // a wrong token and reading the 401 (Content-Length framed), paced by a
 // shared tick, so that the flood's own CPU cost disturbs the measurement as
 // little as possible. A connection closed by the origin is dialed again on
-// the next attempt.
+// the next attempt (once the source is blocked that is all it does: 16
+// dials in flight, each waiting out its timeout).
 func floodRaw(ctx context.Context, addr string, rate int) (attempts, answered int64) {
 	req := []byte("GET /ws HTTP/1.1\r\nHost: " + addr + "\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
 		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer wrong\r\n\r\n")
 	tokens := make(chan struct{}, rate)
-	d := &net.Dialer{LocalAddr: floodSource}
 	var n, ok atomic.Int64
 	var wg sync.WaitGroup
 	for i := 0; i < 16; i++ {
@@ -390,7 +402,7 @@ func floodRaw(ctx context.Context, addr string, rate int) (attempts, answered in
 				}
 				n.Add(1) // a dial refused (reset at accept) is an attempt too
 				if conn == nil {
-					c, err := d.Dial("tcp", addr)
+					c, err := floodDialer.DialContext(ctx, "tcp", addr)
 					if err != nil {
 						continue
 					}

@@ -1,0 +1,130 @@
+//go:build linux
+
+package origin
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+)
+
+// dialFrom dials addr from source address src and reports whether the
+// connection was made within 300 ms; a connection reset or refused fails t.
+func dialFrom(t *testing.T, src, addr string) bool {
+	t.Helper()
+	d := net.Dialer{Timeout: 300 * time.Millisecond, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", addr)
+	if err == nil {
+		c.Close()
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	t.Fatalf("dial %s from %s: %v, want a connection or a time-out", addr, src, err)
+	return false
+}
+
+// TestSourceFilterDropsBlockedSources attaches the kernel filter to a real
+// listener: a filtered source's connect gets no answer (it times out), other
+// sources connect, and clearing the filter lets the first one in again.
+func TestSourceFilterDropsBlockedSources(t *testing.T) {
+	ln, err := listenTCP(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() { // accept and close whatever gets through
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	f := newSourceFilter(ln)
+	if f == nil {
+		t.Fatal("no source filter for a TCP listener")
+	}
+	addr := ln.Addr().String()
+	// Also an IPv6 entry and other IPv4 ones, to exercise both parts.
+	blocked := []netip.Addr{netip.MustParseAddr("127.0.0.9"), netip.MustParseAddr("2001:db8::"), netip.MustParseAddr("127.0.0.2")}
+	if err := f.set(blocked); err != nil {
+		t.Fatal(err)
+	}
+	if dialFrom(t, "127.0.0.2", addr) {
+		t.Fatal("a filtered source connected")
+	}
+	if !dialFrom(t, "127.0.0.3", addr) || !dialFrom(t, "127.0.0.1", addr) {
+		t.Fatal("a source not filtered could not connect")
+	}
+	if err := f.set(nil); err != nil {
+		t.Fatal(err)
+	}
+	if !dialFrom(t, "127.0.0.2", addr) {
+		t.Fatal("a source no longer filtered could not connect")
+	}
+	if err := f.set(nil); err != nil { // nothing attached: no error
+		t.Fatal(err)
+	}
+}
+
+// TestSourceFilterIPv6 filters an IPv6 listener by /64: ::1's /64 is
+// dropped, and a filter holding only other prefixes lets ::1 in.
+func TestSourceFilterIPv6(t *testing.T) {
+	ln, err := listenTCP(context.Background(), "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	f := newSourceFilter(ln)
+	addr := ln.Addr().String()
+	if err := f.set([]netip.Addr{netip.MustParseAddr("2001:db8::"), netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("0:0:0:1::")}); err != nil {
+		t.Fatal(err)
+	}
+	if !dialFrom(t, "::1", addr) {
+		t.Fatal("::1 could not connect with only other sources filtered")
+	}
+	if err := f.set([]netip.Addr{sourceKey(netip.MustParseAddr("::1"))}); err != nil {
+		t.Fatal(err)
+	}
+	if dialFrom(t, "::1", addr) {
+		t.Fatal("::1 connected with its /64 filtered")
+	}
+}
+
+// TestSourceFilterHoldsAtMostItsBound checks that a program for more than
+// maxFilteredSources sources is accepted by the kernel (it keeps the first
+// ones) and that the largest program fits the kernel's 4,096 instructions.
+func TestSourceFilterHoldsAtMostItsBound(t *testing.T) {
+	ln, err := listenTCP(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var srcs []netip.Addr
+	for i := 0; i < maxFilteredSources+10; i++ {
+		srcs = append(srcs, netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, byte(i >> 8), byte(i)}))
+	}
+	if n := len(filterProgram(srcs[:maxFilteredSources])); n > 4096 {
+		t.Fatalf("%d instructions for %d IPv6 sources, over the kernel's 4096", n, maxFilteredSources)
+	}
+	if err := newSourceFilter(ln).set(srcs); err != nil {
+		t.Fatal(err)
+	}
+}
