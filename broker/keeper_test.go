@@ -8,9 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 
 	"github.com/pipeline-dev/pipeline/internal/cpustat"
 )
@@ -30,26 +28,7 @@ func newKeeperEnv(tb testing.TB) *keeperEnv {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	tb.Cleanup(cancel)
 	dir := tb.TempDir()
-	srv, err := NewServer(ServerConfig{Port: -1, MonitorPort: -2, StoreDir: dir, Logger: zerolog.Nop()})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := srv.Start(ctx); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := Provision(ctx, js, StreamsConfig{}); err != nil {
-		tb.Fatal(err)
-	}
+	js := provisionedServer(ctx, tb, dir, StreamsConfig{})
 	jobs, err := EnsureJobsConsumer(ctx, js, Subjects{}, "o1")
 	if err != nil {
 		tb.Fatal(err)

@@ -28,27 +28,36 @@ func newTrimEnv(t *testing.T, cfg StreamsConfig) *trimEnv {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
-	srv, err := NewServer(ServerConfig{Port: -1, MonitorPort: -2, StoreDir: t.TempDir(), Logger: zerolog.Nop()})
+	js := provisionedServer(ctx, t, t.TempDir(), cfg)
+	return &trimEnv{t: t, ctx: ctx, js: js, cfg: cfg}
+}
+
+// provisionedServer starts an embedded server storing in dir, stopped at
+// the end of tb, and returns a JetStream context on a connection to it,
+// with the pipeline's streams provisioned with cfg.
+func provisionedServer(ctx context.Context, tb testing.TB, dir string, cfg StreamsConfig) jetstream.JetStream {
+	tb.Helper()
+	srv, err := NewServer(ServerConfig{Port: -1, MonitorPort: -2, StoreDir: dir, Logger: zerolog.Nop()})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	tb.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
 	nc, err := nats.Connect(srv.ClientURL())
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(nc.Close)
+	tb.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	if err := Provision(ctx, js, cfg); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	return &trimEnv{t: t, ctx: ctx, js: js, cfg: cfg}
+	return js
 }
 
 // consumer creates origin's results consumer.

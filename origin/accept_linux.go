@@ -34,12 +34,8 @@ type rawAcceptor struct {
 // *net.TCPListener or its descriptor cannot be duplicated (then Accept goes
 // through ln). close must be called with ln's.
 func newRawAcceptor(ln net.Listener) *rawAcceptor {
-	tl, ok := ln.(*net.TCPListener)
-	if !ok {
-		return nil
-	}
-	lrc, err := tl.SyscallConn()
-	if err != nil {
+	lrc := tcpRawConn(ln)
+	if lrc == nil {
 		return nil
 	}
 	dup := -1
@@ -53,6 +49,19 @@ func newRawAcceptor(ln net.Listener) *rawAcceptor {
 		return nil
 	}
 	return &rawAcceptor{f: f, rc: rc}
+}
+
+// tcpRawConn is ln's descriptor, or nil when ln is not a *net.TCPListener.
+func tcpRawConn(ln net.Listener) syscall.RawConn {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return nil
+	}
+	rc, err := tl.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
 }
 
 // dupCloexec duplicates fd with close-on-exec set.

@@ -33,12 +33,8 @@ const maxFilteredSources = 256
 // newSourceFilter returns the filter of ln, or nil when ln is not a
 // *net.TCPListener.
 func newSourceFilter(ln net.Listener) *sourceFilter {
-	tl, ok := ln.(*net.TCPListener)
-	if !ok {
-		return nil
-	}
-	rc, err := tl.SyscallConn()
-	if err != nil {
+	rc := tcpRawConn(ln)
+	if rc == nil {
 		return nil
 	}
 	return &sourceFilter{rc: rc}

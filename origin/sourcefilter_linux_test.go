@@ -39,15 +39,7 @@ func TestSourceFilterDropsBlockedSources(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() { // accept and close whatever gets through
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go acceptAndClose(ln)
 	f := newSourceFilter(ln)
 	if f == nil {
 		t.Fatal("no source filter for a TCP listener")
@@ -83,15 +75,7 @@ func TestSourceFilterIPv6(t *testing.T) {
 		t.Skipf("no IPv6 loopback: %v", err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go acceptAndClose(ln)
 	f := newSourceFilter(ln)
 	addr := ln.Addr().String()
 	if err := f.set([]netip.Addr{netip.MustParseAddr("2001:db8::"), netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("0:0:0:1::")}); err != nil {
@@ -126,5 +110,17 @@ func TestSourceFilterHoldsAtMostItsBound(t *testing.T) {
 	}
 	if err := newSourceFilter(ln).set(srcs); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// acceptAndClose accepts and closes whatever gets through to ln, until ln
+// is closed.
+func acceptAndClose(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
 	}
 }
