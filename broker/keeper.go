@@ -16,7 +16,7 @@ import (
 // last message is removed and creates a new block file for the next write
 // (filestore.go, removeMsgBlock). A work-queue stream that empties after
 // every job, which is what one job at a time does, so creates and deletes a
-// file per job: a third of a one-at-a-time job's CPU in
+// file per job: over a quarter of a one-at-a-time job's CPU in
 // BenchmarkJobsRoundTrip. A keeper message, on a subject no jobs consumer's
 // filter matches, keeps the last block from emptying. Blocks still roll over
 // once full, leaving the keeper behind in an older one, so executors publish

@@ -121,9 +121,9 @@ func readQueue(ctx context.Context, js jetstream.JetStream, keeper string) (*que
 	}
 	msgs := st.CachedInfo().State.Msgs
 	if msgs > q.ackPending {
-		// Less the stream's keepers (broker.KeepJobsBlock), which are not
-		// jobs: a few messages at most, so only asked for when they could
-		// matter.
+		// Less the stream's keeper (broker.KeepJobsBlock), which is not a
+		// job: one message, two for a moment, so only asked for when it
+		// could matter.
 		keepers, err := st.Info(ctx, jetstream.WithSubjectFilter(keeper))
 		if err != nil {
 			return nil, fmt.Errorf("queue depth: keepers of %s: %w", broker.JobsStream, err)
