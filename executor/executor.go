@@ -133,14 +133,11 @@ func (c Config) withDefaults() Config {
 // Executor pulls jobs from the shared executors consumer and fetches them.
 // Create with New, run with Start, stop with Shutdown.
 type Executor struct {
-	cfg Config
-	// keeperChecked: the trim loop (keeper.go) has seen the jobs stream's
-	// storage. Only that goroutine uses it.
-	keeperChecked bool
-	nc            *nats.Conn
-	js            jetstream.JetStream
-	fetcher       *Fetcher
-	log           zerolog.Logger
+	cfg     Config
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	fetcher *Fetcher
+	log     zerolog.Logger
 
 	sem chan struct{}
 	// bulk caps this executor's large results being stored at once
